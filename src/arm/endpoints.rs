@@ -1,0 +1,1 @@
+//! Reading private endpoints from ARM (lead writes this).

@@ -1,0 +1,1 @@
+//! Target catalog (lead writes this).

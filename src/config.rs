@@ -1,0 +1,1 @@
+//! Configuration (lead writes this).

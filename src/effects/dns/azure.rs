@@ -1,0 +1,1 @@
+//! Azure Private DNS provider (lead writes this).

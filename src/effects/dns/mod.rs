@@ -1,0 +1,170 @@
+//! DNS providers: where A records for private endpoints are written.
+//!
+//! The reconciler speaks one small vocabulary ([`RecordKey`], [`ARecordSet`],
+//! [`Ownership`]) and one trait ([`DnsProvider`]); each backend (Azure Private DNS over
+//! ARM, RFC 2136 dynamic update) translates it to its wire format and keeps ownership
+//! where that backend can keep it (record-set metadata in Azure, a TXT record beside the
+//! name on a plain DNS server). This is ExternalDNS's provider + registry split.
+//!
+//! Writes are conditional: `create` only succeeds if nothing is there, `update` and
+//! `delete` only if the set still is what we read (`previous`). A lost race therefore
+//! surfaces as [`DnsErrorKind::PreconditionFailed`] and the reconciler re-reads and
+//! re-plans instead of clobbering a concurrent change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+pub mod azure;
+pub mod rfc2136;
+pub mod router;
+
+pub use router::DnsRouter;
+
+/// The marker we write into every record set we manage.
+pub const MANAGED_BY: &str = "pl-autopilot";
+
+/// Azure Private DNS allows at most 20 records in one record set; we apply the same
+/// bound everywhere so a plan behaves the same on every backend.
+pub const MAX_RECORDS_PER_SET: usize = 20;
+
+/// A record set's address: a zone and a name relative to it.
+/// Both are lower-case, without trailing dots; the apex is `@`, a wildcard `*`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct RecordKey {
+    pub zone: String,
+    pub name: String,
+}
+
+impl RecordKey {
+    pub fn new(zone: &str, name: &str) -> Self {
+        let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let name = if name.is_empty() { "@".to_string() } else { name };
+        Self { zone, name }
+    }
+    /// Fully-qualified name without trailing dot.
+    pub fn fqdn(&self) -> String {
+        if self.name == "@" { self.zone.clone() } else { format!("{}.{}", self.name, self.zone) }
+    }
+}
+
+impl fmt::Display for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (zone {})", self.fqdn(), self.zone)
+    }
+}
+
+/// Who a record set belongs to, as recorded by the backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Ownership {
+    /// Ours. Keyed by the lower-cased private endpoint id; the value is the set of
+    /// addresses that endpoint contributes. Several endpoints may share one name (a
+    /// regional wildcard), so ownership is a set and the record's addresses are the
+    /// union of the owners' addresses.
+    Managed(BTreeMap<String, BTreeSet<Ipv4Addr>>),
+    /// Not ours: no marker, another manager's marker, a private DNS zone group, or
+    /// auto-registration. The string says who, as far as the backend can tell.
+    Foreign(String),
+}
+
+impl Ownership {
+    pub fn is_managed(&self) -> bool {
+        matches!(self, Ownership::Managed(_))
+    }
+}
+
+/// An A record set as read from, or to be written to, a backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ARecordSet {
+    pub key: RecordKey,
+    pub ttl: u32,
+    pub addresses: BTreeSet<Ipv4Addr>,
+    pub ownership: Ownership,
+    /// Backend concurrency token (an ARM ETag). `None` for backends that express the
+    /// precondition through content (RFC 2136 prerequisites use `addresses` and the
+    /// ownership TXT as read).
+    pub version: Option<String>,
+}
+
+impl ARecordSet {
+    /// Builds a managed set whose addresses are the union of the owners' addresses.
+    pub fn managed(key: RecordKey, ttl: u32, owners: BTreeMap<String, BTreeSet<Ipv4Addr>>) -> Self {
+        let addresses = owners.values().flatten().copied().collect();
+        Self { key, ttl, addresses, ownership: Ownership::Managed(owners), version: None }
+    }
+    pub fn owners(&self) -> Option<&BTreeMap<String, BTreeSet<Ipv4Addr>>> {
+        match &self.ownership {
+            Ownership::Managed(o) => Some(o),
+            Ownership::Foreign(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsErrorKind {
+    /// The set changed since it was read (ETag mismatch / prerequisite failed / already exists).
+    PreconditionFailed,
+    /// Worth retrying: throttling, timeouts, 5xx, server unreachable.
+    Transient,
+    /// Retrying will not help until a person changes something: bad credentials
+    /// (BADSIG/BADKEY, 401/403), missing zone (NOTZONE/404), REFUSED, a limit.
+    Permanent,
+}
+
+/// An error from a DNS backend. The message names the zone and the server or scope.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DnsError {
+    pub kind: DnsErrorKind,
+    pub message: String,
+    /// Server-provided wait (ARM `Retry-After`), if any.
+    pub retry_after: Option<Duration>,
+}
+
+impl DnsError {
+    pub fn new(kind: DnsErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), retry_after: None }
+    }
+    pub fn precondition(message: impl Into<String>) -> Self {
+        Self::new(DnsErrorKind::PreconditionFailed, message)
+    }
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(DnsErrorKind::Transient, message)
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(DnsErrorKind::Permanent, message)
+    }
+    pub fn with_retry_after(mut self, d: Option<Duration>) -> Self {
+        self.retry_after = d;
+        self
+    }
+}
+
+/// One DNS backend. Implementations are small and swappable; all of them give the
+/// same semantics to the plan.
+#[async_trait::async_trait]
+pub trait DnsProvider: Send + Sync + fmt::Debug {
+    /// Short name for logs and audit records, e.g. `azure-private-dns` or `rfc2136`.
+    fn kind(&self) -> &'static str;
+
+    /// Reads the A record set at `key`, with its ownership. `Ok(None)` if absent.
+    async fn get(&self, key: &RecordKey) -> Result<Option<ARecordSet>, DnsError>;
+
+    /// Lists every A record set in `zone` (managed and foreign), for the sweep's drift
+    /// and orphan detection.
+    async fn list(&self, zone: &str) -> Result<Vec<ARecordSet>, DnsError>;
+
+    /// Creates `set` only if no A record set exists at its key
+    /// (`PreconditionFailed` otherwise). `set.ownership` must be `Managed`.
+    async fn create(&self, set: &ARecordSet) -> Result<(), DnsError>;
+
+    /// Replaces `previous` with `next` only if the set is still `previous`
+    /// (`PreconditionFailed` otherwise). Both have the same key.
+    async fn update(&self, previous: &ARecordSet, next: &ARecordSet) -> Result<(), DnsError>;
+
+    /// Deletes `previous` (and its ownership record) only if it is still `previous`.
+    /// Deleting something already gone is success.
+    async fn delete(&self, previous: &ARecordSet) -> Result<(), DnsError>;
+}

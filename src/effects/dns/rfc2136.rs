@@ -1,0 +1,1 @@
+//! RFC 2136 provider. STUB: the RFC 2136 helper replaces this file.

@@ -1,0 +1,3 @@
+//! Zone -> provider routing (lead writes this).
+#[derive(Debug, Clone, Default)]
+pub struct DnsRouter;

@@ -1,0 +1,4 @@
+//! Effects: everything that changes the world outside ARM reads. One folder per kind of
+//! effect; each backend behind a small trait.
+
+pub mod dns;

@@ -1,0 +1,1 @@
+//! Event Grid / CloudEvents parsing. STUB: the intake helper replaces this file.

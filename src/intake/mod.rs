@@ -1,0 +1,13 @@
+//! Intake: how work arrives.
+//!
+//! - `protocol`: the Azure Functions custom-handler wire format (what the host POSTs to
+//!   `/<FunctionName>` and what it expects back), including its quirks: string values
+//!   JSON-encoded twice, numbers as strings, non-2xx bodies discarded.
+//! - `events`: Event Grid and CloudEvents 1.0 deliveries, reduced to the one thing we
+//!   act on: "private endpoint X was written/deleted". Events are hints; the reconciler
+//!   re-reads ARM.
+//! - `server`: the axum router the Functions host talks to.
+
+pub mod events;
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,1 @@
+//! Custom-handler protocol. STUB: the intake helper replaces this file.

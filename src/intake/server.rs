@@ -1,0 +1,1 @@
+//! The axum router the Functions host calls. (lead writes this)

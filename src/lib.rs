@@ -1,0 +1,18 @@
+//! Private Link Autopilot.
+//!
+//! The flow, one folder per stage:
+//! `intake` (Functions host protocol, Event Grid events) -> `reconcile` (read the truth
+//! from `arm`, compute a plan from the `catalog`, apply it) -> `effects` (dns, vendors,
+//! approvals, audit) -> `queue` (retries and deferred work, at least once).
+//! `sandbox` holds the local fakes used by `autopilot demo` and the tests.
+
+pub mod arm;
+pub mod backoff;
+pub mod catalog;
+pub mod config;
+pub mod effects;
+pub mod intake;
+pub mod model;
+pub mod queue;
+pub mod reconcile;
+pub mod sandbox;

@@ -1,0 +1,111 @@
+//! The work queue: durable, at-least-once hand-off of "converge this endpoint" work.
+//!
+//! Everything that must not be lost goes through a [`WorkQueue`]: reconcile retries
+//! scheduled by the Event Grid handler, vendor calls, approval re-checks. The trait is
+//! the seam between the embedded queue (SQLite, used by `serve` on a laptop and by
+//! `demo`) and Azure Service Bus.
+//!
+//! Semantics (the same for every implementation, checked by one conformance suite):
+//! - `enqueue` with a `delay` makes the message invisible until then (Service Bus
+//!   scheduled enqueue).
+//! - `dedupe_key`: while a message with the same key is waiting (not yet received),
+//!   a second enqueue does not add a copy; the waiting one keeps the earlier due time
+//!   (Service Bus duplicate detection is the analogue there).
+//! - `receive` hands out one due message under a lock for `lock_for`; until it is
+//!   completed, abandoned or dead-lettered nobody else receives it. A lock that expires
+//!   (the worker crashed) makes the message receivable again with `delivery_count + 1`.
+//! - `dead_letter` parks a message with a reason a person can act on; `replay` puts a
+//!   dead-lettered message back, once.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+pub mod sqlite;
+
+pub use sqlite::SqliteQueue;
+
+/// Current version of the message envelope (`{"v": 1, "work": {...}}`).
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// What to put on the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    /// Collapses duplicates while one is waiting (see module docs). Also used as the
+    /// Service Bus `MessageId`.
+    pub dedupe_key: String,
+    /// Groups messages about one thing; we use the lower-cased private endpoint id.
+    pub correlation_id: String,
+    /// The versioned JSON envelope.
+    pub body: serde_json::Value,
+    /// Not receivable before now + delay.
+    pub delay: Duration,
+}
+
+/// A received, locked message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Identifies the message in the queue (stable across deliveries).
+    pub message_id: String,
+    /// Identifies this delivery's lock; complete/abandon/dead-letter need it.
+    pub lock_token: String,
+    pub dedupe_key: String,
+    pub correlation_id: String,
+    pub body: serde_json::Value,
+    /// 1 on the first delivery.
+    pub delivery_count: u32,
+    pub enqueued_at: SystemTime,
+}
+
+/// A parked message, for the operator's dead-letter commands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub dedupe_key: String,
+    pub correlation_id: String,
+    pub body: serde_json::Value,
+    pub reason: String,
+    pub delivery_count: u32,
+    pub dead_lettered_at: SystemTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The lock was lost (expired and taken by another receiver, or already settled).
+    #[error("message lock lost: {0}")]
+    LockLost(String),
+    #[error("no dead-lettered message with id {0}")]
+    NotFound(String),
+    /// Storage or transport failure; the operation may be retried.
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// Configuration or permission problem; retrying will not help.
+    #[error("queue misconfigured: {0}")]
+    Config(String),
+}
+
+#[async_trait::async_trait]
+pub trait WorkQueue: Send + Sync + fmt::Debug {
+    async fn enqueue(&self, msg: NewMessage) -> Result<(), QueueError>;
+
+    /// Waits up to `wait` for a due message and locks it for `lock_for`.
+    async fn receive(&self, wait: Duration, lock_for: Duration) -> Result<Option<Delivery>, QueueError>;
+
+    /// Removes a delivered message for good.
+    async fn complete(&self, delivery: &Delivery) -> Result<(), QueueError>;
+
+    /// Releases the lock; the message is receivable again at once.
+    async fn abandon(&self, delivery: &Delivery) -> Result<(), QueueError>;
+
+    /// Parks the message with a readable reason.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), QueueError>;
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Moves a dead-lettered message back to the queue (delivery count reset). Replaying
+    /// an id that is no longer dead-lettered is `NotFound`; replaying the same item twice
+    /// therefore enqueues it once.
+    async fn replay(&self, message_id: &str) -> Result<(), QueueError>;
+
+    /// Messages waiting or locked (not dead-lettered), for status output and tests.
+    async fn depth(&self) -> Result<usize, QueueError>;
+}

@@ -1,0 +1,1 @@
+//! Functions host emulator. STUB: the intake helper replaces this file.

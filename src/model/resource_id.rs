@@ -26,7 +26,9 @@ pub enum IdError {
     TooLong,
     #[error("resource id contains a control, whitespace or non-ASCII character")]
     BadCharacter,
-    #[error("resource id must look like /subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/{{namespace}}/{{type}}/{{name}}: {0}")]
+    #[error(
+        "resource id must look like /subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/{{namespace}}/{{type}}/{{name}}: {0}"
+    )]
     Shape(String),
     #[error("not a private endpoint id (expected type Microsoft.Network/privateEndpoints): {0}")]
     NotPrivateEndpoint(String),
@@ -175,7 +177,8 @@ mod tests {
     #[test]
     fn parses_and_compares_case_insensitively() {
         let a = ResourceId::parse_private_endpoint(PE).unwrap();
-        let b = ResourceId::parse_private_endpoint(&PE.replace("resourceGroups", "resourcegroups").to_uppercase()).unwrap();
+        let b =
+            ResourceId::parse_private_endpoint(&PE.replace("resourceGroups", "resourcegroups").to_uppercase()).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.subscription(), "00000000-0000-0000-0000-000000000001");
         assert_eq!(a.resource_group(), "rg-spoke-1");

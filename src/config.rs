@@ -1,1 +1,375 @@
-//! Configuration (lead writes this).
+//! Configuration: one documented TOML file plus environment overrides.
+//!
+//! Azure Functions app settings arrive as environment variables, so every setting in
+//! the file can also be set as `AUTOPILOT__<SECTION>__<KEY>` (double underscores nest,
+//! the same convention Functions uses for `Connection__fullyQualifiedNamespace`).
+//! Values are parsed as TOML scalars or arrays when they look like one (`true`, `16`,
+//! `["a","b"]`), else taken as strings. Unknown keys are errors that name the key, so a
+//! typo never silently falls back to a default. Every setting has a safe default;
+//! `autopilot.example.toml` documents them all.
+//!
+//! Secrets never live in the file: settings that need one name the environment
+//! variable that holds it (`*_env` keys), which in Azure is a Key Vault reference.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "AUTOPILOT__";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub arm: ArmSettings,
+    pub dns: DnsSettings,
+    pub catalog: CatalogSettings,
+    pub reconcile: ReconcileSettings,
+    pub queue: QueueSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArmSettings {
+    /// `https://management.azure.com`; the sandbox points this at loopback.
+    pub base_url: String,
+    /// Client id of a user-assigned managed identity; empty = system-assigned / developer tools.
+    pub managed_identity_client_id: String,
+    pub request_timeout_secs: u64,
+    pub max_retries: u32,
+    pub max_concurrency: usize,
+    /// Client-side budget per subscription (ARM: reads 250 burst + 25/s, writes 200 + 10/s).
+    pub reads_burst: u32,
+    pub reads_per_sec: f64,
+    pub writes_burst: u32,
+    pub writes_per_sec: f64,
+    pub deletes_burst: u32,
+    pub deletes_per_sec: f64,
+}
+
+impl Default for ArmSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://management.azure.com".into(),
+            managed_identity_client_id: String::new(),
+            request_timeout_secs: 20,
+            max_retries: 4,
+            max_concurrency: 16,
+            reads_burst: 250,
+            reads_per_sec: 25.0,
+            writes_burst: 200,
+            writes_per_sec: 10.0,
+            deletes_burst: 200,
+            deletes_per_sec: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSettings {
+    /// Where zones live when `[[dns.zones]]` does not name them (the hub).
+    pub default_subscription: String,
+    pub default_resource_group: String,
+    /// Zones with an explicit location or backend.
+    pub zones: Vec<ZoneSettings>,
+    /// RFC 2136 servers that `zones` can point at.
+    pub servers: Vec<DnsServerSettings>,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self { default_subscription: String::new(), default_resource_group: String::new(), zones: vec![], servers: vec![] }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneSettings {
+    pub name: String,
+    /// `azure` (default) or `rfc2136`.
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    #[serde(default)]
+    pub subscription: String,
+    #[serde(default)]
+    pub resource_group: String,
+    /// For `rfc2136`: the `[[dns.servers]]` name.
+    #[serde(default)]
+    pub server: String,
+}
+
+fn default_provider() -> String {
+    "azure".into()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsServerSettings {
+    pub name: String,
+    /// `host:port`, e.g. `10.0.0.53:53`.
+    pub address: String,
+    pub tsig_key_name: String,
+    #[serde(default = "default_tsig_algorithm")]
+    pub tsig_algorithm: String,
+    /// Name of the environment variable holding the base64 TSIG secret.
+    pub tsig_secret_env: String,
+    #[serde(default = "default_dns_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_true")]
+    pub allow_axfr: bool,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
+}
+fn default_dns_timeout() -> u64 {
+    5
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogSettings {
+    /// Extra catalog file (TOML, same format as the built-in one); its targets are
+    /// matched before the built-ins.
+    pub file: String,
+    pub include_builtin: bool,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self { file: String::new(), include_builtin: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSettings {
+    /// Work done inside one Event Grid invocation must finish well before Event Grid's
+    /// 30 s answer window; whatever is left is handed to the queue.
+    pub deadline_ms: u64,
+    /// Reconciles running at once in one process.
+    pub max_parallel: usize,
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// Give up (dead-letter) after this long of failing.
+    pub retry_window_secs: u64,
+    /// How long a zone listing may be reused when looking for a deleted endpoint's records.
+    pub zone_scan_cache_secs: u64,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            deadline_ms: 20_000,
+            max_parallel: 32,
+            retry_base_secs: 5,
+            retry_max_secs: 900,
+            retry_window_secs: 24 * 3600,
+            zone_scan_cache_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// `embedded` (SQLite file) — Service Bus arrives with the vendor work.
+    pub kind: String,
+    /// SQLite file for the embedded queue.
+    pub path: String,
+    /// How long a received message stays locked (should exceed one reconcile).
+    pub lock_secs: u64,
+    /// Workers draining the queue in `serve`.
+    pub workers: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self { kind: "embedded".into(), path: ".autopilot/queue.sqlite".into(), lock_secs: 120, workers: 4 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `private_link_autopilot=debug`.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: "text".into(), filter: "info".into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment override {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid setting {setting}: {message}")]
+    Invalid { setting: String, message: String },
+}
+
+impl Config {
+    /// Loads `path` (if any), applies `AUTOPILOT__*` overrides from `env`, validates.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse { path: p.into(), message: e.to_string() })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut overrides: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        overrides.sort();
+        for (name, value) in overrides {
+            apply_override(&mut table, &name, &value)?;
+        }
+        let source = path.map(|p| p.display().to_string()).unwrap_or_else(|| "defaults + environment".into());
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: source.into(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Embedded defaults only (used by `demo` and tests).
+    pub fn defaults() -> Self {
+        Self::default()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting: &str, message: &str| {
+            Err(ConfigError::Invalid { setting: setting.into(), message: message.into() })
+        };
+        if !(self.arm.base_url.starts_with("https://") || self.arm.base_url.starts_with("http://127.")
+            || self.arm.base_url.starts_with("http://localhost"))
+        {
+            return invalid("arm.base_url", "must be https:// (plain http only for loopback fakes)");
+        }
+        if self.arm.max_concurrency == 0 {
+            return invalid("arm.max_concurrency", "must be at least 1");
+        }
+        if self.reconcile.deadline_ms == 0 || self.reconcile.deadline_ms > 25_000 {
+            return invalid("reconcile.deadline_ms", "must be between 1 and 25000 (Event Grid waits 30 s)");
+        }
+        if self.reconcile.max_parallel == 0 {
+            return invalid("reconcile.max_parallel", "must be at least 1");
+        }
+        if self.queue.kind != "embedded" {
+            return invalid("queue.kind", "only `embedded` is available in this version");
+        }
+        for (i, z) in self.dns.zones.iter().enumerate() {
+            let setting = format!("dns.zones[{i}] ({})", z.name);
+            match z.provider.as_str() {
+                "azure" => {}
+                "rfc2136" => {
+                    if !self.dns.servers.iter().any(|s| s.name == z.server) {
+                        return Err(ConfigError::Invalid {
+                            setting,
+                            message: format!("server `{}` is not defined in [[dns.servers]]", z.server),
+                        });
+                    }
+                }
+                other => {
+                    return Err(ConfigError::Invalid {
+                        setting,
+                        message: format!("provider must be `azure` or `rfc2136`, not `{other}`"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn apply_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::Env { name: name.into(), message: "empty path segment".into() });
+    }
+    let value = parse_env_value(raw);
+    let mut cur = table;
+    for (i, seg) in path.iter().enumerate() {
+        if i == path.len() - 1 {
+            cur.insert(seg.clone(), value);
+            return Ok(());
+        }
+        let next = cur.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match next {
+            toml::Value::Table(t) => t,
+            _ => return Err(ConfigError::Env { name: name.into(), message: format!("`{seg}` is not a section") }),
+        };
+    }
+    Ok(())
+}
+
+/// `true`/`16`/`1.5`/`["a"]`/`[{...}]` parse as TOML; anything else is a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.arm.base_url, "https://management.azure.com");
+        assert_eq!(c.queue.kind, "embedded");
+    }
+
+    #[test]
+    fn env_overrides_nest_and_type() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("AUTOPILOT__ARM__MAX_CONCURRENCY", "3"),
+                ("AUTOPILOT__DNS__DEFAULT_SUBSCRIPTION", "sub-hub"),
+                ("AUTOPILOT__CATALOG__INCLUDE_BUILTIN", "false"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.arm.max_concurrency, 3);
+        assert_eq!(c.dns.default_subscription, "sub-hub");
+        assert!(!c.catalog.include_builtin);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_setting() {
+        let e = Config::load(None, env(&[("AUTOPILOT__ARM__MAX_CONCURENCY", "3")])).unwrap_err().to_string();
+        assert!(e.contains("max_concurency"), "{e}");
+        let e = Config::load(None, env(&[("AUTOPILOT__ARM__MAX_CONCURRENCY", "lots")])).unwrap_err().to_string();
+        assert!(e.contains("max_concurrency"), "{e}");
+        let e = Config::load(None, env(&[("AUTOPILOT__ARM__BASE_URL", "http://evil.example")])).unwrap_err().to_string();
+        assert!(e.contains("arm.base_url"), "{e}");
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("autopilot.example.toml");
+        Config::load(Some(&p), env(&[])).unwrap();
+    }
+}

@@ -6,6 +6,7 @@
 //! approvals, audit) -> `queue` (retries and deferred work, at least once).
 //! `sandbox` holds the local fakes used by `autopilot demo` and the tests.
 
+pub mod app;
 pub mod arm;
 pub mod backoff;
 pub mod catalog;
@@ -16,3 +17,4 @@ pub mod model;
 pub mod queue;
 pub mod reconcile;
 pub mod sandbox;
+pub mod telemetry;

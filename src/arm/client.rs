@@ -186,6 +186,11 @@ impl ArmClient {
         todo!("ARM-client helper")
     }
 
+    /// GETs `path` and follows `nextLink`, concatenating the `value` arrays.
+    pub async fn list_all(&self, _path: &str, _api_version: &str) -> Result<Vec<Value>, ArmError> {
+        todo!("ARM-client helper")
+    }
+
     pub fn base_url(&self) -> &str {
         todo!("ARM-client helper")
     }

@@ -1,1 +1,69 @@
-//! Reading private endpoints from ARM (lead writes this).
+//! Reading a private endpoint's current state: the PE, its NIC(s), its DNS zone groups.
+//!
+//! This is "the truth" every reconcile starts from. A 404 on the PE means it is gone
+//! (the delete path); a PE whose provisioning is not `Succeeded` is not ready yet and the
+//! caller retries later; a NIC that is not readable yet is likewise "not ready".
+
+use crate::arm::{ArmClient, ArmError, ArmRequest};
+use crate::model::endpoint::ParseError;
+use crate::model::{PrivateEndpoint, ResourceId};
+
+pub const NETWORK_API: &str = "2025-07-01";
+
+#[derive(Debug, Clone)]
+pub enum EndpointState {
+    Present(Box<PrivateEndpoint>),
+    /// ARM answered 404 for the PE.
+    Absent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Arm(#[from] ArmError),
+    #[error("ARM returned a private endpoint we cannot parse: {0}")]
+    Parse(#[from] ParseError),
+    #[error("{0}")]
+    NotReady(String),
+}
+
+impl ReadError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReadError::Arm(e) => e.is_transient(),
+            ReadError::Parse(_) => false,
+            ReadError::NotReady(_) => true,
+        }
+    }
+}
+
+/// Reads the PE and, when it is provisioned, its NICs and zone groups.
+pub async fn read_endpoint(arm: &ArmClient, id: &ResourceId) -> Result<EndpointState, ReadError> {
+    let body = match arm.send(ArmRequest::get(id.as_str(), NETWORK_API)).await {
+        Ok(r) => r.body,
+        Err(e) if e.status() == Some(404) => return Ok(EndpointState::Absent),
+        Err(e) => return Err(e.into()),
+    };
+    let mut pe = PrivateEndpoint::from_arm_json(&body)?;
+    if !pe.is_provisioned() {
+        return Ok(EndpointState::Present(Box::new(pe)));
+    }
+    for nic_id in pe.nic_ids.clone() {
+        // Real NIC ids are well-formed; the official example misspells `providers`.
+        let nic_path = nic_id.replace("/provders/", "/providers/");
+        match arm.send(ArmRequest::get(nic_path, NETWORK_API)).await {
+            Ok(r) => pe.add_nic(&r.body),
+            Err(e) if e.status() == Some(404) => {
+                return Err(ReadError::NotReady(format!("NIC {nic_id} of {} is not readable yet", pe.id)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let groups = format!("{}/privateDnsZoneGroups", id.as_str());
+    match arm.send(ArmRequest::get(groups, NETWORK_API)).await {
+        Ok(r) => pe.add_dns_zone_groups(&r.body),
+        Err(e) if e.status() == Some(404) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(EndpointState::Present(Box::new(pe)))
+}

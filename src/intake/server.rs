@@ -1,1 +1,235 @@
-//! The axum router the Functions host calls. (lead writes this)
+//! The HTTP server the Functions host talks to (custom-handler protocol).
+//!
+//! Routes are the function folder names under `handlers/`: the host POSTs
+//! `/<FunctionName>` with `{"Data","Metadata"}` and reads `{"Outputs","Logs","ReturnValue"}`
+//! back. `GET /` answers the host's readiness polls.
+//!
+//! The Event Grid function reconciles under a deadline well inside Event Grid's 30 s
+//! answer window; whatever did not converge in time (or failed) is put on the work
+//! queue as a scheduled retry *before* we answer 2xx, so correctness never rests on
+//! Event Grid's own retries. If even the queue is unavailable we answer 500 (and say why
+//! on stderr, because the host discards the body of a non-2xx answer): Event Grid then
+//! redelivers the batch and nothing is lost.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::events::{self, Classified};
+use super::protocol::{self, InvocationRequest, InvocationResponse};
+use crate::app::App;
+use crate::model::ResourceId;
+use crate::queue::work;
+use crate::reconcile::{Mode, Outcome, Report};
+use crate::telemetry::Stats;
+
+/// Function names = folder names in `handlers/`. A test keeps the two in sync.
+pub const FUNCTIONS: &[&str] = &[EVENTS_FUNCTION, STATUS_FUNCTION];
+pub const EVENTS_FUNCTION: &str = "PrivateEndpointEvents";
+pub const STATUS_FUNCTION: &str = "Status";
+
+/// Largest invocation body we accept (an Event Grid event is at most 1 MB).
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(ready))
+        .route(&format!("/{EVENTS_FUNCTION}"), post(private_endpoint_events))
+        .route(&format!("/{STATUS_FUNCTION}"), post(status))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+async fn ready() -> &'static str {
+    "ok"
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn invocation_ok(resp: InvocationResponse) -> Response {
+    json_response(StatusCode::OK, resp.to_json_bytes())
+}
+
+/// A failed invocation: the host only sees the status, so the reason goes to stderr.
+fn invocation_failed(status: StatusCode, function: &str, reason: &str) -> Response {
+    eprintln!("autopilot: {function} invocation failed: {reason}");
+    tracing::error!(function, %reason, "invocation failed");
+    json_response(status, serde_json::to_vec(&json!({"error": reason})).unwrap_or_default())
+}
+
+/// Finds a Data entry by binding name, ignoring case (the host keeps function.json's casing).
+fn data_entry<'a>(req: &'a InvocationRequest, name: &str) -> Option<&'a Value> {
+    req.data.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+}
+
+async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let req = match InvocationRequest::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            Stats::inc(&app.stats.invocations_rejected);
+            return invocation_failed(StatusCode::BAD_REQUEST, EVENTS_FUNCTION, &format!("malformed invocation: {e}"));
+        }
+    };
+    let Some(raw_event) = data_entry(&req, "event") else {
+        Stats::inc(&app.stats.invocations_rejected);
+        return invocation_failed(StatusCode::BAD_REQUEST, EVENTS_FUNCTION, "invocation has no `event` in Data");
+    };
+    let event = protocol::decode_value(raw_event);
+    let mut logs = Vec::new();
+    let outcomes = match events::parse_delivery(&event) {
+        Ok(o) => o,
+        Err(rejection) => {
+            // Retrying garbage helps nobody: acknowledge, count and say why.
+            Stats::inc(&app.stats.events_rejected);
+            tracing::error!(reason = %rejection.reason, "rejected event delivery");
+            logs.push(format!("rejected delivery: {}", rejection.reason));
+            return invocation_ok(InvocationResponse { logs, ..Default::default() });
+        }
+    };
+    let mut endpoints: BTreeMap<String, ResourceId> = BTreeMap::new();
+    for outcome in outcomes {
+        Stats::inc(&app.stats.events_received);
+        match outcome {
+            Ok(Classified::PrivateEndpoint(ev)) => {
+                tracing::debug!(event_id = %ev.event_id, endpoint = %ev.endpoint, kind = ?ev.kind, "private endpoint event");
+                endpoints.insert(ev.endpoint.key().to_string(), ev.endpoint);
+            }
+            Ok(Classified::Ignored { event_type, reason, .. }) => {
+                Stats::inc(&app.stats.events_ignored);
+                tracing::debug!(%event_type, reason, "ignored event");
+            }
+            Err(rejection) => {
+                Stats::inc(&app.stats.events_rejected);
+                tracing::error!(event_id = ?rejection.event_id, reason = %rejection.reason, "rejected event");
+                logs.push(format!("rejected event {}: {}", rejection.event_id.as_deref().unwrap_or("?"), rejection.reason));
+            }
+        }
+    }
+    let results = reconcile_all(&app, endpoints.into_values().collect()).await;
+    let mut summary = Vec::new();
+    for (id, result) in results {
+        let (line, retry) = match &result {
+            Ok(report) => (format_report(report), retry_reason(report)),
+            Err(why) => (format!("{id}: {why}"), Some((why.clone(), Duration::from_secs(1)))),
+        };
+        logs.push(line);
+        if let Some((reason, after)) = retry {
+            let msg = work::reconcile_retry(&id, 1, work::now_unix(), &reason, after);
+            if let Err(e) = app.queue.enqueue(msg).await {
+                return invocation_failed(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    EVENTS_FUNCTION,
+                    &format!("could not queue a retry for {id} ({reason}): {e}"),
+                );
+            }
+            logs.push(format!("{id}: retry queued in {:.1}s ({reason})", after.as_secs_f64()));
+        }
+        summary.push(match result {
+            Ok(r) => serde_json::to_value(&r).unwrap_or(Value::Null),
+            Err(why) => json!({"endpoint": id.to_string(), "outcome": "deadline", "reason": why}),
+        });
+    }
+    invocation_ok(InvocationResponse { logs, return_value: Value::Array(summary), ..Default::default() })
+}
+
+/// Whether a report needs a queued retry, and after how long.
+fn retry_reason(report: &Report) -> Option<(String, Duration)> {
+    match &report.outcome {
+        Outcome::Done => None,
+        Outcome::Requeue { after, reason } => Some((reason.clone(), *after)),
+        // The worker re-reads and dead-letters with the reason if it still fails.
+        Outcome::Failed { reason } => Some((reason.clone(), Duration::from_secs(5))),
+    }
+}
+
+pub fn format_report(r: &Report) -> String {
+    let actions: Vec<String> = r.plan.actions.iter().map(|a| a.describe()).collect();
+    let outcome = match &r.outcome {
+        Outcome::Done => "done".to_string(),
+        Outcome::Requeue { after, reason } => format!("requeue in {:.1}s: {reason}", after.as_secs_f64()),
+        Outcome::Failed { reason } => format!("FAILED: {reason}"),
+    };
+    let mut line = format!("{}: {outcome}", r.endpoint);
+    if !actions.is_empty() {
+        line.push_str(&format!(" [{}]", actions.join("; ")));
+    }
+    if !r.plan.notes.is_empty() {
+        line.push_str(&format!(" (notes: {})", r.plan.notes.join("; ")));
+    }
+    line
+}
+
+/// Reconciles endpoints concurrently within the invocation deadline and the process's
+/// parallelism bound. `Err` = did not finish in time.
+pub async fn reconcile_all(app: &Arc<App>, ids: Vec<ResourceId>) -> Vec<(ResourceId, Result<Report, String>)> {
+    let deadline = tokio::time::Instant::now() + app.deadline();
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in ids {
+        let app = app.clone();
+        tasks.spawn(async move {
+            let work = async {
+                let _permit = app.parallel.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+                Ok::<Report, String>(app.reconciler.reconcile(&id, Mode::Apply).await)
+            };
+            let result = match tokio::time::timeout_at(deadline, work).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("not finished within the {} ms deadline", app.config.reconcile.deadline_ms)),
+            };
+            (id, result)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(r) => out.push(r),
+            Err(e) => tracing::error!(error = %e, "reconcile task panicked"),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+async fn status(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let req = match InvocationRequest::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            Stats::inc(&app.stats.invocations_rejected);
+            return invocation_failed(StatusCode::BAD_REQUEST, STATUS_FUNCTION, &format!("malformed invocation: {e}"));
+        }
+    };
+    let http_req = data_entry(&req, "req").map(protocol::decode_value).unwrap_or(Value::Null);
+    let id = http_req.pointer("/Query/id").and_then(Value::as_str).map(str::to_string);
+    let (code, body) = match id {
+        None => (200, health(&app).await),
+        Some(raw) => match ResourceId::parse_private_endpoint(&raw) {
+            Ok(id) => {
+                let report = app.reconciler.reconcile(&id, Mode::DryRun).await;
+                (200, serde_json::to_value(report).unwrap_or(Value::Null))
+            }
+            Err(e) => (400, json!({"error": format!("query parameter id: {e}")})),
+        },
+    };
+    invocation_ok(InvocationResponse::http(code, &body))
+}
+
+pub async fn health(app: &App) -> Value {
+    let depth = app.queue.depth().await.map_err(|e| e.to_string());
+    let dead = app.queue.dead_letters().await.map(|d| d.len()).map_err(|e| e.to_string());
+    json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": app.started.elapsed().as_secs(),
+        "counters": app.stats.snapshot(),
+        "queue": {"depth": depth.ok(), "dead_letters": dead.ok()},
+    })
+}

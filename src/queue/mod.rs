@@ -21,6 +21,8 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 pub mod sqlite;
+pub mod work;
+pub mod worker;
 
 pub use sqlite::SqliteQueue;
 

@@ -1,1 +1,15 @@
-//! Reconcile (lead writes this).
+//! Reconcile: desired state (the endpoint + the catalog) against actual state (the DNS
+//! backends), as a plan of actions, then apply.
+//!
+//! `plan` is pure: given what one record set should and does look like, it says what to
+//! do. `reconciler` does the I/O around it: read the truth from ARM, read each record,
+//! plan, apply, and on a lost race (412) read again. The same code path serves the
+//! Event Grid handler, the queue worker, the sweep and the dry-run command, so what the
+//! operator previews is what runs.
+
+pub mod locks;
+pub mod plan;
+pub mod reconciler;
+
+pub use plan::{DnsAction, Plan};
+pub use reconciler::{Mode, Outcome, Reconciler, Report};

@@ -1,1 +1,283 @@
-//! Azure Private DNS provider (lead writes this).
+//! Azure Private DNS zones, through ARM (`Microsoft.Network/privateDnsZones`, 2024-06-01).
+//!
+//! Record-set writes are synchronous (no long-running operation) and conditional:
+//! `If-None-Match: *` on create and `If-Match: <etag>` on update and delete, so a
+//! concurrent writer makes us re-read instead of overwrite (412).
+//!
+//! Ownership lives in the record set's `metadata` (a string map): `managedby =
+//! pl-autopilot`, and one `plowner<hash>` entry per owning endpoint whose value is
+//! `<ips>|<endpoint id>`. Keeping each owner's addresses lets us remove one endpoint from
+//! a shared regional wildcard and leave exactly the survivors' addresses. Metadata key
+//! constraints are unconfirmed, so keys are lower-case alphanumeric.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Ownership, RecordKey};
+use crate::arm::client::Method;
+use crate::arm::{ArmClient, ArmError, ArmRequest};
+
+pub const PRIVATE_DNS_API: &str = "2024-06-01";
+const OWNER_PREFIX: &str = "plowner";
+
+/// Where a zone lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneLocation {
+    pub subscription: String,
+    pub resource_group: String,
+}
+
+/// Zone name -> location, with the hub as the default.
+#[derive(Debug, Clone, Default)]
+pub struct ZoneDirectory {
+    pub zones: HashMap<String, ZoneLocation>,
+    pub default: Option<ZoneLocation>,
+}
+
+impl ZoneDirectory {
+    pub fn locate(&self, zone: &str) -> Result<&ZoneLocation, DnsError> {
+        self.zones.get(&zone.to_ascii_lowercase()).or(self.default.as_ref()).ok_or_else(|| {
+            DnsError::permanent(format!(
+                "zone {zone} has no configured location: add it to [[dns.zones]] or set \
+                 dns.default_subscription and dns.default_resource_group"
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AzurePrivateDns {
+    arm: ArmClient,
+    directory: ZoneDirectory,
+}
+
+impl AzurePrivateDns {
+    pub fn new(arm: ArmClient, directory: ZoneDirectory) -> Self {
+        Self { arm, directory }
+    }
+
+    fn zone_path(&self, zone: &str) -> Result<String, DnsError> {
+        let loc = self.directory.locate(zone)?;
+        Ok(format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/privateDnsZones/{}",
+            loc.subscription, loc.resource_group, zone
+        ))
+    }
+
+    fn record_path(&self, key: &RecordKey) -> Result<String, DnsError> {
+        // `*` and `@` go into the path literally (x-ms-skip-url-encoding in the spec).
+        Ok(format!("{}/A/{}", self.zone_path(&key.zone)?, key.name))
+    }
+
+    /// Zones in the hub resource group(s) we know about, for finding a deleted
+    /// endpoint's records.
+    pub async fn discover_zones(&self) -> Result<Vec<String>, DnsError> {
+        let mut locations: Vec<&ZoneLocation> = self.directory.zones.values().collect();
+        locations.extend(self.directory.default.as_ref());
+        locations.sort_by(|a, b| (&a.subscription, &a.resource_group).cmp(&(&b.subscription, &b.resource_group)));
+        locations.dedup();
+        let mut out: BTreeSet<String> = self.directory.zones.keys().cloned().collect();
+        for loc in locations {
+            let path = format!(
+                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/privateDnsZones",
+                loc.subscription, loc.resource_group
+            );
+            match self.arm.list_all(&path, PRIVATE_DNS_API).await {
+                Ok(zones) => {
+                    out.extend(zones.iter().filter_map(|z| z.get("name")?.as_str().map(str::to_ascii_lowercase)))
+                }
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => return Err(map_err(e, &format!("listing zones in {}/{}", loc.subscription, loc.resource_group))),
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+fn map_err(e: ArmError, what: &str) -> DnsError {
+    let kind = match e.status() {
+        Some(412) => DnsErrorKind::PreconditionFailed,
+        _ if e.is_transient() => DnsErrorKind::Transient,
+        _ => DnsErrorKind::Permanent,
+    };
+    DnsError { kind, message: format!("{what}: {e}"), retry_after: e.retry_after() }
+}
+
+/// FNV-1a: a stable, dependency-free hash for metadata keys (std's hasher is not
+/// guaranteed stable across releases, and keys must survive upgrades).
+fn owner_key(endpoint_key: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in endpoint_key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{OWNER_PREFIX}{h:016x}")
+}
+
+/// Encodes ownership into record-set metadata.
+pub fn encode_metadata(owners: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("managedby".into(), Value::String(MANAGED_BY.into()));
+    for (endpoint, ips) in owners {
+        let ips: Vec<String> = ips.iter().map(Ipv4Addr::to_string).collect();
+        m.insert(owner_key(endpoint), Value::String(format!("{}|{}", ips.join(","), endpoint)));
+    }
+    m
+}
+
+/// Reads ownership from a record set's JSON.
+pub fn decode_ownership(rs: &Value) -> Ownership {
+    let props = rs.get("properties").cloned().unwrap_or(Value::Null);
+    if props.get("isAutoRegistered").and_then(Value::as_bool) == Some(true) {
+        return Ownership::Foreign("auto-registered by a virtual network link".into());
+    }
+    let meta = props.get("metadata").and_then(Value::as_object);
+    let ours = meta.and_then(|m| m.get("managedby")).and_then(Value::as_str) == Some(MANAGED_BY);
+    if !ours {
+        let detail = match meta {
+            Some(m) if !m.is_empty() => {
+                let pairs: Vec<String> = m
+                    .iter()
+                    .take(4)
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?").chars().take(160).collect::<String>()))
+                    .collect();
+                format!("metadata {}", pairs.join(", "))
+            }
+            _ => "no metadata".into(),
+        };
+        return Ownership::Foreign(format!("not managed by {MANAGED_BY} ({detail}); a private DNS zone group or a person may own it"));
+    }
+    let mut owners = BTreeMap::new();
+    for (k, v) in meta.into_iter().flatten() {
+        if !k.starts_with(OWNER_PREFIX) {
+            continue;
+        }
+        let Some((ips, endpoint)) = v.as_str().and_then(|s| s.split_once('|')) else { continue };
+        let ips: BTreeSet<Ipv4Addr> = ips.split(',').filter_map(|ip| ip.trim().parse().ok()).collect();
+        owners.insert(endpoint.to_ascii_lowercase(), ips);
+    }
+    Ownership::Managed(owners)
+}
+
+/// Parses a record-set GET/list item.
+pub fn parse_record_set(zone: &str, rs: &Value) -> Option<ARecordSet> {
+    let name = rs.get("name")?.as_str()?;
+    let props = rs.get("properties")?;
+    let addresses = props
+        .get("aRecords")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("ipv4Address")?.as_str()?.parse().ok())
+        .collect();
+    Some(ARecordSet {
+        key: RecordKey::new(zone, name),
+        ttl: props.get("ttl").and_then(Value::as_u64).unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+        addresses,
+        ownership: decode_ownership(rs),
+        version: rs.get("etag").and_then(Value::as_str).map(str::to_string),
+    })
+}
+
+fn body(set: &ARecordSet) -> Result<Value, DnsError> {
+    let Ownership::Managed(owners) = &set.ownership else {
+        return Err(DnsError::permanent(format!("refusing to write {}: ownership is not ours", set.key)));
+    };
+    let records: Vec<Value> = set.addresses.iter().map(|ip| json!({"ipv4Address": ip.to_string()})).collect();
+    Ok(json!({"properties": {"metadata": encode_metadata(owners), "ttl": set.ttl, "aRecords": records}}))
+}
+
+#[async_trait::async_trait]
+impl DnsProvider for AzurePrivateDns {
+    fn kind(&self) -> &'static str {
+        "azure-private-dns"
+    }
+
+    async fn get(&self, key: &RecordKey) -> Result<Option<ARecordSet>, DnsError> {
+        let path = self.record_path(key)?;
+        match self.arm.send(ArmRequest::get(path, PRIVATE_DNS_API)).await {
+            Ok(r) => Ok(parse_record_set(&key.zone, &r.body)),
+            Err(e) if e.status() == Some(404) && e.code() != Some("ParentResourceNotFound") => Ok(None),
+            Err(e) => Err(map_err(e, &format!("reading {key}"))),
+        }
+    }
+
+    async fn list(&self, zone: &str) -> Result<Vec<ARecordSet>, DnsError> {
+        let path = format!("{}/A", self.zone_path(zone)?);
+        let items = self.arm.list_all(&path, PRIVATE_DNS_API).await.map_err(|e| map_err(e, &format!("listing zone {zone}")))?;
+        Ok(items.iter().filter_map(|rs| parse_record_set(zone, rs)).collect())
+    }
+
+    async fn create(&self, set: &ARecordSet) -> Result<(), DnsError> {
+        let req = ArmRequest::new(Method::Put, self.record_path(&set.key)?, PRIVATE_DNS_API)
+            .header("If-None-Match", "*")
+            .body(body(set)?);
+        self.arm.send(req).await.map(|_| ()).map_err(|e| map_err(e, &format!("creating {}", set.key)))
+    }
+
+    async fn update(&self, previous: &ARecordSet, next: &ARecordSet) -> Result<(), DnsError> {
+        let etag = previous.version.as_deref().unwrap_or("*");
+        let req = ArmRequest::new(Method::Put, self.record_path(&next.key)?, PRIVATE_DNS_API)
+            .header("If-Match", etag)
+            .body(body(next)?);
+        self.arm.send(req).await.map(|_| ()).map_err(|e| map_err(e, &format!("updating {}", next.key)))
+    }
+
+    async fn delete(&self, previous: &ARecordSet) -> Result<(), DnsError> {
+        let mut req = ArmRequest::new(Method::Delete, self.record_path(&previous.key)?, PRIVATE_DNS_API);
+        if let Some(etag) = &previous.version {
+            req = req.header("If-Match", etag);
+        }
+        match self.arm.send(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(map_err(e, &format!("deleting {}", previous.key))),
+        }
+    }
+}
+
+/// How long to wait before retrying after Private DNS throttled us, when it did not say.
+pub const PRIVATE_DNS_THROTTLE_WAIT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_round_trips_through_metadata() {
+        let mut owners = BTreeMap::new();
+        owners.insert("/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/a".to_string(), BTreeSet::from(["10.0.0.4".parse().unwrap()]));
+        owners.insert("/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/b".to_string(), BTreeSet::from(["10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap()]));
+        let rs = json!({"name": "*", "etag": "e1", "properties": {"ttl": 300, "metadata": encode_metadata(&owners),
+            "aRecords": [{"ipv4Address": "10.0.0.4"}, {"ipv4Address": "10.0.0.5"}, {"ipv4Address": "10.0.0.6"}]}});
+        let set = parse_record_set("zone.example", &rs).unwrap();
+        assert_eq!(set.ownership, Ownership::Managed(owners));
+        assert_eq!(set.version.as_deref(), Some("e1"));
+        assert_eq!(set.addresses.len(), 3);
+    }
+
+    #[test]
+    fn fixture_record_sets_are_foreign() {
+        // Shape of RecordSetAGet.json: metadata without our marker.
+        let rs = json!({"name": "recorda", "etag": "x", "properties": {"metadata": {"key1": "value1"}, "ttl": 3600,
+            "fqdn": "recorda.privatezone1.com.", "isAutoRegistered": false, "aRecords": [{"ipv4Address": "1.2.3.4"}]}});
+        let set = parse_record_set("privatezone1.com", &rs).unwrap();
+        match set.ownership {
+            Ownership::Foreign(why) => assert!(why.contains("key1=value1"), "{why}"),
+            o => panic!("expected foreign, got {o:?}"),
+        }
+        let auto = json!({"name": "vm1", "properties": {"isAutoRegistered": true, "aRecords": []}});
+        assert!(matches!(parse_record_set("z", &auto).unwrap().ownership, Ownership::Foreign(w) if w.contains("auto-registered")));
+    }
+
+    #[test]
+    fn owner_keys_are_stable_and_alphanumeric() {
+        let k = owner_key("/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/a");
+        assert_eq!(k, owner_key("/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/a"));
+        assert!(k.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(k.len(), OWNER_PREFIX.len() + 16);
+    }
+}

@@ -1,3 +1,49 @@
-//! Zone -> provider routing (lead writes this).
+//! Which backend serves which zone.
+//!
+//! Configuration decides per zone (`[[dns.zones]] provider = "azure" | "rfc2136"`);
+//! zones it does not name go to Azure Private DNS in the hub location. The router also
+//! knows every zone worth scanning when an endpoint is gone and we must find what it
+//! owned without knowing what it pointed at.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::azure::AzurePrivateDns;
+use super::{DnsError, DnsProvider};
+
 #[derive(Debug, Clone, Default)]
-pub struct DnsRouter;
+pub struct DnsRouter {
+    by_zone: HashMap<String, Arc<dyn DnsProvider>>,
+    azure: Option<Arc<AzurePrivateDns>>,
+}
+
+impl DnsRouter {
+    pub fn new(azure: Option<Arc<AzurePrivateDns>>) -> Self {
+        Self { by_zone: HashMap::new(), azure }
+    }
+
+    /// Routes `zone` to `provider` (overrides the Azure default).
+    pub fn route(&mut self, zone: &str, provider: Arc<dyn DnsProvider>) {
+        self.by_zone.insert(zone.trim_end_matches('.').to_ascii_lowercase(), provider);
+    }
+
+    pub fn provider_for(&self, zone: &str) -> Result<Arc<dyn DnsProvider>, DnsError> {
+        if let Some(p) = self.by_zone.get(zone) {
+            return Ok(p.clone());
+        }
+        match &self.azure {
+            Some(a) => Ok(a.clone() as Arc<dyn DnsProvider>),
+            None => Err(DnsError::permanent(format!("no DNS provider is configured for zone {zone}"))),
+        }
+    }
+
+    /// Every zone we could have written to: explicitly routed zones plus the zones
+    /// found in the Azure zone locations.
+    pub async fn known_zones(&self) -> Result<Vec<String>, DnsError> {
+        let mut zones: BTreeSet<String> = self.by_zone.keys().cloned().collect();
+        if let Some(a) = &self.azure {
+            zones.extend(a.discover_zones().await?);
+        }
+        Ok(zones.into_iter().collect())
+    }
+}

@@ -1,0 +1,112 @@
+//! Wiring: from a [`Config`] to the running pieces (ARM client, DNS router, catalog,
+//! reconciler, queue). `serve`, `demo`, the CLI commands and the tests all build the
+//! application here, so they run the same code.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::arm::{ArmClient, ArmConfig, TokenSource};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::effects::dns::azure::{AzurePrivateDns, ZoneDirectory, ZoneLocation};
+use crate::effects::dns::{DnsProvider, DnsRouter};
+use crate::queue::WorkQueue;
+use crate::queue::worker::RetryPolicy;
+use crate::reconcile::Reconciler;
+use crate::telemetry::Stats;
+
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub arm: ArmClient,
+    pub reconciler: Arc<Reconciler>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub stats: Arc<Stats>,
+    /// Bounds reconciles running at once across all invocations.
+    pub parallel: Arc<Semaphore>,
+    pub retry: RetryPolicy,
+    pub started: Instant,
+}
+
+impl App {
+    /// Builds the application. `extra_providers` routes zones to non-Azure backends
+    /// (RFC 2136 servers) built by the caller.
+    pub fn build(
+        config: Config,
+        credential: Arc<dyn TokenSource>,
+        queue: Arc<dyn WorkQueue>,
+        extra_providers: Vec<(String, Arc<dyn DnsProvider>)>,
+    ) -> Result<Self, String> {
+        let arm = ArmClient::new(arm_config(&config), credential).map_err(|e| format!("ARM client: {e}"))?;
+        let catalog_file = (!config.catalog.file.is_empty()).then(|| Path::new(&config.catalog.file));
+        let catalog = Catalog::load(catalog_file, config.catalog.include_builtin).map_err(|e| e.to_string())?;
+        let mut directory = ZoneDirectory::default();
+        if !config.dns.default_subscription.is_empty() && !config.dns.default_resource_group.is_empty() {
+            directory.default = Some(ZoneLocation {
+                subscription: config.dns.default_subscription.clone(),
+                resource_group: config.dns.default_resource_group.clone(),
+            });
+        }
+        for z in config.dns.zones.iter().filter(|z| z.provider == "azure") {
+            let loc = ZoneLocation {
+                subscription: non_empty(&z.subscription, &config.dns.default_subscription),
+                resource_group: non_empty(&z.resource_group, &config.dns.default_resource_group),
+            };
+            if loc.subscription.is_empty() || loc.resource_group.is_empty() {
+                return Err(format!(
+                    "dns.zones ({}): subscription and resource_group are required (or set dns.default_subscription \
+                     and dns.default_resource_group)",
+                    z.name
+                ));
+            }
+            directory.zones.insert(z.name.to_ascii_lowercase(), loc);
+        }
+        let mut router = DnsRouter::new(Some(Arc::new(AzurePrivateDns::new(arm.clone(), directory))));
+        for (zone, provider) in extra_providers {
+            router.route(&zone, provider);
+        }
+        let stats = Arc::new(Stats::default());
+        let reconciler = Arc::new(Reconciler::new(
+            arm.clone(),
+            Arc::new(catalog),
+            Arc::new(router),
+            config.reconcile.clone(),
+            stats.clone(),
+        ));
+        Ok(Self {
+            parallel: Arc::new(Semaphore::new(config.reconcile.max_parallel)),
+            retry: RetryPolicy::from_settings(&config.reconcile),
+            arm,
+            reconciler,
+            queue,
+            stats,
+            started: Instant::now(),
+            config,
+        })
+    }
+
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.config.reconcile.deadline_ms)
+    }
+}
+
+fn non_empty(a: &str, b: &str) -> String {
+    if a.is_empty() { b.to_string() } else { a.to_string() }
+}
+
+pub fn arm_config(config: &Config) -> ArmConfig {
+    let a = &config.arm;
+    ArmConfig {
+        base_url: a.base_url.trim_end_matches('/').to_string(),
+        request_timeout: Duration::from_secs(a.request_timeout_secs.max(1)),
+        max_retries: a.max_retries,
+        max_concurrency: a.max_concurrency,
+        reads: (a.reads_burst, a.reads_per_sec),
+        writes: (a.writes_burst, a.writes_per_sec),
+        deletes: (a.deletes_burst, a.deletes_per_sec),
+        ..ArmConfig::default()
+    }
+}

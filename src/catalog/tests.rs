@@ -1,0 +1,161 @@
+use serde_json::json;
+
+use super::*;
+use crate::model::PrivateEndpoint;
+
+const SUB: &str = "00000000-0000-0000-0000-000000000001";
+
+fn pe(target: &str, groups: &[&str], location: &str, nic: serde_json::Value, tags: serde_json::Value) -> PrivateEndpoint {
+    let body = json!({
+        "id": format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Network/privateEndpoints/pe1"),
+        "name": "pe1", "location": location, "tags": tags,
+        "properties": {
+            "provisioningState": "Succeeded", "resourceGuid": "11111111-2222-3333-4444-555555555555",
+            "manualPrivateLinkServiceConnections": [{"name": "c", "properties": {
+                "privateLinkServiceId": target, "groupIds": groups,
+                "privateLinkServiceConnectionState": {"status": "Pending"}}}]
+        }
+    });
+    let mut p = PrivateEndpoint::from_arm_json(&body).unwrap();
+    p.add_nic(&nic);
+    p
+}
+
+fn nic_one(ip: &str) -> serde_json::Value {
+    json!({"properties": {"ipConfigurations": [{"properties": {"privateIPAddress": ip,
+        "privateLinkConnectionProperties": {"groupId": "", "requiredMemberName": "", "fqdns": []}}}]}})
+}
+
+fn keys(d: &Desired) -> Vec<String> {
+    d.records.iter().map(|r| r.key.fqdn()).collect()
+}
+
+#[test]
+fn builtin_parses() {
+    assert!(Catalog::builtin().targets().len() >= 6);
+}
+
+#[test]
+fn clickhouse_wildcard_in_alias_region() {
+    let alias = "production-westus3-0-0.0a1b2c3d-1111-2222-3333-444455556666.westus3.azure.privatelinkservice";
+    let d = Catalog::builtin().desired(&pe(alias, &[], "eastus", nic_one("10.0.0.4"), json!({})));
+    assert_eq!(d.target_id.as_deref(), Some("clickhouse"));
+    assert_eq!(keys(&d), vec!["*.westus3.privatelink.azure.clickhouse.cloud"]);
+    assert_eq!(d.records[0].ttl, 300);
+}
+
+#[test]
+fn elastic_wildcard_by_alias_table_case_insensitive() {
+    let alias = "EastUS2-prod-002-privatelink-service.64359fdd-7893-4215-9929-ece3287e1371.eastus2.azure.privatelinkservice";
+    let d = Catalog::builtin().desired(&pe(alias, &[], "eastus2", nic_one("10.0.0.5"), json!({})));
+    assert_eq!(d.target_id.as_deref(), Some("elastic"));
+    assert_eq!(keys(&d), vec!["*.privatelink.eastus2.azure.elastic-cloud.com"]);
+}
+
+#[test]
+fn zilliz_names_from_tag_ttl_600() {
+    let alias = "zilliz-prod-infra-privatelink.6a90fc24-0000-0000-0000-000000000000.eastus.azure.privatelinkservice";
+    let d = Catalog::builtin().desired(&pe(
+        alias,
+        &[],
+        "eastus",
+        nic_one("10.0.0.6"),
+        json!({"autopilot.zilliz.clusters": "in01-abc, in01-def,bad label"}),
+    ));
+    assert_eq!(keys(&d), vec!["in01-abc-privatelink.az-eastus.vectordb.zillizcloud.com", "in01-def-privatelink.az-eastus.vectordb.zillizcloud.com"]);
+    assert_eq!(d.records[0].ttl, 600);
+    assert!(d.notes.iter().any(|n| n.contains("bad label")));
+    let none = Catalog::builtin().desired(&pe(alias, &[], "eastus", nic_one("10.0.0.6"), json!({})));
+    assert!(none.records.is_empty() && none.notes[0].contains("autopilot.zilliz.clusters"));
+}
+
+#[test]
+fn adx_fqdns_go_to_longest_matching_zone_with_their_own_ip() {
+    let target = format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Kusto/Clusters/kustoclusterrptest4");
+    let nic = json!({"properties": {"ipConfigurations": [
+        {"properties": {"privateIPAddress": "10.1.0.4", "privateLinkConnectionProperties": {"groupId": "cluster", "requiredMemberName": "Engine", "fqdns": ["kustoclusterrptest4.westus2.kusto.windows.net"]}}},
+        {"properties": {"privateIPAddress": "10.1.0.5", "privateLinkConnectionProperties": {"groupId": "cluster", "requiredMemberName": "DataManagement", "fqdns": ["ingest-kustoclusterrptest4.westus2.kusto.windows.net"]}}},
+        {"properties": {"privateIPAddress": "10.1.0.6", "privateLinkConnectionProperties": {"groupId": "cluster", "requiredMemberName": "blob-x", "fqdns": ["abcstorage.blob.core.windows.net"]}}},
+        {"properties": {"privateIPAddress": "10.1.0.7", "privateLinkConnectionProperties": {"groupId": "cluster", "requiredMemberName": "queue-x", "fqdns": ["abcstorage.privatelink.queue.core.windows.net"]}}}
+    ]}});
+    let d = Catalog::builtin().desired(&pe(&target, &["cluster"], "westus2", nic, json!({})));
+    assert_eq!(d.target_id.as_deref(), Some("azure-data-explorer"));
+    let got: Vec<(String, String, Vec<Ipv4Addr>)> =
+        d.records.iter().map(|r| (r.key.zone.clone(), r.key.name.clone(), r.addresses.iter().copied().collect())).collect();
+    assert!(got.contains(&("privatelink.westus2.kusto.windows.net".into(), "kustoclusterrptest4".into(), vec!["10.1.0.4".parse().unwrap()])));
+    assert!(got.contains(&("privatelink.westus2.kusto.windows.net".into(), "ingest-kustoclusterrptest4".into(), vec!["10.1.0.5".parse().unwrap()])));
+    assert!(got.contains(&("privatelink.blob.core.windows.net".into(), "abcstorage".into(), vec!["10.1.0.6".parse().unwrap()])));
+    assert!(got.contains(&("privatelink.queue.core.windows.net".into(), "abcstorage".into(), vec!["10.1.0.7".parse().unwrap()])));
+}
+
+#[test]
+fn monitor_workspace_zone() {
+    let target = format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Monitor/accounts/ws1");
+    let nic = json!({"properties": {"ipConfigurations": [{"properties": {"privateIPAddress": "10.2.0.4",
+        "privateLinkConnectionProperties": {"groupId": "prometheusMetrics", "requiredMemberName": "prometheusMetrics",
+        "fqdns": ["ws1-abcd.eastus.prometheus.monitor.azure.com"]}}}]}});
+    let d = Catalog::builtin().desired(&pe(&target, &["prometheusMetrics"], "eastus", nic, json!({})));
+    assert_eq!(keys(&d), vec!["ws1-abcd.privatelink.eastus.prometheus.monitor.azure.com"]);
+}
+
+#[test]
+fn generic_first_party_uses_suffix_map_or_privatelink_prefix() {
+    let target = format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1");
+    let nic = json!({"properties": {"ipConfigurations": [{"properties": {"privateIPAddress": "10.3.0.4",
+        "privateLinkConnectionProperties": {"groupId": "vault", "requiredMemberName": "default", "fqdns": ["kv1.vault.azure.net"]}}}]}});
+    let d = Catalog::builtin().desired(&pe(&target, &["vault"], "eastus", nic, json!({})));
+    assert_eq!(d.target_id.as_deref(), Some("first-party"));
+    assert_eq!(keys(&d), vec!["kv1.privatelink.vaultcore.azure.net"]);
+    let target = format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st1");
+    let nic = json!({"properties": {"ipConfigurations": [{"properties": {"privateIPAddress": "10.3.0.5",
+        "privateLinkConnectionProperties": {"groupId": "file", "requiredMemberName": "file", "fqdns": ["st1.file.core.windows.net"]}}}]}});
+    let d = Catalog::builtin().desired(&pe(&target, &["file"], "eastus", nic, json!({})));
+    assert_eq!(keys(&d), vec!["st1.privatelink.file.core.windows.net"]);
+}
+
+#[test]
+fn unknown_alias_is_reported_not_guessed() {
+    let d = Catalog::builtin().desired(&pe("someone-else.1234.eastus.azure.privatelinkservice", &[], "eastus", nic_one("10.0.0.9"), json!({})));
+    assert!(d.target_id.is_none() && d.records.is_empty());
+    assert!(d.notes[0].contains("no catalog target matches alias"));
+}
+
+#[test]
+fn zone_group_zones_are_left_to_the_platform() {
+    let target = format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Monitor/accounts/ws1");
+    let nic = json!({"properties": {"ipConfigurations": [{"properties": {"privateIPAddress": "10.2.0.4",
+        "privateLinkConnectionProperties": {"groupId": "prometheusMetrics", "requiredMemberName": "x",
+        "fqdns": ["ws1-abcd.eastus.prometheus.monitor.azure.com"]}}}]}});
+    let mut p = pe(&target, &["prometheusMetrics"], "eastus", nic, json!({}));
+    p.dns_zone_group_zones.push(format!("/subscriptions/{SUB}/resourcegroups/hub/providers/microsoft.network/privatednszones/privatelink.eastus.prometheus.monitor.azure.com"));
+    let d = Catalog::builtin().desired(&p);
+    assert!(d.records.is_empty());
+    assert!(d.notes[0].contains("zone group"));
+}
+
+#[test]
+fn user_catalog_overrides_and_validates() {
+    let user = r#"
+[[target]]
+id = "my-pls"
+[target.match]
+alias_globs = ["mypls.*"]
+[target.dns]
+mode = "wildcard"
+zone = "svc.internal"
+"#;
+    let c = Catalog::from_toml(user, "user").unwrap();
+    let d = c.desired(&pe("mypls.0000.eastus.azure.privatelinkservice", &[], "eastus", nic_one("10.9.0.1"), json!({})));
+    assert_eq!(keys(&d), vec!["*.svc.internal"]);
+    let bad = "[[target]]\nid = \"x\"\n[target.match]\n[target.dns]\nmode = \"names\"\nzone = \"z\"\n";
+    assert!(Catalog::from_toml(bad, "user").unwrap_err().to_string().contains("name_template"));
+    assert!(Catalog::from_toml("[[target]]\nid=1", "user").is_err());
+}
+
+#[test]
+fn glob() {
+    assert!(glob_match("production-*.azure.privatelinkservice", "production-westus3-0-0.x.westus3.azure.privatelinkservice"));
+    assert!(!glob_match("production-*.azure.privatelinkservice", "staging-1.azure.privatelinkservice"));
+    assert!(glob_match("a*b*c", "axxbyyc"));
+    assert!(!glob_match("a*b*c", "axxbyy"));
+}

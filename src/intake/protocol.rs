@@ -167,10 +167,10 @@ pub fn decode_value(value: &Value) -> Value {
         }
     }
     let trimmed = current.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        if let Ok(parsed @ (Value::Object(_) | Value::Array(_))) = serde_json::from_str::<Value>(&current) {
-            return parsed;
-        }
+    if (trimmed.starts_with('{') || trimmed.starts_with('['))
+        && let Ok(parsed @ (Value::Object(_) | Value::Array(_))) = serde_json::from_str::<Value>(&current)
+    {
+        return parsed;
     }
     Value::String(current.into_owned())
 }

@@ -17,14 +17,16 @@
 //! - process start: a free port in `FUNCTIONS_CUSTOMHANDLER_PORT` (and the legacy names),
 //!   readiness = any HTTP answer to `GET /`, polled every 25 ms for up to 30 s.
 //!
-//! Differences from the real host (documented, not hidden): requests carry `Content-Length`
-//! rather than `Transfer-Encoding: chunked` (reqwest's streaming body needs a feature we do not
-//! enable; hyper-based handlers treat both the same), output bindings are returned to the caller
-//! rather than bound, and a timeout does not restart the handler process.
+//! Differences from the real host (documented, not hidden): output bindings are returned to the
+//! caller rather than bound, and a timeout does not restart the handler process. Like the real
+//! host, invocation bodies are sent with `Transfer-Encoding: chunked` and no `Content-Length`, so
+//! a handler that insists on a length is caught here rather than in Azure.
 
 use std::path::Path;
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -299,7 +301,7 @@ impl HostEmulator {
             .header("User-Agent", format!("Azure-Functions-Host/{HOST_VERSION}"))
             .header("Content-Type", "application/json; charset=utf-8")
             .header("traceparent", format!("00-{:032x}-{:016x}-00", fastrand::u128(1..), fastrand::u64(1..)))
-            .body(bytes)
+            .body(reqwest::Body::wrap(ChunkedBody(Some(bytes.into()))))
             .timeout(self.function_timeout)
             .send()
             .await;
@@ -500,6 +502,22 @@ impl HostEmulator {
         metadata.insert("Query".into(), Value::Object(query));
         metadata.insert("Headers".into(), headers.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect());
         Ok(http_result(self.invoke(function, data, metadata).await?))
+    }
+}
+
+/// A one-chunk body with no size hint: hyper then sends it with `Transfer-Encoding: chunked`,
+/// as the host's `ObjectContent` does.
+struct ChunkedBody(Option<axum::body::Bytes>);
+
+impl http_body::Body for ChunkedBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
     }
 }
 
@@ -741,8 +759,16 @@ pub async fn spawn_handler_with_budget(
             .map_err(|e| format!("cannot find a free port: {e}"))?;
         listener.local_addr().map_err(|e| format!("cannot read the free port: {e}"))?.port()
     };
+    // Like the host: a relative executable that exists under the app root runs from there;
+    // anything else is left to PATH.
+    let under_root = app_root.join(program);
+    let program = if program.is_relative() && tokio::fs::metadata(&under_root).await.is_ok_and(|m| m.is_file()) {
+        under_root
+    } else {
+        program.to_path_buf()
+    };
     let worker_id = new_guid();
-    let mut command = tokio::process::Command::new(program);
+    let mut command = tokio::process::Command::new(&program);
     command
         .args(args)
         .current_dir(app_root)

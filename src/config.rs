@@ -66,7 +66,7 @@ impl Default for ArmSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsSettings {
     /// Where zones live when `[[dns.zones]]` does not name them (the hub).
@@ -76,12 +76,6 @@ pub struct DnsSettings {
     pub zones: Vec<ZoneSettings>,
     /// RFC 2136 servers that `zones` can point at.
     pub servers: Vec<DnsServerSettings>,
-}
-
-impl Default for DnsSettings {
-    fn default() -> Self {
-        Self { default_subscription: String::new(), default_resource_group: String::new(), zones: vec![], servers: vec![] }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -254,7 +248,8 @@ impl Config {
         let invalid = |setting: &str, message: &str| {
             Err(ConfigError::Invalid { setting: setting.into(), message: message.into() })
         };
-        if !(self.arm.base_url.starts_with("https://") || self.arm.base_url.starts_with("http://127.")
+        if !(self.arm.base_url.starts_with("https://")
+            || self.arm.base_url.starts_with("http://127.")
             || self.arm.base_url.starts_with("http://localhost"))
         {
             return invalid("arm.base_url", "must be https:// (plain http only for loopback fakes)");
@@ -363,7 +358,8 @@ mod tests {
         assert!(e.contains("max_concurency"), "{e}");
         let e = Config::load(None, env(&[("AUTOPILOT__ARM__MAX_CONCURRENCY", "lots")])).unwrap_err().to_string();
         assert!(e.contains("max_concurrency"), "{e}");
-        let e = Config::load(None, env(&[("AUTOPILOT__ARM__BASE_URL", "http://evil.example")])).unwrap_err().to_string();
+        let e =
+            Config::load(None, env(&[("AUTOPILOT__ARM__BASE_URL", "http://evil.example")])).unwrap_err().to_string();
         assert!(e.contains("arm.base_url"), "{e}");
     }
 

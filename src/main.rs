@@ -1,1 +1,171 @@
-fn main() {}
+//! `autopilot`: the Azure Functions custom handler (`serve`) and the operator's CLI.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use private_link_autopilot::app::App;
+use private_link_autopilot::arm::TokenSource;
+use private_link_autopilot::arm::credential::AzureTokenSource;
+use private_link_autopilot::config::Config;
+use private_link_autopilot::intake::server;
+use private_link_autopilot::model::ResourceId;
+use private_link_autopilot::packaging;
+use private_link_autopilot::queue::{SqliteQueue, WorkQueue, worker};
+use private_link_autopilot::reconcile::Mode;
+use private_link_autopilot::telemetry;
+
+#[derive(Parser)]
+#[command(name = "autopilot", version, about = "Private endpoint DNS, vendor allowlists and approvals on autopilot")]
+struct Cli {
+    /// Configuration file (TOML); environment overrides AUTOPILOT__SECTION__KEY apply on top.
+    #[arg(long, global = true, env = "AUTOPILOT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the custom handler (started by the Functions host on FUNCTIONS_CUSTOMHANDLER_PORT).
+    Serve {
+        /// Port when not started by the host.
+        #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT", default_value = "8080")]
+        port: u16,
+    },
+    /// Show what reconciling one private endpoint would do, without doing it.
+    Plan { endpoint: String },
+    /// Dead-lettered work: list, or replay by id (or `all`).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Assemble the deployable function-app folder and zip from a built binary.
+    Package {
+        /// The handler binary (e.g. target/release/autopilot).
+        #[arg(long, default_value = "target/release/autopilot")]
+        binary: PathBuf,
+        #[arg(long, default_value = "dist")]
+        out: PathBuf,
+    },
+    /// Load and validate the configuration, then print it.
+    CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    List,
+    Replay { id: String },
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    Config::load(path, std::env::vars()).map_err(|e| e.to_string())
+}
+
+fn open_queue(config: &Config) -> Result<Arc<dyn WorkQueue>, String> {
+    let q =
+        SqliteQueue::open(Path::new(&config.queue.path)).map_err(|e| format!("queue {}: {e}", config.queue.path))?;
+    Ok(Arc::new(q))
+}
+
+fn credential(config: &Config) -> Arc<dyn TokenSource> {
+    let id = (!config.arm.managed_identity_client_id.is_empty()).then(|| config.arm.managed_identity_client_id.clone());
+    Arc::new(AzureTokenSource::from_env(id))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("autopilot: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let config = load_config(cli.config.as_deref())?;
+    telemetry::init(&config.log.format, &config.log.filter);
+    match cli.command {
+        Command::CheckConfig => {
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::Package { binary, out } => {
+            let zip = packaging::package(Path::new(env!("CARGO_MANIFEST_DIR")), &binary, &out)?;
+            println!("function app folder: {}\nzip: {}", out.join("app").display(), zip.display());
+            Ok(())
+        }
+        Command::Serve { port } => serve(config, port).await,
+        Command::Plan { endpoint } => {
+            let id = ResourceId::parse_private_endpoint(&endpoint).map_err(|e| e.to_string())?;
+            let queue = open_queue(&config)?;
+            let cred = credential(&config);
+            let app = App::build(config, cred, queue, vec![])?;
+            let report = app.reconciler.reconcile(&id, Mode::DryRun).await;
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            Ok(())
+        }
+        Command::Dlq { action } => {
+            let queue = open_queue(&config)?;
+            match action {
+                DlqAction::List => {
+                    for d in queue.dead_letters().await.map_err(|e| e.to_string())? {
+                        println!(
+                            "{}  deliveries={}  {}\n    reason: {}",
+                            d.message_id, d.delivery_count, d.correlation_id, d.reason
+                        );
+                    }
+                }
+                DlqAction::Replay { id } => {
+                    let ids: Vec<String> = if id == "all" {
+                        queue
+                            .dead_letters()
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .into_iter()
+                            .map(|d| d.message_id)
+                            .collect()
+                    } else {
+                        vec![id]
+                    };
+                    for id in ids {
+                        match queue.replay(&id).await {
+                            Ok(()) => println!("replayed {id}"),
+                            Err(e) => println!("{id}: {e}"),
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config, port: u16) -> Result<(), String> {
+    let queue = open_queue(&config)?;
+    let cred = credential(&config);
+    let workers = config.queue.workers;
+    let lock = Duration::from_secs(config.queue.lock_secs);
+    let app = Arc::new(App::build(config, cred, queue, vec![])?);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for _ in 0..workers {
+        tokio::spawn(worker::run(app.queue.clone(), app.reconciler.clone(), app.retry.clone(), lock, stop_rx.clone()));
+    }
+    // The host calls http://127.0.0.1:{port}: bind the IPv4 loopback literal.
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, "custom handler listening");
+    axum::serve(listener, server::router(app))
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = stop_tx.send(true);
+        })
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -118,7 +118,10 @@ impl Catalog {
         let file: CatalogFile = toml::from_str(text)
             .map_err(|e| CatalogError::Parse { source_name: source_name.into(), message: e.to_string() })?;
         for t in &file.targets {
-            let bad = |m: &str| CatalogError::Parse { source_name: source_name.into(), message: format!("target `{}`: {m}", t.id) };
+            let bad = |m: &str| CatalogError::Parse {
+                source_name: source_name.into(),
+                message: format!("target `{}`: {m}", t.id),
+            };
             match t.dns.mode {
                 DnsMode::Wildcard if t.dns.zone.is_empty() => return Err(bad("mode wildcard needs `zone`")),
                 DnsMode::Names if t.dns.zone.is_empty() || !t.dns.name_template.contains("{item}") => {
@@ -137,10 +140,8 @@ impl Catalog {
     pub fn load(user_file: Option<&Path>, include_builtin: bool) -> Result<Self, CatalogError> {
         let mut targets = Vec::new();
         if let Some(p) = user_file {
-            let text = std::fs::read_to_string(p).map_err(|e| CatalogError::Parse {
-                source_name: p.display().to_string(),
-                message: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| CatalogError::Parse { source_name: p.display().to_string(), message: e.to_string() })?;
             targets.extend(Self::from_toml(&text, &p.display().to_string())?.targets);
         }
         if include_builtin {
@@ -169,9 +170,13 @@ impl Catalog {
                 Some(LinkTarget::Unknown(u)) => format!("unrecognised target `{u}`"),
                 None => "no private link connection".into(),
             };
-            return Desired { notes: vec![format!("no catalog target matches {what}: nothing to do")], ..Default::default() };
+            return Desired {
+                notes: vec![format!("no catalog target matches {what}: nothing to do")],
+                ..Default::default()
+            };
         };
-        let mut out = Desired { target_id: Some(target.id.clone()), vendor: target.vendor.clone(), ..Default::default() };
+        let mut out =
+            Desired { target_id: Some(target.id.clone()), vendor: target.vendor.clone(), ..Default::default() };
         let addresses: BTreeSet<Ipv4Addr> = pe.addresses().into_iter().collect();
         if addresses.is_empty() {
             out.notes.push("endpoint has no private IPv4 address yet".into());
@@ -193,9 +198,9 @@ impl Catalog {
                     let tag = pe.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(&rule.items_tag)).map(|(_, v)| v);
                     match tag {
                         Some(v) => items.extend(v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty())),
-                        None if items.is_empty() => out
-                            .notes
-                            .push(format!("tag `{}` is missing: it lists the names to create", rule.items_tag)),
+                        None if items.is_empty() => {
+                            out.notes.push(format!("tag `{}` is missing: it lists the names to create", rule.items_tag))
+                        }
                         None => {}
                     }
                 }
@@ -227,10 +232,7 @@ impl Catalog {
         // Several FQDNs may land on the same name (e.g. duplicate customDnsConfigs): merge.
         let mut merged: BTreeMap<RecordKey, DesiredRecord> = BTreeMap::new();
         for r in out.records.drain(..) {
-            merged
-                .entry(r.key.clone())
-                .and_modify(|m| m.addresses.extend(r.addresses.iter().copied()))
-                .or_insert(r);
+            merged.entry(r.key.clone()).and_modify(|m| m.addresses.extend(r.addresses.iter().copied())).or_insert(r);
         }
         let group_zones: BTreeSet<String> = pe
             .dns_zone_group_zones

@@ -5,7 +5,13 @@ use crate::model::PrivateEndpoint;
 
 const SUB: &str = "00000000-0000-0000-0000-000000000001";
 
-fn pe(target: &str, groups: &[&str], location: &str, nic: serde_json::Value, tags: serde_json::Value) -> PrivateEndpoint {
+fn pe(
+    target: &str,
+    groups: &[&str],
+    location: &str,
+    nic: serde_json::Value,
+    tags: serde_json::Value,
+) -> PrivateEndpoint {
     let body = json!({
         "id": format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Network/privateEndpoints/pe1"),
         "name": "pe1", "location": location, "tags": tags,
@@ -46,7 +52,8 @@ fn clickhouse_wildcard_in_alias_region() {
 
 #[test]
 fn elastic_wildcard_by_alias_table_case_insensitive() {
-    let alias = "EastUS2-prod-002-privatelink-service.64359fdd-7893-4215-9929-ece3287e1371.eastus2.azure.privatelinkservice";
+    let alias =
+        "EastUS2-prod-002-privatelink-service.64359fdd-7893-4215-9929-ece3287e1371.eastus2.azure.privatelinkservice";
     let d = Catalog::builtin().desired(&pe(alias, &[], "eastus2", nic_one("10.0.0.5"), json!({})));
     assert_eq!(d.target_id.as_deref(), Some("elastic"));
     assert_eq!(keys(&d), vec!["*.privatelink.eastus2.azure.elastic-cloud.com"]);
@@ -62,7 +69,13 @@ fn zilliz_names_from_tag_ttl_600() {
         nic_one("10.0.0.6"),
         json!({"autopilot.zilliz.clusters": "in01-abc, in01-def,bad label"}),
     ));
-    assert_eq!(keys(&d), vec!["in01-abc-privatelink.az-eastus.vectordb.zillizcloud.com", "in01-def-privatelink.az-eastus.vectordb.zillizcloud.com"]);
+    assert_eq!(
+        keys(&d),
+        vec![
+            "in01-abc-privatelink.az-eastus.vectordb.zillizcloud.com",
+            "in01-def-privatelink.az-eastus.vectordb.zillizcloud.com"
+        ]
+    );
     assert_eq!(d.records[0].ttl, 600);
     assert!(d.notes.iter().any(|n| n.contains("bad label")));
     let none = Catalog::builtin().desired(&pe(alias, &[], "eastus", nic_one("10.0.0.6"), json!({})));
@@ -71,7 +84,8 @@ fn zilliz_names_from_tag_ttl_600() {
 
 #[test]
 fn adx_fqdns_go_to_longest_matching_zone_with_their_own_ip() {
-    let target = format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Kusto/Clusters/kustoclusterrptest4");
+    let target =
+        format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Kusto/Clusters/kustoclusterrptest4");
     let nic = json!({"properties": {"ipConfigurations": [
         {"properties": {"privateIPAddress": "10.1.0.4", "privateLinkConnectionProperties": {"groupId": "cluster", "requiredMemberName": "Engine", "fqdns": ["kustoclusterrptest4.westus2.kusto.windows.net"]}}},
         {"properties": {"privateIPAddress": "10.1.0.5", "privateLinkConnectionProperties": {"groupId": "cluster", "requiredMemberName": "DataManagement", "fqdns": ["ingest-kustoclusterrptest4.westus2.kusto.windows.net"]}}},
@@ -80,12 +94,31 @@ fn adx_fqdns_go_to_longest_matching_zone_with_their_own_ip() {
     ]}});
     let d = Catalog::builtin().desired(&pe(&target, &["cluster"], "westus2", nic, json!({})));
     assert_eq!(d.target_id.as_deref(), Some("azure-data-explorer"));
-    let got: Vec<(String, String, Vec<Ipv4Addr>)> =
-        d.records.iter().map(|r| (r.key.zone.clone(), r.key.name.clone(), r.addresses.iter().copied().collect())).collect();
-    assert!(got.contains(&("privatelink.westus2.kusto.windows.net".into(), "kustoclusterrptest4".into(), vec!["10.1.0.4".parse().unwrap()])));
-    assert!(got.contains(&("privatelink.westus2.kusto.windows.net".into(), "ingest-kustoclusterrptest4".into(), vec!["10.1.0.5".parse().unwrap()])));
-    assert!(got.contains(&("privatelink.blob.core.windows.net".into(), "abcstorage".into(), vec!["10.1.0.6".parse().unwrap()])));
-    assert!(got.contains(&("privatelink.queue.core.windows.net".into(), "abcstorage".into(), vec!["10.1.0.7".parse().unwrap()])));
+    let got: Vec<(String, String, Vec<Ipv4Addr>)> = d
+        .records
+        .iter()
+        .map(|r| (r.key.zone.clone(), r.key.name.clone(), r.addresses.iter().copied().collect()))
+        .collect();
+    assert!(got.contains(&(
+        "privatelink.westus2.kusto.windows.net".into(),
+        "kustoclusterrptest4".into(),
+        vec!["10.1.0.4".parse().unwrap()]
+    )));
+    assert!(got.contains(&(
+        "privatelink.westus2.kusto.windows.net".into(),
+        "ingest-kustoclusterrptest4".into(),
+        vec!["10.1.0.5".parse().unwrap()]
+    )));
+    assert!(got.contains(&(
+        "privatelink.blob.core.windows.net".into(),
+        "abcstorage".into(),
+        vec!["10.1.0.6".parse().unwrap()]
+    )));
+    assert!(got.contains(&(
+        "privatelink.queue.core.windows.net".into(),
+        "abcstorage".into(),
+        vec!["10.1.0.7".parse().unwrap()]
+    )));
 }
 
 #[test]
@@ -115,7 +148,13 @@ fn generic_first_party_uses_suffix_map_or_privatelink_prefix() {
 
 #[test]
 fn unknown_alias_is_reported_not_guessed() {
-    let d = Catalog::builtin().desired(&pe("someone-else.1234.eastus.azure.privatelinkservice", &[], "eastus", nic_one("10.0.0.9"), json!({})));
+    let d = Catalog::builtin().desired(&pe(
+        "someone-else.1234.eastus.azure.privatelinkservice",
+        &[],
+        "eastus",
+        nic_one("10.0.0.9"),
+        json!({}),
+    ));
     assert!(d.target_id.is_none() && d.records.is_empty());
     assert!(d.notes[0].contains("no catalog target matches alias"));
 }
@@ -154,7 +193,10 @@ zone = "svc.internal"
 
 #[test]
 fn glob() {
-    assert!(glob_match("production-*.azure.privatelinkservice", "production-westus3-0-0.x.westus3.azure.privatelinkservice"));
+    assert!(glob_match(
+        "production-*.azure.privatelinkservice",
+        "production-westus3-0-0.x.westus3.azure.privatelinkservice"
+    ));
     assert!(!glob_match("production-*.azure.privatelinkservice", "staging-1.azure.privatelinkservice"));
     assert!(glob_match("a*b*c", "axxbyyc"));
     assert!(!glob_match("a*b*c", "axxbyy"));

@@ -111,7 +111,11 @@ async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Re
             Err(rejection) => {
                 Stats::inc(&app.stats.events_rejected);
                 tracing::error!(event_id = ?rejection.event_id, reason = %rejection.reason, "rejected event");
-                logs.push(format!("rejected event {}: {}", rejection.event_id.as_deref().unwrap_or("?"), rejection.reason));
+                logs.push(format!(
+                    "rejected event {}: {}",
+                    rejection.event_id.as_deref().unwrap_or("?"),
+                    rejection.reason
+                ));
             }
         }
     }

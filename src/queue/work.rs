@@ -39,7 +39,13 @@ pub fn now_unix() -> u64 {
 
 /// A scheduled reconcile retry. The dedupe key is per endpoint, so a burst of events
 /// for one endpoint collapses into one waiting retry.
-pub fn reconcile_retry(endpoint: &ResourceId, attempt: u32, first_failed_at: u64, reason: &str, delay: Duration) -> NewMessage {
+pub fn reconcile_retry(
+    endpoint: &ResourceId,
+    attempt: u32,
+    first_failed_at: u64,
+    reason: &str,
+    delay: Duration,
+) -> NewMessage {
     let work = Work::Reconcile {
         endpoint: endpoint.to_string(),
         attempt,

@@ -19,10 +19,17 @@ use crate::telemetry::Stats;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
     Completed,
-    Rescheduled { attempt: u32, after: Duration },
-    DeadLettered { reason: String },
+    Rescheduled {
+        attempt: u32,
+        after: Duration,
+    },
+    DeadLettered {
+        reason: String,
+    },
     /// Could not settle (queue trouble): the lock will expire and the message come back.
-    Abandoned { reason: String },
+    Abandoned {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -35,7 +42,10 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     pub fn from_settings(s: &crate::config::ReconcileSettings) -> Self {
         Self {
-            backoff: Backoff::new(Duration::from_secs(s.retry_base_secs.max(1)), Duration::from_secs(s.retry_max_secs.max(1))),
+            backoff: Backoff::new(
+                Duration::from_secs(s.retry_base_secs.max(1)),
+                Duration::from_secs(s.retry_max_secs.max(1)),
+            ),
             window: Duration::from_secs(s.retry_window_secs),
             max_attempts: 200,
         }

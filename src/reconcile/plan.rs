@@ -18,13 +18,25 @@ use crate::effects::dns::{ARecordSet, MAX_RECORDS_PER_SET, Ownership, RecordKey}
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum DnsAction {
-    Create { set: ARecordSet },
-    Update { previous: ARecordSet, next: ARecordSet },
-    Delete { previous: ARecordSet },
+    Create {
+        set: ARecordSet,
+    },
+    Update {
+        previous: ARecordSet,
+        next: ARecordSet,
+    },
+    Delete {
+        previous: ARecordSet,
+    },
     /// Someone else's record (or a limit) stands in the way; we leave it and say why.
-    Conflict { key: RecordKey, reason: String },
+    Conflict {
+        key: RecordKey,
+        reason: String,
+    },
     /// Already right.
-    Unchanged { key: RecordKey },
+    Unchanged {
+        key: RecordKey,
+    },
 }
 
 impl DnsAction {
@@ -90,7 +102,8 @@ pub fn plan_present(endpoint: &str, desired: &DesiredRecord, actual: Option<&ARe
             Ownership::Managed(owners) => {
                 let mut next_owners = owners.clone();
                 next_owners.insert(endpoint.to_string(), desired.addresses.clone());
-                let next = ARecordSet { version: None, ..ARecordSet::managed(desired.key.clone(), desired.ttl, next_owners) };
+                let next =
+                    ARecordSet { version: None, ..ARecordSet::managed(desired.key.clone(), desired.ttl, next_owners) };
                 if next.addresses.len() > MAX_RECORDS_PER_SET {
                     return too_many(&desired.key, next.addresses.len());
                 }

@@ -216,9 +216,8 @@ impl Reconciler {
         let endpoint = pe.id.key().to_string();
         let mut trouble = Trouble::default();
         for d in &desired.records {
-            let result = self
-                .converge_key(&d.key, mode, report, |actual| plan::plan_present(&endpoint, d, actual))
-                .await;
+            let result =
+                self.converge_key(&d.key, mode, report, |actual| plan::plan_present(&endpoint, d, actual)).await;
             if let Err(e) = result {
                 trouble.add(&e);
             }
@@ -241,7 +240,8 @@ impl Reconciler {
             report.plan.notes.push("endpoint is gone and owns no records".into());
         }
         for key in candidates {
-            let result = self.converge_key(&key, mode, report, |actual| plan::plan_absent(&endpoint, actual, &key)).await;
+            let result =
+                self.converge_key(&key, mode, report, |actual| plan::plan_absent(&endpoint, actual, &key)).await;
             if let Err(e) = result {
                 trouble.add(&e);
             }
@@ -263,11 +263,11 @@ impl Reconciler {
             let actual = provider.get(key).await?;
             let action = decide(actual.as_ref());
             if mode == Mode::DryRun || !action.is_write() {
-                if let DnsAction::Conflict { reason, .. } = &action {
-                    if mode == Mode::Apply {
-                        Stats::inc(&self.stats.dns_conflicts);
-                        tracing::warn!(endpoint = %report.endpoint, record = %key.fqdn(), %reason, "dns conflict");
-                    }
+                if let DnsAction::Conflict { reason, .. } = &action
+                    && mode == Mode::Apply
+                {
+                    Stats::inc(&self.stats.dns_conflicts);
+                    tracing::warn!(endpoint = %report.endpoint, record = %key.fqdn(), %reason, "dns conflict");
                 }
                 report.plan.actions.push(action);
                 return Ok(());
@@ -343,10 +343,10 @@ impl Reconciler {
     async fn known_zones(&self) -> Result<Vec<String>, DnsError> {
         {
             let cache = self.known_zones.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, zones)) = cache.as_ref() {
-                if at.elapsed() < Duration::from_secs(60) {
-                    return Ok(zones.clone());
-                }
+            if let Some((at, zones)) = cache.as_ref()
+                && at.elapsed() < Duration::from_secs(60)
+            {
+                return Ok(zones.clone());
             }
         }
         let zones = self.dns.known_zones().await?;

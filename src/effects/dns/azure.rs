@@ -90,7 +90,9 @@ impl AzurePrivateDns {
                     out.extend(zones.iter().filter_map(|z| z.get("name")?.as_str().map(str::to_ascii_lowercase)))
                 }
                 Err(e) if e.status() == Some(404) => {}
-                Err(e) => return Err(map_err(e, &format!("listing zones in {}/{}", loc.subscription, loc.resource_group))),
+                Err(e) => {
+                    return Err(map_err(e, &format!("listing zones in {}/{}", loc.subscription, loc.resource_group)));
+                }
             }
         }
         Ok(out.into_iter().collect())
@@ -148,7 +150,9 @@ pub fn decode_ownership(rs: &Value) -> Ownership {
             }
             _ => "no metadata".into(),
         };
-        return Ownership::Foreign(format!("not managed by {MANAGED_BY} ({detail}); a private DNS zone group or a person may own it"));
+        return Ownership::Foreign(format!(
+            "not managed by {MANAGED_BY} ({detail}); a private DNS zone group or a person may own it"
+        ));
     }
     let mut owners = BTreeMap::new();
     for (k, v) in meta.into_iter().flatten() {
@@ -207,7 +211,8 @@ impl DnsProvider for AzurePrivateDns {
 
     async fn list(&self, zone: &str) -> Result<Vec<ARecordSet>, DnsError> {
         let path = format!("{}/A", self.zone_path(zone)?);
-        let items = self.arm.list_all(&path, PRIVATE_DNS_API).await.map_err(|e| map_err(e, &format!("listing zone {zone}")))?;
+        let items =
+            self.arm.list_all(&path, PRIVATE_DNS_API).await.map_err(|e| map_err(e, &format!("listing zone {zone}")))?;
         Ok(items.iter().filter_map(|rs| parse_record_set(zone, rs)).collect())
     }
 
@@ -249,8 +254,14 @@ mod tests {
     #[test]
     fn ownership_round_trips_through_metadata() {
         let mut owners = BTreeMap::new();
-        owners.insert("/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/a".to_string(), BTreeSet::from(["10.0.0.4".parse().unwrap()]));
-        owners.insert("/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/b".to_string(), BTreeSet::from(["10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap()]));
+        owners.insert(
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/a".to_string(),
+            BTreeSet::from(["10.0.0.4".parse().unwrap()]),
+        );
+        owners.insert(
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/b".to_string(),
+            BTreeSet::from(["10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap()]),
+        );
         let rs = json!({"name": "*", "etag": "e1", "properties": {"ttl": 300, "metadata": encode_metadata(&owners),
             "aRecords": [{"ipv4Address": "10.0.0.4"}, {"ipv4Address": "10.0.0.5"}, {"ipv4Address": "10.0.0.6"}]}});
         let set = parse_record_set("zone.example", &rs).unwrap();
@@ -270,7 +281,9 @@ mod tests {
             o => panic!("expected foreign, got {o:?}"),
         }
         let auto = json!({"name": "vm1", "properties": {"isAutoRegistered": true, "aRecords": []}});
-        assert!(matches!(parse_record_set("z", &auto).unwrap().ownership, Ownership::Foreign(w) if w.contains("auto-registered")));
+        assert!(
+            matches!(parse_record_set("z", &auto).unwrap().ownership, Ownership::Foreign(w) if w.contains("auto-registered"))
+        );
     }
 
     #[test]

@@ -67,18 +67,23 @@ fn invocation_failed(status: StatusCode, function: &str, reason: &str) -> Respon
     json_response(status, serde_json::to_vec(&json!({"error": reason})).unwrap_or_default())
 }
 
+/// Parses the host's invocation body; a malformed one is counted and answered 400.
+fn parse_invocation(app: &App, body: &[u8], function: &str) -> Result<InvocationRequest, Response> {
+    InvocationRequest::parse(body).map_err(|e| {
+        Stats::inc(&app.stats.invocations_rejected);
+        invocation_failed(StatusCode::BAD_REQUEST, function, &format!("malformed invocation: {e}"))
+    })
+}
+
 /// Finds a Data entry by binding name, ignoring case (the host keeps function.json's casing).
 fn data_entry<'a>(req: &'a InvocationRequest, name: &str) -> Option<&'a Value> {
     req.data.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 
 async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let req = match InvocationRequest::parse(&body) {
+    let req = match parse_invocation(&app, &body, EVENTS_FUNCTION) {
         Ok(r) => r,
-        Err(e) => {
-            Stats::inc(&app.stats.invocations_rejected);
-            return invocation_failed(StatusCode::BAD_REQUEST, EVENTS_FUNCTION, &format!("malformed invocation: {e}"));
-        }
+        Err(resp) => return resp,
     };
     let Some(raw_event) = data_entry(&req, "event") else {
         Stats::inc(&app.stats.invocations_rejected);
@@ -204,12 +209,9 @@ pub async fn reconcile_all(app: &Arc<App>, ids: Vec<ResourceId>) -> Vec<(Resourc
 }
 
 async fn status(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let req = match InvocationRequest::parse(&body) {
+    let req = match parse_invocation(&app, &body, STATUS_FUNCTION) {
         Ok(r) => r,
-        Err(e) => {
-            Stats::inc(&app.stats.invocations_rejected);
-            return invocation_failed(StatusCode::BAD_REQUEST, STATUS_FUNCTION, &format!("malformed invocation: {e}"));
-        }
+        Err(resp) => return resp,
     };
     let http_req = data_entry(&req, "req").map(protocol::decode_value).unwrap_or(Value::Null);
     let id = http_req.pointer("/Query/id").and_then(Value::as_str).map(str::to_string);

@@ -68,10 +68,10 @@ fn invocation_failed(status: StatusCode, function: &str, reason: &str) -> Respon
 }
 
 /// Parses the host's invocation body; a malformed one is counted and answered 400.
-fn parse_invocation(app: &App, body: &[u8], function: &str) -> Result<InvocationRequest, Response> {
+fn parse_invocation(app: &App, body: &[u8], function: &str) -> Result<InvocationRequest, Box<Response>> {
     InvocationRequest::parse(body).map_err(|e| {
         Stats::inc(&app.stats.invocations_rejected);
-        invocation_failed(StatusCode::BAD_REQUEST, function, &format!("malformed invocation: {e}"))
+        Box::new(invocation_failed(StatusCode::BAD_REQUEST, function, &format!("malformed invocation: {e}")))
     })
 }
 
@@ -83,7 +83,7 @@ fn data_entry<'a>(req: &'a InvocationRequest, name: &str) -> Option<&'a Value> {
 async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let req = match parse_invocation(&app, &body, EVENTS_FUNCTION) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let Some(raw_event) = data_entry(&req, "event") else {
         Stats::inc(&app.stats.invocations_rejected);
@@ -211,7 +211,7 @@ pub async fn reconcile_all(app: &Arc<App>, ids: Vec<ResourceId>) -> Vec<(Resourc
 async fn status(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let req = match parse_invocation(&app, &body, STATUS_FUNCTION) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let http_req = data_entry(&req, "req").map(protocol::decode_value).unwrap_or(Value::Null);
     let id = http_req.pointer("/Query/id").and_then(Value::as_str).map(str::to_string);

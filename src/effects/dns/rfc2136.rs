@@ -1,1 +1,687 @@
-//! RFC 2136 provider. STUB: the RFC 2136 helper replaces this file.
+//! RFC 2136 dynamic update provider (BIND, Knot, PowerDNS, Windows DNS with TSIG).
+//!
+//! Every message (queries included) is TSIG-signed and goes over TCP: updates must
+//! reach the primary, answers can exceed 512 bytes (TXT ownership, AXFR), and TCP spares
+//! us truncation and retry logic. One connection per exchange keeps the provider
+//! stateless; the reconciler's volume is a few messages per endpoint event.
+//!
+//! Ownership cannot live in the A record set itself, so it lives in a TXT record set at a
+//! *sibling* name: the first label gets a `plautopilot-` prefix (`*` -> `plautopilot-wildcard`,
+//! `@` -> `plautopilot-apex`). A sibling rather than a child (`_owner.*.zone`) because a name
+//! below a wildcard creates an empty non-terminal that stops the wildcard from matching
+//! that branch. The TXT set holds one record `heritage=pl-autopilot` and one record per owner
+//! `owner=<endpoint id>;ips=<ip,ip>` (split into 255-byte strings, concatenated on read).
+//!
+//! Writes are conditional through RFC 2136 prerequisites instead of ETags: `create`
+//! requires that neither the A set nor the TXT name exists; `update` and `delete` require
+//! the A set to be exactly the addresses read and the TXT set exactly the records read
+//! (carried in [`ARecordSet::version`]). A and TXT change in one atomic update message, so
+//! they never disagree. A failed prerequisite (YXRRSET, NXRRSET, YXDOMAIN, NXDOMAIN) is a
+//! lost race and maps to [`DnsErrorKind::PreconditionFailed`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm;
+use hickory_proto::dnssec::rdata::{DNSSECRData, TSIG};
+use hickory_proto::dnssec::tsig::TSigner;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
+use hickory_proto::rr::rdata::{A, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Ownership, RecordKey};
+use crate::arm::Secret;
+
+/// Prefix of the ownership TXT name's first label.
+const TXT_PREFIX: &str = "plautopilot-";
+/// TSIG fudge (allowed clock skew), the common default.
+const TSIG_FUDGE: u16 = 300;
+/// A DNS character-string holds at most 255 bytes.
+const MAX_TXT_STRING: usize = 255;
+
+/// Connection and key settings for one RFC 2136 server.
+#[derive(Clone)]
+pub struct Rfc2136Config {
+    /// The primary server that accepts updates (and, if allowed, AXFR).
+    pub server: SocketAddr,
+    /// TSIG key name as configured on the server (e.g. `autopilot-key`).
+    pub tsig_key_name: String,
+    /// TSIG algorithm name; `hmac-sha256` is the default and what BIND's `tsig-keygen` makes.
+    pub tsig_algorithm: String,
+    /// Base64 key material.
+    pub tsig_secret: Secret,
+    /// Bound on one whole exchange (connect, send, receive).
+    pub timeout: Duration,
+    /// Whether `list` may use AXFR (the server must allow transfers to the key).
+    pub allow_axfr: bool,
+}
+
+impl Rfc2136Config {
+    /// Settings with the defaults: hmac-sha256, 10 s timeout, no AXFR.
+    pub fn new(server: SocketAddr, tsig_key_name: impl Into<String>, tsig_secret: Secret) -> Self {
+        Self {
+            server,
+            tsig_key_name: tsig_key_name.into(),
+            tsig_algorithm: "hmac-sha256".into(),
+            tsig_secret,
+            timeout: Duration::from_secs(10),
+            allow_axfr: false,
+        }
+    }
+}
+
+impl fmt::Debug for Rfc2136Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rfc2136Config")
+            .field("server", &self.server)
+            .field("tsig_key_name", &self.tsig_key_name)
+            .field("tsig_algorithm", &self.tsig_algorithm)
+            .field("tsig_secret", &"***")
+            .field("timeout", &self.timeout)
+            .field("allow_axfr", &self.allow_axfr)
+            .finish()
+    }
+}
+
+/// A [`DnsProvider`] speaking RFC 2136 + TSIG to one server.
+#[derive(Clone)]
+pub struct Rfc2136Provider {
+    cfg: Rfc2136Config,
+    signer: TSigner,
+}
+
+impl fmt::Debug for Rfc2136Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // TSigner's own Debug is not relied on: it would be one field away from the key.
+        f.debug_struct("Rfc2136Provider").field("cfg", &self.cfg).finish()
+    }
+}
+
+fn parse_algorithm(name: &str) -> Option<TsigAlgorithm> {
+    Some(match name.trim_end_matches('.').to_ascii_lowercase().as_str() {
+        "hmac-sha256" => TsigAlgorithm::HmacSha256,
+        "hmac-sha384" => TsigAlgorithm::HmacSha384,
+        "hmac-sha512" => TsigAlgorithm::HmacSha512,
+        _ => return None,
+    })
+}
+
+impl Rfc2136Provider {
+    /// Validates the key settings. Errors are `Permanent` and never contain the secret.
+    pub fn new(cfg: Rfc2136Config) -> Result<Self, DnsError> {
+        let server = cfg.server;
+        let algorithm = parse_algorithm(&cfg.tsig_algorithm).ok_or_else(|| {
+            DnsError::permanent(format!(
+                "TSIG algorithm `{}` for server {server} is not supported (use hmac-sha256, hmac-sha384 or hmac-sha512)",
+                cfg.tsig_algorithm
+            ))
+        })?;
+        let key = base64::engine::general_purpose::STANDARD.decode(cfg.tsig_secret.expose().trim()).map_err(|_| {
+            DnsError::permanent(format!(
+                "TSIG secret for key `{}` (server {server}) is not valid base64",
+                cfg.tsig_key_name
+            ))
+        })?;
+        if key.is_empty() {
+            return Err(DnsError::permanent(format!(
+                "TSIG secret for key `{}` (server {server}) is empty",
+                cfg.tsig_key_name
+            )));
+        }
+        let key_name = Name::from_ascii(&cfg.tsig_key_name).map_err(|e| {
+            DnsError::permanent(format!("TSIG key name `{}` (server {server}) is invalid: {e}", cfg.tsig_key_name))
+        })?;
+        let signer = TSigner::new(key, algorithm, key_name, TSIG_FUDGE)
+            .map_err(|e| DnsError::permanent(format!("TSIG key for server {server}: {e}")))?;
+        Ok(Self { cfg, signer })
+    }
+
+    pub fn config(&self) -> &Rfc2136Config {
+        &self.cfg
+    }
+
+    /// Sends one signed message and reads responses until `done` says the exchange is
+    /// complete (one message for queries and updates, several for AXFR). Every response's
+    /// TSIG is verified; unsigned error answers (BADKEY/BADSIG) are classified first.
+    async fn exchange(
+        &self,
+        mut msg: Message,
+        zone: &str,
+        what: &str,
+        mut done: impl FnMut(&Message) -> bool + Send,
+    ) -> Result<Vec<Message>, DnsError> {
+        let server = self.cfg.server;
+        let ctx = || format!("{what} (zone {zone}, server {server})");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .min(u64::from(u32::MAX)) as u32;
+        let mut verifier = msg
+            .finalize(&self.signer, now)
+            .map_err(|e| DnsError::permanent(format!("{}: signing failed: {e}", ctx())))?;
+        let bytes = msg.to_vec().map_err(|e| DnsError::permanent(format!("{}: encoding failed: {e}", ctx())))?;
+        let len = u16::try_from(bytes.len())
+            .map_err(|_| DnsError::permanent(format!("{}: message too large ({} bytes)", ctx(), bytes.len())))?;
+        let id = msg.id();
+
+        let io = async {
+            let mut stream = TcpStream::connect(server).await?;
+            let mut framed = Vec::with_capacity(bytes.len() + 2);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(&bytes);
+            stream.write_all(&framed).await?;
+            let mut out = Vec::new();
+            loop {
+                let mut lenbuf = [0u8; 2];
+                stream.read_exact(&mut lenbuf).await?;
+                let mut buf = vec![0u8; usize::from(u16::from_be_bytes(lenbuf))];
+                stream.read_exact(&mut buf).await?;
+                let parsed = Message::from_vec(&buf);
+                let finished = match &parsed {
+                    Ok(m) => m.id() != id || m.response_code() != ResponseCode::NoError || done(m),
+                    Err(_) => true,
+                };
+                out.push((buf, parsed));
+                if finished {
+                    return Ok::<_, std::io::Error>(out);
+                }
+            }
+        };
+        let raw = match tokio::time::timeout(self.cfg.timeout, io).await {
+            Err(_) => return Err(DnsError::transient(format!("{}: no answer within {:?}", ctx(), self.cfg.timeout))),
+            Ok(Err(e)) => return Err(DnsError::transient(format!("{}: {e}", ctx()))),
+            Ok(Ok(raw)) => raw,
+        };
+
+        let mut messages = Vec::with_capacity(raw.len());
+        for (buf, parsed) in raw {
+            let m = parsed.map_err(|e| DnsError::transient(format!("{}: malformed response: {e}", ctx())))?;
+            if m.id() != id {
+                return Err(DnsError::transient(format!("{}: response id does not match the request", ctx())));
+            }
+            if let Some(tsig_err) = tsig_error(&m).filter(|c| *c != 0) {
+                let name = match tsig_err {
+                    16 => "BADSIG",
+                    17 => "BADKEY",
+                    18 => "BADTIME",
+                    _ => "TSIG error",
+                };
+                return Err(DnsError::permanent(format!(
+                    "{}: server rejected TSIG key `{}`: {name} ({tsig_err}); check the key name, algorithm, secret and clock",
+                    ctx(),
+                    self.cfg.tsig_key_name
+                )));
+            }
+            classify(m.response_code(), &ctx())?;
+            if let Some(v) = verifier.as_mut() {
+                v(&buf)
+                    .map_err(|e| DnsError::permanent(format!("{}: response failed TSIG verification: {e}", ctx())))?;
+            }
+            messages.push(m);
+        }
+        Ok(messages)
+    }
+
+    async fn query(&self, zone: &str, name: &Name, rtype: RecordType) -> Result<Vec<Record>, DnsError> {
+        let mut msg = Message::new();
+        msg.set_id(fastrand::u16(..))
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .set_recursion_desired(false);
+        msg.add_query(Query::query(name.clone(), rtype));
+        let what = format!("querying {rtype} at {name}");
+        let mut resp = self.exchange(msg, zone, &what, |_| true).await?;
+        let Some(m) = resp.pop() else { return Ok(Vec::new()) };
+        let mut m = m;
+        Ok(m.take_answers().into_iter().filter(|r| r.record_type() == rtype && r.name() == name).collect())
+    }
+
+    /// Sends an update; `Ok` on NOERROR.
+    async fn update_msg(&self, zone: &str, msg: Message, what: &str) -> Result<(), DnsError> {
+        self.exchange(msg, zone, what, |_| true).await.map(|_| ())
+    }
+
+    /// Whether the A set at `name` exists in the zone data, as opposed to being synthesized
+    /// from a wildcard: prerequisites are checked without wildcard expansion (RFC 2136
+    /// section 3.2), so an update with only a prerequisite and no changes answers that.
+    async fn a_exists_literally(&self, zone: &Name, zone_str: &str, name: &Name) -> Result<bool, DnsError> {
+        let mut msg = update_message(zone);
+        let mut pre = Record::update0(name.clone(), 0, RecordType::A).into_record_of_rdata();
+        pre.set_dns_class(DNSClass::ANY);
+        msg.add_pre_requisite(pre);
+        match self.update_msg(zone_str, msg, &format!("checking A at {name}")).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind == DnsErrorKind::PreconditionFailed => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read(&self, key: &RecordKey) -> Result<Option<ARecordSet>, DnsError> {
+        let zone = zone_name(&key.zone)?;
+        let name = record_name(key)?;
+        let txt_name = owner_txt_name(key)?;
+        let a_records = self.query(&key.zone, &name, RecordType::A).await?;
+        let mut a_records = a_records;
+        if !a_records.is_empty() && key.name != "*" && !self.a_exists_literally(&zone, &key.zone, &name).await? {
+            // Synthesized from a wildcard: nothing is stored at this name.
+            a_records.clear();
+        }
+        let txt = self.query(&key.zone, &txt_name, RecordType::TXT).await?;
+        let txt_values: Vec<Vec<String>> = txt.iter().filter_map(txt_strings).collect();
+        let ownership = decode_ownership(&txt_values, &txt_name);
+        if a_records.is_empty() && !ownership.is_managed() {
+            return Ok(None);
+        }
+        // An ownership TXT without A (someone deleted the A by hand) is still reported so
+        // the reconciler can repair it with `update` (prerequisite: A absent).
+        let ttl = a_records.first().map(Record::ttl).unwrap_or(0);
+        let addresses = a_records
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        let version = if txt_values.is_empty() { None } else { serde_json::to_string(&txt_values).ok() };
+        Ok(Some(ARecordSet { key: key.clone(), ttl, addresses, ownership, version }))
+    }
+}
+
+/// Reads the TSIG error field of a response, if it carries a TSIG record.
+fn tsig_error(m: &Message) -> Option<u16> {
+    let rec = m.signature().iter().find(|r| r.record_type() == RecordType::TSIG)?;
+    let RData::DNSSEC(DNSSECRData::TSIG(tsig)) = rec.data() else { return None };
+    tsig_error_field(tsig)
+}
+
+/// hickory 0.25 has no accessor for the TSIG error field, so read it from the rdata's
+/// wire form: algorithm name, time (6), fudge (2), MAC size (2), MAC, original id (2), error (2).
+fn tsig_error_field(tsig: &TSIG) -> Option<u16> {
+    let bytes = tsig.to_bytes().ok()?;
+    let mut i = 0usize;
+    loop {
+        let l = usize::from(*bytes.get(i)?);
+        i += 1;
+        if l == 0 {
+            break;
+        }
+        i += l;
+    }
+    i += 8;
+    let mac_len = usize::from(u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]));
+    i += 2 + mac_len + 2;
+    Some(u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]))
+}
+
+/// Maps a response code to our error kinds.
+fn classify(rcode: ResponseCode, ctx: &str) -> Result<(), DnsError> {
+    let kind = match rcode {
+        ResponseCode::NoError => return Ok(()),
+        ResponseCode::YXRRSet | ResponseCode::NXRRSet | ResponseCode::YXDomain | ResponseCode::NXDomain => {
+            DnsErrorKind::PreconditionFailed
+        }
+        ResponseCode::ServFail => DnsErrorKind::Transient,
+        _ => DnsErrorKind::Permanent,
+    };
+    let hint = match rcode {
+        ResponseCode::Refused => "; the server refused: check allow-update / allow-transfer for the key",
+        ResponseCode::NotAuth => "; the server is not authoritative for the zone or rejected the key",
+        ResponseCode::NotZone => "; a name is outside the zone",
+        _ => "",
+    };
+    Err(DnsError::new(kind, format!("{ctx}: server answered {rcode}{hint}")))
+}
+
+fn zone_name(zone: &str) -> Result<Name, DnsError> {
+    Name::from_ascii(format!("{}.", zone.trim_end_matches('.')))
+        .map_err(|e| DnsError::permanent(format!("zone `{zone}` is not a valid DNS name: {e}")))
+}
+
+fn fqdn_name(fqdn: &str, key: &RecordKey) -> Result<Name, DnsError> {
+    Name::from_ascii(format!("{fqdn}.")).map_err(|e| DnsError::permanent(format!("{key} is not a valid DNS name: {e}")))
+}
+
+fn record_name(key: &RecordKey) -> Result<Name, DnsError> {
+    fqdn_name(&key.fqdn(), key)
+}
+
+/// The ownership TXT's name: the record's first label prefixed (see module docs).
+pub fn owner_txt_label(name: &str) -> String {
+    let (first, rest) = match name.split_once('.') {
+        Some((f, r)) => (f, Some(r)),
+        None => (name, None),
+    };
+    let label = match first {
+        "*" => format!("{TXT_PREFIX}wildcard"),
+        "@" | "" => format!("{TXT_PREFIX}apex"),
+        other => format!("{TXT_PREFIX}{other}"),
+    };
+    match rest {
+        Some(r) => format!("{label}.{r}"),
+        None => label,
+    }
+}
+
+fn owner_txt_name(key: &RecordKey) -> Result<Name, DnsError> {
+    fqdn_name(&format!("{}.{}", owner_txt_label(&key.name), key.zone), key)
+}
+
+fn txt_strings(r: &Record) -> Option<Vec<String>> {
+    match r.data() {
+        RData::TXT(t) => Some(t.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
+        _ => None,
+    }
+}
+
+/// Encodes ownership as TXT records (each a list of <=255-byte strings).
+pub fn encode_ownership(owners: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> Vec<Vec<String>> {
+    let mut out = vec![vec![format!("heritage={MANAGED_BY}")]];
+    for (endpoint, ips) in owners {
+        let ips: Vec<String> = ips.iter().map(Ipv4Addr::to_string).collect();
+        let entry = format!("owner={};ips={}", endpoint.to_ascii_lowercase(), ips.join(","));
+        out.push(split_string(&entry));
+    }
+    out
+}
+
+fn split_string(s: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    for c in s.chars() {
+        if cur.len() + c.len_utf8() > MAX_TXT_STRING {
+            parts.push(std::mem::take(&mut cur));
+        }
+        cur.push(c);
+    }
+    if !cur.is_empty() || parts.is_empty() {
+        parts.push(cur);
+    }
+    parts
+}
+
+/// Reads ownership from TXT records (each record's strings are concatenated).
+pub fn decode_ownership(records: &[Vec<String>], txt_name: &Name) -> Ownership {
+    let joined: Vec<String> = records.iter().map(|r| r.concat()).collect();
+    if !joined.iter().any(|r| r == &format!("heritage={MANAGED_BY}")) {
+        let detail = if joined.is_empty() {
+            format!("no ownership TXT at {txt_name}")
+        } else {
+            let shown: Vec<String> = joined.iter().take(3).map(|s| s.chars().take(120).collect()).collect();
+            format!("TXT at {txt_name} is not ours: {}", shown.join(" | "))
+        };
+        return Ownership::Foreign(format!("not managed by {MANAGED_BY} ({detail}); a person or another tool owns it"));
+    }
+    let mut owners = BTreeMap::new();
+    for r in &joined {
+        let Some(rest) = r.strip_prefix("owner=") else { continue };
+        let Some((endpoint, ips)) = rest.split_once(";ips=") else { continue };
+        let ips: BTreeSet<Ipv4Addr> = ips.split(',').filter_map(|ip| Ipv4Addr::from_str(ip.trim()).ok()).collect();
+        owners.insert(endpoint.to_ascii_lowercase(), ips);
+    }
+    Ownership::Managed(owners)
+}
+
+fn update_message(zone: &Name) -> Message {
+    let mut msg = Message::new();
+    msg.set_id(fastrand::u16(..))
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Update)
+        .set_recursion_desired(false);
+    let mut q = Query::new();
+    q.set_name(zone.clone()).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
+    msg.add_zone(q);
+    msg
+}
+
+fn txt_record(name: &Name, ttl: u32, strings: &[String]) -> Record {
+    Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(strings.to_vec())))
+}
+
+/// "RRset does not exist" (CLASS NONE, empty rdata).
+fn rrset_absent(name: &Name, rtype: RecordType) -> Record {
+    let mut r = Record::update0(name.clone(), 0, rtype).into_record_of_rdata();
+    r.set_dns_class(DNSClass::NONE);
+    r
+}
+
+/// "Delete an RRset" (CLASS ANY, empty rdata).
+fn delete_rrset(name: &Name, rtype: RecordType) -> Record {
+    let mut r = Record::update0(name.clone(), 0, rtype).into_record_of_rdata();
+    r.set_dns_class(DNSClass::ANY);
+    r
+}
+
+fn managed_owners(set: &ARecordSet) -> Result<&BTreeMap<String, BTreeSet<Ipv4Addr>>, DnsError> {
+    set.owners().ok_or_else(|| DnsError::permanent(format!("refusing to write {}: ownership is not ours", set.key)))
+}
+
+/// Prerequisites that the A set and the ownership TXT are still what `previous` read.
+fn add_same_as_read(msg: &mut Message, previous: &ARecordSet, name: &Name, txt_name: &Name) -> Result<(), DnsError> {
+    if previous.addresses.is_empty() {
+        msg.add_pre_requisite(rrset_absent(name, RecordType::A));
+    } else {
+        for ip in &previous.addresses {
+            msg.add_pre_requisite(Record::from_rdata(name.clone(), 0, RData::A(A(*ip))));
+        }
+    }
+    // The TXT exactly as read; fall back to our canonical encoding when the caller built
+    // `previous` itself.
+    let txt: Vec<Vec<String>> = match previous.version.as_deref().map(serde_json::from_str::<Vec<Vec<String>>>) {
+        Some(Ok(v)) => v,
+        _ => encode_ownership(managed_owners(previous)?),
+    };
+    for strings in &txt {
+        msg.add_pre_requisite(txt_record(txt_name, 0, strings));
+    }
+    Ok(())
+}
+
+fn check_set(set: &ARecordSet) -> Result<(), DnsError> {
+    if set.addresses.len() > super::MAX_RECORDS_PER_SET {
+        return Err(DnsError::permanent(format!(
+            "{} would hold {} addresses; the limit is {}",
+            set.key,
+            set.addresses.len(),
+            super::MAX_RECORDS_PER_SET
+        )));
+    }
+    Ok(())
+}
+
+fn add_new_set(msg: &mut Message, set: &ARecordSet, name: &Name, txt_name: &Name) -> Result<(), DnsError> {
+    let owners = managed_owners(set)?;
+    for ip in &set.addresses {
+        msg.add_update(Record::from_rdata(name.clone(), set.ttl, RData::A(A(*ip))));
+    }
+    for strings in encode_ownership(owners) {
+        msg.add_update(txt_record(txt_name, set.ttl, &strings));
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl DnsProvider for Rfc2136Provider {
+    fn kind(&self) -> &'static str {
+        "rfc2136"
+    }
+
+    async fn get(&self, key: &RecordKey) -> Result<Option<ARecordSet>, DnsError> {
+        self.read(key).await
+    }
+
+    async fn list(&self, zone: &str) -> Result<Vec<ARecordSet>, DnsError> {
+        let server = self.cfg.server;
+        if !self.cfg.allow_axfr {
+            return Err(DnsError::permanent(format!(
+                "listing zone {zone} on server {server} needs a zone transfer (AXFR); set allow_axfr for this \
+                 server and allow-transfer for the key"
+            )));
+        }
+        let zone_n = zone_name(zone)?;
+        let mut msg = Message::new();
+        msg.set_id(fastrand::u16(..))
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .set_recursion_desired(false);
+        msg.add_query(Query::query(zone_n.clone(), RecordType::AXFR));
+        // AXFR ends with the second SOA record.
+        let mut soas = 0usize;
+        let done = move |m: &Message| {
+            soas += m.answers().iter().filter(|r| r.record_type() == RecordType::SOA).count();
+            soas >= 2
+        };
+        let messages = self.exchange(msg, zone, &format!("transferring zone {zone}"), done).await?;
+        let mut a: BTreeMap<Name, (u32, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
+        let mut txt: BTreeMap<Name, Vec<Vec<String>>> = BTreeMap::new();
+        for r in messages.iter().flat_map(Message::answers) {
+            match r.data() {
+                RData::A(ip) => {
+                    let e = a.entry(r.name().to_lowercase()).or_insert((r.ttl(), BTreeSet::new()));
+                    e.1.insert(ip.0);
+                }
+                RData::TXT(_) => {
+                    if let Some(s) = txt_strings(r) {
+                        txt.entry(r.name().to_lowercase()).or_default().push(s);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let zone_fqdn = zone_n.to_lowercase().to_ascii();
+        let mut out = Vec::with_capacity(a.len());
+        for (name, (ttl, addresses)) in a {
+            let full = name.to_ascii();
+            let rel = full.strip_suffix(&zone_fqdn).unwrap_or(&full).trim_end_matches('.');
+            let key = RecordKey::new(zone, if rel.is_empty() { "@" } else { rel });
+            let txt_name = owner_txt_name(&key)?.to_lowercase();
+            let values = txt.get(&txt_name).cloned().unwrap_or_default();
+            let ownership = decode_ownership(&values, &txt_name);
+            let version = if values.is_empty() { None } else { serde_json::to_string(&values).ok() };
+            out.push(ARecordSet { key, ttl, addresses, ownership, version });
+        }
+        Ok(out)
+    }
+
+    async fn create(&self, set: &ARecordSet) -> Result<(), DnsError> {
+        check_set(set)?;
+        let zone = zone_name(&set.key.zone)?;
+        let name = record_name(&set.key)?;
+        let txt_name = owner_txt_name(&set.key)?;
+        let mut msg = update_message(&zone);
+        msg.add_pre_requisite(rrset_absent(&name, RecordType::A));
+        // "Name is not in use" (TYPE ANY, CLASS NONE) for the ownership name.
+        msg.add_pre_requisite(rrset_absent(&txt_name, RecordType::ANY));
+        add_new_set(&mut msg, set, &name, &txt_name)?;
+        self.update_msg(&set.key.zone, msg, &format!("creating {}", set.key)).await
+    }
+
+    async fn update(&self, previous: &ARecordSet, next: &ARecordSet) -> Result<(), DnsError> {
+        check_set(next)?;
+        if previous.key != next.key {
+            return Err(DnsError::permanent(format!("update from {} to {}: keys differ", previous.key, next.key)));
+        }
+        if !previous.ownership.is_managed() {
+            return Err(DnsError::permanent(format!("refusing to update {}: ownership is not ours", previous.key)));
+        }
+        let zone = zone_name(&next.key.zone)?;
+        let name = record_name(&next.key)?;
+        let txt_name = owner_txt_name(&next.key)?;
+        let mut msg = update_message(&zone);
+        add_same_as_read(&mut msg, previous, &name, &txt_name)?;
+        msg.add_update(delete_rrset(&name, RecordType::A));
+        msg.add_update(delete_rrset(&txt_name, RecordType::TXT));
+        add_new_set(&mut msg, next, &name, &txt_name)?;
+        self.update_msg(&next.key.zone, msg, &format!("updating {}", next.key)).await
+    }
+
+    async fn delete(&self, previous: &ARecordSet) -> Result<(), DnsError> {
+        if !previous.ownership.is_managed() {
+            return Err(DnsError::permanent(format!("refusing to delete {}: ownership is not ours", previous.key)));
+        }
+        let zone = zone_name(&previous.key.zone)?;
+        let name = record_name(&previous.key)?;
+        let txt_name = owner_txt_name(&previous.key)?;
+        let mut msg = update_message(&zone);
+        add_same_as_read(&mut msg, previous, &name, &txt_name)?;
+        msg.add_update(delete_rrset(&name, RecordType::A));
+        msg.add_update(delete_rrset(&txt_name, RecordType::TXT));
+        match self.update_msg(&previous.key.zone, msg, &format!("deleting {}", previous.key)).await {
+            Ok(()) => Ok(()),
+            // A failed prerequisite may just mean it is already gone, which is success.
+            Err(e) if e.kind == DnsErrorKind::PreconditionFailed => match self.read(&previous.key).await? {
+                None => Ok(()),
+                Some(_) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_names_are_siblings() {
+        assert_eq!(owner_txt_label("*"), "plautopilot-wildcard");
+        assert_eq!(owner_txt_label("*.es"), "plautopilot-wildcard.es");
+        assert_eq!(owner_txt_label("@"), "plautopilot-apex");
+        assert_eq!(owner_txt_label("x.y"), "plautopilot-x.y");
+    }
+
+    #[test]
+    fn ownership_round_trips_and_splits_long_entries() {
+        let long = format!(
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/{}",
+            "p".repeat(300)
+        );
+        let mut owners = BTreeMap::new();
+        owners.insert(long, BTreeSet::from([Ipv4Addr::new(10, 0, 0, 4), Ipv4Addr::new(10, 0, 0, 5)]));
+        owners.insert("/subscriptions/s/x".to_string(), BTreeSet::from([Ipv4Addr::new(10, 0, 0, 6)]));
+        let enc = encode_ownership(&owners);
+        assert!(enc.iter().flatten().all(|s| s.len() <= MAX_TXT_STRING));
+        assert!(enc.iter().any(|r| r.len() > 1));
+        let name = Name::from_ascii("plautopilot-x.zone.").unwrap();
+        assert_eq!(decode_ownership(&enc, &name), Ownership::Managed(owners));
+        assert!(matches!(decode_ownership(&[], &name), Ownership::Foreign(w) if w.contains("no ownership TXT")));
+        let other = vec![vec!["heritage=external-dns,external-dns/owner=default".to_string()]];
+        assert!(matches!(decode_ownership(&other, &name), Ownership::Foreign(w) if w.contains("external-dns")));
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let cfg = Rfc2136Config::new("127.0.0.1:53".parse().unwrap(), "k", Secret::new("c2VjcmV0c2VjcmV0"));
+        let p = Rfc2136Provider::new(cfg).unwrap();
+        let s = format!("{p:?}");
+        assert!(!s.contains("c2VjcmV0c2VjcmV0"), "{s}");
+    }
+
+    #[test]
+    fn bad_settings_are_permanent() {
+        let mut cfg = Rfc2136Config::new("127.0.0.1:53".parse().unwrap(), "k", Secret::new("!!notbase64"));
+        let e = Rfc2136Provider::new(cfg.clone()).unwrap_err();
+        assert_eq!(e.kind, DnsErrorKind::Permanent);
+        assert!(!e.message.contains("notbase64"));
+        cfg.tsig_secret = Secret::new("c2VjcmV0");
+        cfg.tsig_algorithm = "hmac-md5".into();
+        assert_eq!(Rfc2136Provider::new(cfg).unwrap_err().kind, DnsErrorKind::Permanent);
+    }
+
+    #[test]
+    fn rcodes_map_to_kinds() {
+        assert_eq!(classify(ResponseCode::NXRRSet, "x").unwrap_err().kind, DnsErrorKind::PreconditionFailed);
+        assert_eq!(classify(ResponseCode::YXDomain, "x").unwrap_err().kind, DnsErrorKind::PreconditionFailed);
+        assert_eq!(classify(ResponseCode::ServFail, "x").unwrap_err().kind, DnsErrorKind::Transient);
+        assert_eq!(classify(ResponseCode::Refused, "x").unwrap_err().kind, DnsErrorKind::Permanent);
+        assert_eq!(classify(ResponseCode::NotZone, "x").unwrap_err().kind, DnsErrorKind::Permanent);
+        assert!(classify(ResponseCode::NoError, "x").is_ok());
+    }
+}

@@ -37,7 +37,9 @@ fn find_named() -> Option<PathBuf> {
 pub fn start() -> Option<Bind> {
     let Some(named) = find_named() else {
         if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-            panic!("CI=true but BIND's `named` was not found: install bind9 and bind9-dnsutils (apt-get install -y bind9 bind9-dnsutils)");
+            panic!(
+                "CI=true but BIND's `named` was not found: install bind9 and bind9-dnsutils (apt-get install -y bind9 bind9-dnsutils)"
+            );
         }
         eprintln!("SKIP: `named` not found (apt-get install bind9 bind9-dnsutils); RFC 2136 tests did not run");
         return None;
@@ -124,17 +126,7 @@ impl Bind {
     /// `dig @127.0.0.1 -p PORT name type +short` (TCP, one try).
     pub fn dig(&self, name: &str, rtype: &str) -> Option<String> {
         let out = Command::new("dig")
-            .args([
-                "@127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                name,
-                rtype,
-                "+short",
-                "+tcp",
-                "+time=2",
-                "+tries=1",
-            ])
+            .args(["@127.0.0.1", "-p", &self.port.to_string(), name, rtype, "+short", "+tcp", "+time=2", "+tries=1"])
             .output()
             .ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())

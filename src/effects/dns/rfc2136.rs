@@ -171,6 +171,8 @@ impl Rfc2136Provider {
         let len = u16::try_from(bytes.len())
             .map_err(|_| DnsError::permanent(format!("{}: message too large ({} bytes)", ctx(), bytes.len())))?;
         let id = msg.id();
+        // For a query NXDOMAIN is an answer ("absent"); for an update it is a failed prerequisite.
+        let is_query = msg.op_code() == OpCode::Query;
 
         let io = async {
             let mut stream = TcpStream::connect(server).await?;
@@ -220,7 +222,9 @@ impl Rfc2136Provider {
                     self.cfg.tsig_key_name
                 )));
             }
-            classify(m.response_code(), &ctx())?;
+            if !(is_query && m.response_code() == ResponseCode::NXDomain) {
+                classify(m.response_code(), &ctx())?;
+            }
             if let Some(v) = verifier.as_mut() {
                 v(&buf)
                     .map_err(|e| DnsError::permanent(format!("{}: response failed TSIG verification: {e}", ctx())))?;

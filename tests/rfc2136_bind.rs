@@ -32,19 +32,15 @@ fn owned(key: &RecordKey, pe: &str, ips: &[[u8; 4]]) -> ARecordSet {
 }
 
 async fn dig(b: &bind::Bind, name: &str, rtype: &str) -> String {
-    let (port, name, rtype) = (b.port, name.to_string(), rtype.to_string());
-    let _ = port;
-    let out = {
-        let addr = b.addr();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new("dig")
-                .args(["@127.0.0.1", "-p", &addr.port().to_string(), &name, &rtype, "+short", "+tcp"])
-                .output()
-                .expect("dig")
-        })
-        .await
-        .expect("dig task")
-    };
+    let (port, name, rtype) = (b.port.to_string(), name.to_string(), rtype.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("dig")
+            .args(["@127.0.0.1", "-p", &port, &name, &rtype, "+short", "+tcp"])
+            .output()
+            .expect("dig")
+    })
+    .await
+    .expect("dig task");
     let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
     lines.sort();
     lines.join("\n")

@@ -38,7 +38,7 @@ impl App {
         config: Config,
         credential: Arc<dyn TokenSource>,
         queue: Arc<dyn WorkQueue>,
-        extra_providers: Vec<(String, Arc<dyn DnsProvider>)>,
+        extra_providers: Vec<ZoneRoute>,
     ) -> Result<Self, String> {
         let arm = ArmClient::new(arm_config(&config), credential).map_err(|e| format!("ARM client: {e}"))?;
         let catalog_file = (!config.catalog.file.is_empty()).then(|| Path::new(&config.catalog.file));
@@ -109,4 +109,38 @@ pub fn arm_config(config: &Config) -> ArmConfig {
         deletes: (a.deletes_burst, a.deletes_per_sec),
         ..ArmConfig::default()
     }
+}
+
+/// A zone and the backend that serves it.
+pub type ZoneRoute = (String, Arc<dyn DnsProvider>);
+
+/// RFC 2136 providers for the zones configured with `provider = "rfc2136"`. Each
+/// server's TSIG secret is read from the environment variable its settings name
+/// (a Key Vault reference in Azure); a missing one is an error naming that variable.
+pub fn rfc2136_routes(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Vec<ZoneRoute>, String> {
+    use crate::arm::Secret;
+    use crate::effects::dns::rfc2136::{Rfc2136Config, Rfc2136Provider};
+    let mut providers: std::collections::HashMap<String, Arc<dyn DnsProvider>> = Default::default();
+    for s in &config.dns.servers {
+        let server = s
+            .address
+            .parse()
+            .map_err(|e| format!("dns.servers ({}): address `{}` is not host:port: {e}", s.name, s.address))?;
+        let secret = env(&s.tsig_secret_env).filter(|v| !v.is_empty()).ok_or_else(|| {
+            format!("dns.servers ({}): environment variable {} (the TSIG secret) is not set", s.name, s.tsig_secret_env)
+        })?;
+        let mut cfg = Rfc2136Config::new(server, s.tsig_key_name.clone(), Secret::new(secret));
+        cfg.tsig_algorithm = s.tsig_algorithm.clone();
+        cfg.timeout = Duration::from_secs(s.timeout_secs.max(1));
+        cfg.allow_axfr = s.allow_axfr;
+        let provider = Rfc2136Provider::new(cfg).map_err(|e| format!("dns.servers ({}): {e}", s.name))?;
+        providers.insert(s.name.clone(), Arc::new(provider));
+    }
+    let mut routes = Vec::new();
+    for z in config.dns.zones.iter().filter(|z| z.provider == "rfc2136") {
+        let p =
+            providers.get(&z.server).ok_or_else(|| format!("dns.zones ({}): unknown server {}", z.name, z.server))?;
+        routes.push((z.name.clone(), p.clone()));
+    }
+    Ok(routes)
 }

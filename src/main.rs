@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use private_link_autopilot::app::App;
+use private_link_autopilot::app::{self, App};
 use private_link_autopilot::arm::TokenSource;
 use private_link_autopilot::arm::credential::AzureTokenSource;
 use private_link_autopilot::config::Config;
@@ -106,7 +106,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             let id = ResourceId::parse_private_endpoint(&endpoint).map_err(|e| e.to_string())?;
             let queue = open_queue(&config)?;
             let cred = credential(&config);
-            let app = App::build(config, cred, queue, vec![])?;
+            let routes = app::rfc2136_routes(&config, |k| std::env::var(k).ok())?;
+            let app = App::build(config, cred, queue, routes)?;
             let report = app.reconciler.reconcile(&id, Mode::DryRun).await;
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             Ok(())
@@ -152,7 +153,8 @@ async fn serve(config: Config, port: u16) -> Result<(), String> {
     let cred = credential(&config);
     let workers = config.queue.workers;
     let lock = Duration::from_secs(config.queue.lock_secs);
-    let app = Arc::new(App::build(config, cred, queue, vec![])?);
+    let routes = app::rfc2136_routes(&config, |k| std::env::var(k).ok())?;
+    let app = Arc::new(App::build(config, cred, queue, routes)?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for _ in 0..workers {
         tokio::spawn(worker::run(app.queue.clone(), app.reconciler.clone(), app.retry.clone(), lock, stop_rx.clone()));

@@ -114,3 +114,32 @@ async fn malformed_invocations_are_rejected_cleanly() {
     }
     assert!(app.stats.snapshot()["invocations_rejected"].as_u64().unwrap() >= 5);
 }
+
+#[test]
+fn rfc2136_zones_are_wired_from_config_and_name_missing_secrets() {
+    use private_link_autopilot::app::rfc2136_routes;
+    use private_link_autopilot::config::{DnsServerSettings, ZoneSettings};
+    let mut config = Config::defaults();
+    config.dns.servers.push(DnsServerSettings {
+        name: "corp".into(),
+        address: "127.0.0.1:5353".into(),
+        tsig_key_name: "autopilot".into(),
+        tsig_algorithm: "hmac-sha256".into(),
+        tsig_secret_env: "CORP_TSIG".into(),
+        timeout_secs: 5,
+        allow_axfr: true,
+    });
+    config.dns.zones.push(ZoneSettings {
+        name: "example.internal".into(),
+        provider: "rfc2136".into(),
+        subscription: String::new(),
+        resource_group: String::new(),
+        server: "corp".into(),
+    });
+    config.validate().unwrap();
+    let err = rfc2136_routes(&config, |_| None).unwrap_err();
+    assert!(err.contains("CORP_TSIG"), "{err}");
+    let routes = rfc2136_routes(&config, |_| Some("c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0".into())).unwrap();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].1.kind(), "rfc2136");
+}

@@ -82,9 +82,8 @@ pub struct ARecordSet {
     pub ttl: u32,
     pub addresses: BTreeSet<Ipv4Addr>,
     pub ownership: Ownership,
-    /// Backend concurrency token (an ARM ETag). `None` for backends that express the
-    /// precondition through content (RFC 2136 prerequisites use `addresses` and the
-    /// ownership TXT as read).
+    /// Backend concurrency token: an ARM ETag for Azure; for RFC 2136 the ownership TXT
+    /// exactly as read (JSON), which the update prerequisites then require.
     pub version: Option<String>,
 }
 

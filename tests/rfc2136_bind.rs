@@ -292,3 +292,22 @@ async fn axfr_of_a_multi_message_zone_is_verified_and_listed() {
     assert_eq!(mine.ownership, owned(&managed, PE_A, &[[10, 6, 0, 1]]).ownership);
     assert_eq!(listed.iter().filter(|s| s.ownership.is_managed()).count(), 1);
 }
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_a_transient_timeout() {
+    // No BIND needed: a listener that accepts and then stays silent.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            open.push(sock);
+        }
+    });
+    let mut cfg = Rfc2136Config::new(addr, "autopilot-key", Secret::new("c2VjcmV0LXNlY3JldC1zZWNyZXQ="));
+    cfg.timeout = Duration::from_millis(300);
+    let err = Rfc2136Provider::new(cfg).expect("p").get(&RecordKey::new(ZONE, "x")).await.expect_err("timeout");
+    assert_eq!(err.kind, DnsErrorKind::Transient, "{err}");
+    assert!(err.message.contains(ZONE) && err.message.contains(&addr.to_string()), "{err}");
+    hold.abort();
+}

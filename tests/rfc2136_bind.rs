@@ -160,6 +160,7 @@ async fn wrong_key_is_permanent_and_closed_port_transient() {
     assert_eq!(err.kind, DnsErrorKind::Permanent, "{err}");
     assert!(err.message.contains("BADSIG") || err.message.contains("BADKEY"), "{err}");
     assert!(err.message.contains(ZONE), "{err}");
+    assert!(err.message.contains(&b.addr().to_string()), "server missing: {err}");
     assert!(!err.message.contains("d3Jvbmcta2V5"), "secret leaked: {err}");
 
     cfg.tsig_key_name = "nobody-key".into();
@@ -172,4 +173,141 @@ async fn wrong_key_is_permanent_and_closed_port_transient() {
     cfg.timeout = Duration::from_secs(2);
     let err = Rfc2136Provider::new(cfg).expect("p").get(&key).await.expect_err("closed port");
     assert_eq!(err.kind, DnsErrorKind::Transient, "{err}");
+}
+
+/// The `status:` of a full `dig` answer (NOERROR, NXDOMAIN, ...).
+async fn dig_status(b: &bind::Bind, name: &str) -> String {
+    let (port, name) = (b.port, name.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("dig")
+            .args(["@127.0.0.1", "-p", &port.to_string(), &name, "A", "+tcp", "+time=2", "+tries=1"])
+            .output()
+            .expect("dig")
+    })
+    .await
+    .expect("dig task");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split("status: ").nth(1).and_then(|r| r.split(',').next()).unwrap_or("no status").to_string()
+}
+
+#[tokio::test]
+async fn apex_wildcard_answers_elastic_names_two_labels_below_the_zone() {
+    let Some(b) = start().await else { return };
+    let p = provider(&b);
+    let key = RecordKey::new(ZONE, "*");
+    p.create(&owned(&key, PE_A, &[[10, 3, 0, 4]])).await.expect("create *");
+    // Elastic: <alias>.es.privatelink.<region>.azure.elastic-cloud.com, two labels below the zone.
+    assert_eq!(dig(&b, &format!("abc.es.{ZONE}"), "A").await, "10.3.0.4");
+    assert_eq!(dig(&b, &format!("x.{ZONE}"), "A").await, "10.3.0.4");
+    // Ownership sits on a sibling of `*`: neither under it nor an `es` node that would
+    // stop the wildcard from matching `*.es.<zone>` names.
+    assert!(dig(&b, &format!("plautopilot-_wildcard.{ZONE}"), "TXT").await.contains("heritage=pl-autopilot"));
+    assert_eq!(dig_status(&b, &format!("es.{ZONE}")).await, "NOERROR", "es is answered by the wildcard");
+    let read = p.get(&key).await.expect("get").expect("present");
+    assert!(read.ownership.is_managed());
+    // Names merely covered by the wildcard hold nothing of their own.
+    assert_eq!(p.get(&RecordKey::new(ZONE, "abc")).await.expect("get"), None);
+    p.delete(&read).await.expect("delete");
+    assert_eq!(dig_status(&b, &format!("abc.es.{ZONE}")).await, "NXDOMAIN");
+    assert_eq!(dig(&b, &format!("plautopilot-_wildcard.{ZONE}"), "TXT").await, "");
+}
+
+#[tokio::test]
+async fn deleted_record_resolves_nxdomain() {
+    let Some(b) = start().await else { return };
+    let p = provider(&b);
+    let key = RecordKey::new("example.internal", "gone");
+    p.create(&owned(&key, PE_A, &[[10, 4, 0, 1]])).await.expect("create");
+    assert_eq!(dig_status(&b, &key.fqdn()).await, "NOERROR");
+    let read = p.get(&key).await.expect("get").expect("present");
+    p.delete(&read).await.expect("delete");
+    assert_eq!(dig_status(&b, &key.fqdn()).await, "NXDOMAIN");
+}
+
+#[tokio::test]
+async fn a_cname_is_foreign_and_blocks_create() {
+    let Some(b) = start().await else { return };
+    let p = provider(&b);
+    let key = RecordKey::new("example.internal", "alias");
+    b.nsupdate(&format!("update add {} 300 CNAME ns.example.internal.", key.fqdn()));
+    let read = p.get(&key).await.expect("get").expect("present");
+    match &read.ownership {
+        Ownership::Foreign(why) => assert!(why.contains("CNAME"), "{why}"),
+        o => panic!("expected foreign, got {o:?}"),
+    }
+    // BIND would answer NOERROR and silently drop an A beside a CNAME; the prerequisite
+    // turns that into a visible failure.
+    let err = p.create(&owned(&key, PE_A, &[[10, 0, 0, 7]])).await.expect_err("create beside CNAME");
+    assert_eq!(err.kind, DnsErrorKind::PreconditionFailed, "{err}");
+    assert_eq!(dig(&b, &key.fqdn(), "CNAME").await, "ns.example.internal.");
+}
+
+#[tokio::test]
+async fn ownership_left_without_its_a_record_is_repaired_or_removed() {
+    let Some(b) = start().await else { return };
+    let p = provider(&b);
+    let key = RecordKey::new("example.internal", "half");
+    let want = owned(&key, PE_A, &[[10, 5, 0, 1]]);
+    p.create(&want).await.expect("create");
+    b.nsupdate(&format!("update delete {} A", key.fqdn()));
+    // The stale TXT is reported (managed, no addresses) so the plan can act on it.
+    let stale = p.get(&key).await.expect("get").expect("stale ownership reported");
+    assert!(stale.addresses.is_empty() && stale.ownership.is_managed(), "{stale:?}");
+    p.update(&stale, &want).await.expect("repair");
+    assert_eq!(dig(&b, &key.fqdn(), "A").await, "10.5.0.1");
+
+    b.nsupdate(&format!("update delete {} A", key.fqdn()));
+    let stale = p.get(&key).await.expect("get").expect("stale ownership reported");
+    p.delete(&stale).await.expect("remove stale ownership");
+    assert_eq!(p.get(&key).await.expect("get"), None);
+    assert_eq!(dig(&b, "plautopilot-half.example.internal", "TXT").await, "");
+}
+
+#[tokio::test]
+async fn unknown_zone_is_permanent_and_named() {
+    let Some(b) = start().await else { return };
+    let p = provider(&b);
+    let key = RecordKey::new("not-served.example", "x");
+    let err = p.create(&owned(&key, PE_A, &[[10, 0, 0, 1]])).await.expect_err("unknown zone");
+    assert_eq!(err.kind, DnsErrorKind::Permanent, "{err}");
+    assert!(err.message.contains("NOTAUTH") || err.message.contains("NOTZONE"), "{err}");
+    assert!(err.message.contains("not-served.example") && err.message.contains(&b.addr().to_string()), "{err}");
+    let err = p.get(&key).await.expect_err("query in unknown zone");
+    assert_eq!(err.kind, DnsErrorKind::Permanent, "{err}");
+    assert!(err.message.contains("REFUSED") || err.message.contains("NOTAUTH"), "{err}");
+    let err = p.list("not-served.example").await.expect_err("axfr of unknown zone");
+    assert_eq!(err.kind, DnsErrorKind::Permanent, "{err}");
+}
+
+#[tokio::test]
+async fn axfr_of_a_multi_message_zone_is_verified_and_listed() {
+    let Some(b) = start().await else { return };
+    let p = provider(&b);
+    let managed = RecordKey::new(bind::BULK_ZONE, "mine");
+    p.create(&owned(&managed, PE_A, &[[10, 6, 0, 1]])).await.expect("create");
+    let listed = p.list(bind::BULK_ZONE).await.expect("list");
+    // BULK_HOSTS foreign hosts, `ns`, and ours; BIND sends this in several TSIG-signed messages.
+    assert_eq!(listed.len(), bind::BULK_HOSTS + 2);
+    let mine = listed.iter().find(|s| s.key == managed).expect("managed set listed");
+    assert_eq!(mine.ownership, owned(&managed, PE_A, &[[10, 6, 0, 1]]).ownership);
+    assert_eq!(listed.iter().filter(|s| s.ownership.is_managed()).count(), 1);
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_a_transient_timeout() {
+    // No BIND needed: a listener that accepts and then stays silent.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            open.push(sock);
+        }
+    });
+    let mut cfg = Rfc2136Config::new(addr, "autopilot-key", Secret::new("c2VjcmV0LXNlY3JldC1zZWNyZXQ="));
+    cfg.timeout = Duration::from_millis(300);
+    let err = Rfc2136Provider::new(cfg).expect("p").get(&RecordKey::new(ZONE, "x")).await.expect_err("timeout");
+    assert_eq!(err.kind, DnsErrorKind::Transient, "{err}");
+    assert!(err.message.contains(ZONE) && err.message.contains(&addr.to_string()), "{err}");
+    hold.abort();
 }

@@ -6,10 +6,13 @@
 //! stateless; the reconciler's volume is a few messages per endpoint event.
 //!
 //! Ownership cannot live in the A record set itself, so it lives in a TXT record set at a
-//! *sibling* name: the first label gets a `plautopilot-` prefix (`*` -> `plautopilot-wildcard`,
-//! `@` -> `plautopilot-apex`). A sibling rather than a child (`_owner.*.zone`) because a name
+//! *sibling* name: the first label gets a `plautopilot-` prefix (`*` -> `plautopilot-_wildcard`,
+//! `@` -> `plautopilot-_apex`). A sibling rather than a child (`_owner.*.zone`) because a name
 //! below a wildcard creates an empty non-terminal that stops the wildcard from matching
-//! that branch. The TXT set holds one record `heritage=pl-autopilot` and one record per owner
+//! that branch; and never a new label, so nothing appears between the apex and a deep name
+//! like `<alias>.es.<zone>` that the apex `*` must keep answering (RFC 4592). The `_` keeps
+//! `*` and `@` from colliding with hosts literally named `wildcard` or `apex` (host labels
+//! never contain `_`). The TXT set holds one record `heritage=pl-autopilot` and one record per owner
 //! `owner=<endpoint id>;ips=<ip,ip>` (split into 255-byte strings, concatenated on read).
 //!
 //! Writes are conditional through RFC 2136 prerequisites instead of ETags: `create`
@@ -38,6 +41,7 @@ use tokio::net::TcpStream;
 
 use super::{ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Ownership, RecordKey};
 use crate::arm::Secret;
+use crate::backoff::Backoff;
 
 /// Prefix of the ownership TXT name's first label.
 const TXT_PREFIX: &str = "plautopilot-";
@@ -45,6 +49,11 @@ const TXT_PREFIX: &str = "plautopilot-";
 const TSIG_FUDGE: u16 = 300;
 /// A DNS character-string holds at most 255 bytes.
 const MAX_TXT_STRING: usize = 255;
+/// Tries per exchange when the failure is transient; the work queue retries beyond this.
+const ATTEMPTS: u32 = 3;
+/// Short waits between those tries: long enough for a restarting server, short enough to
+/// stay well inside one reconcile deadline.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
 
 /// Connection and key settings for one RFC 2136 server.
 #[derive(Clone)]
@@ -147,15 +156,36 @@ impl Rfc2136Provider {
         &self.cfg
     }
 
-    /// Sends one signed message and reads responses until `done` says the exchange is
-    /// complete (one message for queries and updates, several for AXFR). Every response's
-    /// TSIG is verified; unsigned error answers (BADKEY/BADSIG) are classified first.
-    async fn exchange(
+    /// [`Self::exchange_once`], retried with backoff while the failure is transient
+    /// (timeouts, refused or reset connections, SERVFAIL). Retrying a write is safe
+    /// because every write carries prerequisites: if the first attempt was applied and
+    /// only its answer got lost, the retry fails its prerequisite and the reconciler
+    /// re-reads. Configuration errors (keys, zones, permissions) are returned at once.
+    async fn exchange(&self, msg: Message, zone: &str, what: &str, transfer: bool) -> Result<Vec<Message>, DnsError> {
+        let mut attempt = 1;
+        loop {
+            match self.exchange_once(msg.clone(), zone, what, transfer).await {
+                Err(e) if e.kind == DnsErrorKind::Transient && attempt < ATTEMPTS => {
+                    tracing::debug!(server = %self.cfg.server, zone, attempt, error = %e, "rfc2136: retrying");
+                    tokio::time::sleep(RETRY.delay(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends one signed message and reads its response (for a zone transfer, every
+    /// message up to the closing SOA). Each response's TSIG is checked before its RCODE
+    /// is believed: a TSIG error from the server (BADSIG/BADKEY/BADTIME) becomes a clear
+    /// Permanent error, and an unauthenticated answer must not make us think, say, that
+    /// a prerequisite failed.
+    async fn exchange_once(
         &self,
         mut msg: Message,
         zone: &str,
         what: &str,
-        mut done: impl FnMut(&Message) -> bool + Send,
+        transfer: bool,
     ) -> Result<Vec<Message>, DnsError> {
         let server = self.cfg.server;
         let ctx = || format!("{what} (zone {zone}, server {server})");
@@ -181,6 +211,8 @@ impl Rfc2136Provider {
             framed.extend_from_slice(&bytes);
             stream.write_all(&framed).await?;
             let mut out = Vec::new();
+            // A zone transfer ends with the second copy of the SOA (RFC 5936 section 2.2).
+            let mut soas = 0usize;
             loop {
                 let mut lenbuf = [0u8; 2];
                 stream.read_exact(&mut lenbuf).await?;
@@ -188,7 +220,10 @@ impl Rfc2136Provider {
                 stream.read_exact(&mut buf).await?;
                 let parsed = Message::from_vec(&buf);
                 let finished = match &parsed {
-                    Ok(m) => m.id() != id || m.response_code() != ResponseCode::NoError || done(m),
+                    Ok(m) => {
+                        soas += m.answers().iter().filter(|r| r.record_type() == RecordType::SOA).count();
+                        m.id() != id || m.response_code() != ResponseCode::NoError || !transfer || soas >= 2
+                    }
                     Err(_) => true,
                 };
                 out.push((buf, parsed));
@@ -199,7 +234,9 @@ impl Rfc2136Provider {
         };
         let raw = match tokio::time::timeout(self.cfg.timeout, io).await {
             Err(_) => return Err(DnsError::transient(format!("{}: no answer within {:?}", ctx(), self.cfg.timeout))),
-            Ok(Err(e)) => return Err(DnsError::transient(format!("{}: {e}", ctx()))),
+            Ok(Err(e)) => {
+                return Err(DnsError::transient(format!("{}: server unreachable or connection lost: {e}", ctx())));
+            }
             Ok(Ok(raw)) => raw,
         };
 
@@ -210,24 +247,28 @@ impl Rfc2136Provider {
                 return Err(DnsError::transient(format!("{}: response id does not match the request", ctx())));
             }
             if let Some(tsig_err) = tsig_error(&m).filter(|c| *c != 0) {
-                let name = match tsig_err {
-                    16 => "BADSIG",
-                    17 => "BADKEY",
-                    18 => "BADTIME",
-                    _ => "TSIG error",
-                };
                 return Err(DnsError::permanent(format!(
-                    "{}: server rejected TSIG key `{}`: {name} ({tsig_err}); check the key name, algorithm, secret and clock",
+                    "{}: {}",
                     ctx(),
-                    self.cfg.tsig_key_name
+                    describe_tsig_error(tsig_err, &self.cfg.tsig_key_name, &self.cfg.tsig_algorithm)
                 )));
             }
-            if !(is_query && m.response_code() == ResponseCode::NXDomain) {
-                classify(m.response_code(), &ctx())?;
+            let rcode = m.response_code();
+            let absent = is_query && !transfer && rcode == ResponseCode::NXDomain;
+            let signed = m.signature().iter().any(|r| r.record_type() == RecordType::TSIG);
+            if !signed && rcode != ResponseCode::NoError && !absent && !is_prerequisite_failure(rcode) {
+                // Some errors come back unsigned (FORMERR, or REFUSED before the key was
+                // checked). Say what the server said; an unsigned answer never counts as
+                // success, and unsigned prerequisite failures fall through to the
+                // verifier below, which rejects them.
+                classify(rcode, &ctx())?;
             }
             if let Some(v) = verifier.as_mut() {
                 v(&buf)
                     .map_err(|e| DnsError::permanent(format!("{}: response failed TSIG verification: {e}", ctx())))?;
+            }
+            if !absent {
+                classify(rcode, &ctx())?;
             }
             messages.push(m);
         }
@@ -242,26 +283,34 @@ impl Rfc2136Provider {
             .set_recursion_desired(false);
         msg.add_query(Query::query(name.clone(), rtype));
         let what = format!("querying {rtype} at {name}");
-        let mut resp = self.exchange(msg, zone, &what, |_| true).await?;
-        let Some(m) = resp.pop() else { return Ok(Vec::new()) };
-        let mut m = m;
-        Ok(m.take_answers().into_iter().filter(|r| r.record_type() == rtype && r.name() == name).collect())
+        let mut resp = self.exchange(msg, zone, &what, false).await?;
+        let Some(mut m) = resp.pop() else { return Ok(Vec::new()) };
+        // Every record owned by `name` (the type asked for, or a CNAME standing in its
+        // place); records for a CNAME's target are not about `name`.
+        Ok(m.take_answers().into_iter().filter(|r| r.name() == name).collect())
     }
 
     /// Sends an update; `Ok` on NOERROR.
     async fn update_msg(&self, zone: &str, msg: Message, what: &str) -> Result<(), DnsError> {
-        self.exchange(msg, zone, what, |_| true).await.map(|_| ())
+        self.exchange(msg, zone, what, false).await.map(|_| ())
     }
 
-    /// Whether the A set at `name` exists in the zone data, as opposed to being synthesized
-    /// from a wildcard: prerequisites are checked without wildcard expansion (RFC 2136
-    /// section 3.2), so an update with only a prerequisite and no changes answers that.
-    async fn a_exists_literally(&self, zone: &Name, zone_str: &str, name: &Name) -> Result<bool, DnsError> {
+    /// Whether the `rtype` set at `name` exists in the zone data, as opposed to being
+    /// synthesized from a wildcard: prerequisites are checked without wildcard expansion
+    /// (RFC 2136 section 3.2), so an update with only a prerequisite and no changes
+    /// answers that (BIND neither changes the zone nor bumps the serial for it).
+    async fn exists_literally(
+        &self,
+        zone: &Name,
+        zone_str: &str,
+        name: &Name,
+        rtype: RecordType,
+    ) -> Result<bool, DnsError> {
         let mut msg = update_message(zone);
-        let mut pre = Record::update0(name.clone(), 0, RecordType::A).into_record_of_rdata();
+        let mut pre = Record::update0(name.clone(), 0, rtype).into_record_of_rdata();
         pre.set_dns_class(DNSClass::ANY);
         msg.add_pre_requisite(pre);
-        match self.update_msg(zone_str, msg, &format!("checking A at {name}")).await {
+        match self.update_msg(zone_str, msg, &format!("checking {rtype} at {name}")).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind == DnsErrorKind::PreconditionFailed => Ok(false),
             Err(e) => Err(e),
@@ -272,13 +321,36 @@ impl Rfc2136Provider {
         let zone = zone_name(&key.zone)?;
         let name = record_name(key)?;
         let txt_name = owner_txt_name(key)?;
-        let a_records = self.query(&key.zone, &name, RecordType::A).await?;
-        let mut a_records = a_records;
-        if !a_records.is_empty() && key.name != "*" && !self.a_exists_literally(&zone, &key.zone, &name).await? {
+        let at_name = self.query(&key.zone, &name, RecordType::A).await?;
+        // A CNAME owns the name: no A can sit beside it (BIND silently drops such an add,
+        // so `create` also has a "no CNAME" prerequisite). Report it as not ours.
+        if let Some((target, ttl)) = at_name.iter().find_map(|r| match r.data() {
+            RData::CNAME(c) => Some((c.0.to_string(), r.ttl())),
+            _ => None,
+        }) && (key.name == "*" || self.exists_literally(&zone, &key.zone, &name, RecordType::CNAME).await?)
+        {
+            return Ok(Some(ARecordSet {
+                key: key.clone(),
+                ttl,
+                addresses: BTreeSet::new(),
+                ownership: Ownership::Foreign(format!("the name is a CNAME to {target}, not an A record set")),
+                version: None,
+            }));
+        }
+        let mut a_records: Vec<Record> = at_name.into_iter().filter(|r| r.record_type() == RecordType::A).collect();
+        if !a_records.is_empty()
+            && key.name != "*"
+            && !self.exists_literally(&zone, &key.zone, &name, RecordType::A).await?
+        {
             // Synthesized from a wildcard: nothing is stored at this name.
             a_records.clear();
         }
-        let txt = self.query(&key.zone, &txt_name, RecordType::TXT).await?;
+        let txt: Vec<Record> = self
+            .query(&key.zone, &txt_name, RecordType::TXT)
+            .await?
+            .into_iter()
+            .filter(|r| r.record_type() == RecordType::TXT)
+            .collect();
         let txt_values: Vec<Vec<String>> = txt.iter().filter_map(txt_strings).collect();
         let ownership = decode_ownership(&txt_values, &txt_name);
         if a_records.is_empty() && !ownership.is_managed() {
@@ -325,23 +397,68 @@ fn tsig_error_field(tsig: &TSIG) -> Option<u16> {
     Some(u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]))
 }
 
-/// Maps a response code to our error kinds.
-fn classify(rcode: ResponseCode, ctx: &str) -> Result<(), DnsError> {
-    let kind = match rcode {
-        ResponseCode::NoError => return Ok(()),
-        ResponseCode::YXRRSet | ResponseCode::NXRRSet | ResponseCode::YXDomain | ResponseCode::NXDomain => {
-            DnsErrorKind::PreconditionFailed
+/// RCODEs by which an update reports a failed prerequisite (RFC 2136 section 3.2).
+fn is_prerequisite_failure(rcode: ResponseCode) -> bool {
+    matches!(rcode, ResponseCode::YXRRSet | ResponseCode::NXRRSet | ResponseCode::YXDomain | ResponseCode::NXDomain)
+}
+
+/// What a TSIG error (RFC 8945 section 5.2) means for the operator.
+fn describe_tsig_error(code: u16, key: &str, algorithm: &str) -> String {
+    match code {
+        16 => format!(
+            "TSIG key rejected (BADSIG: the signature made with key `{key}` did not verify; the secret or \
+             algorithm differs from the server's)"
+        ),
+        17 => format!("TSIG key rejected (BADKEY: the server does not know key `{key}` with algorithm {algorithm})"),
+        18 => format!(
+            "TSIG key rejected (BADTIME: this host's clock and the server's differ by more than {TSIG_FUDGE} s; key `{key}`)"
+        ),
+        other => {
+            format!("TSIG key rejected (TSIG error {other}: {}; key `{key}`)", <ResponseCode as From<u16>>::from(other))
         }
-        ResponseCode::ServFail => DnsErrorKind::Transient,
-        _ => DnsErrorKind::Permanent,
+    }
+}
+
+/// Maps a response code to our error kinds. Messages carry the RFC mnemonic (NOTAUTH,
+/// REFUSED, ...) because that is what operators search server logs and docs for.
+fn classify(rcode: ResponseCode, ctx: &str) -> Result<(), DnsError> {
+    use DnsErrorKind::{Permanent, PreconditionFailed, Transient};
+    let (kind, detail) = match rcode {
+        ResponseCode::NoError => return Ok(()),
+        ResponseCode::YXDomain => (PreconditionFailed, "prerequisite failed: a name that must be unused is in use"),
+        ResponseCode::YXRRSet => (PreconditionFailed, "prerequisite failed: a record set that must be absent exists"),
+        ResponseCode::NXRRSet => {
+            (PreconditionFailed, "prerequisite failed: a record set is missing or no longer holds the values read")
+        }
+        ResponseCode::NXDomain => (PreconditionFailed, "prerequisite failed: a name that must exist does not"),
+        ResponseCode::ServFail => (Transient, "the server failed to process the request"),
+        ResponseCode::Refused => (Permanent, "the server refused: check allow-update / allow-transfer for the key"),
+        ResponseCode::NotAuth => {
+            (Permanent, "the server is not authoritative for the zone (or did not accept the TSIG signature)")
+        }
+        ResponseCode::NotZone => (Permanent, "a name in the request is outside the zone"),
+        ResponseCode::NotImp => (Permanent, "the server does not implement this request (dynamic update / AXFR)"),
+        ResponseCode::FormErr => (Permanent, "the server could not parse the request"),
+        _ => (Permanent, "unexpected response code"),
     };
-    let hint = match rcode {
-        ResponseCode::Refused => "; the server refused: check allow-update / allow-transfer for the key",
-        ResponseCode::NotAuth => "; the server is not authoritative for the zone or rejected the key",
-        ResponseCode::NotZone => "; a name is outside the zone",
-        _ => "",
-    };
-    Err(DnsError::new(kind, format!("{ctx}: server answered {rcode}{hint}")))
+    Err(DnsError::new(kind, format!("{ctx}: server answered {} ({detail})", rcode_mnemonic(rcode))))
+}
+
+fn rcode_mnemonic(rcode: ResponseCode) -> String {
+    match rcode {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::YXDomain => "YXDOMAIN".into(),
+        ResponseCode::YXRRSet => "YXRRSET".into(),
+        ResponseCode::NXRRSet => "NXRRSET".into(),
+        ResponseCode::NotAuth => "NOTAUTH".into(),
+        ResponseCode::NotZone => "NOTZONE".into(),
+        other => format!("RCODE {} ({other})", u16::from(other)),
+    }
 }
 
 fn zone_name(zone: &str) -> Result<Name, DnsError> {
@@ -364,8 +481,8 @@ pub fn owner_txt_label(name: &str) -> String {
         None => (name, None),
     };
     let label = match first {
-        "*" => format!("{TXT_PREFIX}wildcard"),
-        "@" | "" => format!("{TXT_PREFIX}apex"),
+        "*" => format!("{TXT_PREFIX}_wildcard"),
+        "@" | "" => format!("{TXT_PREFIX}_apex"),
         other => format!("{TXT_PREFIX}{other}"),
     };
     match rest {
@@ -536,13 +653,7 @@ impl DnsProvider for Rfc2136Provider {
             .set_op_code(OpCode::Query)
             .set_recursion_desired(false);
         msg.add_query(Query::query(zone_n.clone(), RecordType::AXFR));
-        // AXFR ends with the second SOA record.
-        let mut soas = 0usize;
-        let done = move |m: &Message| {
-            soas += m.answers().iter().filter(|r| r.record_type() == RecordType::SOA).count();
-            soas >= 2
-        };
-        let messages = self.exchange(msg, zone, &format!("transferring zone {zone}"), done).await?;
+        let messages = self.exchange(msg, zone, &format!("transferring zone {zone} (AXFR)"), true).await?;
         let mut a: BTreeMap<Name, (u32, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
         let mut txt: BTreeMap<Name, Vec<Vec<String>>> = BTreeMap::new();
         for r in messages.iter().flat_map(Message::answers) {
@@ -581,6 +692,8 @@ impl DnsProvider for Rfc2136Provider {
         let txt_name = owner_txt_name(&set.key)?;
         let mut msg = update_message(&zone);
         msg.add_pre_requisite(rrset_absent(&name, RecordType::A));
+        // BIND answers NOERROR but drops an A added beside a CNAME; make that a failure.
+        msg.add_pre_requisite(rrset_absent(&name, RecordType::CNAME));
         // "Name is not in use" (TYPE ANY, CLASS NONE) for the ownership name.
         msg.add_pre_requisite(rrset_absent(&txt_name, RecordType::ANY));
         add_new_set(&mut msg, set, &name, &txt_name)?;
@@ -635,9 +748,12 @@ mod tests {
 
     #[test]
     fn owner_names_are_siblings() {
-        assert_eq!(owner_txt_label("*"), "plautopilot-wildcard");
-        assert_eq!(owner_txt_label("*.es"), "plautopilot-wildcard.es");
-        assert_eq!(owner_txt_label("@"), "plautopilot-apex");
+        assert_eq!(owner_txt_label("*"), "plautopilot-_wildcard");
+        assert_eq!(owner_txt_label("*.es"), "plautopilot-_wildcard.es");
+        assert_eq!(owner_txt_label("@"), "plautopilot-_apex");
+        // Host names never contain `_`, so no real host maps onto the wildcard's record.
+        assert_ne!(owner_txt_label("wildcard"), owner_txt_label("*"));
+        assert_ne!(owner_txt_label("apex"), owner_txt_label("@"));
         assert_eq!(owner_txt_label("x.y"), "plautopilot-x.y");
     }
 
@@ -687,5 +803,9 @@ mod tests {
         assert_eq!(classify(ResponseCode::Refused, "x").unwrap_err().kind, DnsErrorKind::Permanent);
         assert_eq!(classify(ResponseCode::NotZone, "x").unwrap_err().kind, DnsErrorKind::Permanent);
         assert!(classify(ResponseCode::NoError, "x").is_ok());
+        let e = classify(ResponseCode::NotAuth, "creating x (zone z, server 127.0.0.1:53)").unwrap_err();
+        assert!(e.message.contains("NOTAUTH") && e.message.contains("zone z"), "{e}");
+        assert!(describe_tsig_error(17, "k", "hmac-sha256").contains("BADKEY"));
+        assert!(describe_tsig_error(16, "k", "hmac-sha256").contains("BADSIG"));
     }
 }

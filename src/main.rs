@@ -71,9 +71,10 @@ fn open_queue(config: &Config) -> Result<Arc<dyn WorkQueue>, String> {
     Ok(Arc::new(q))
 }
 
-fn credential(config: &Config) -> Arc<dyn TokenSource> {
+fn credential(config: &Config) -> Result<Arc<dyn TokenSource>, String> {
     let id = (!config.arm.managed_identity_client_id.is_empty()).then(|| config.arm.managed_identity_client_id.clone());
-    Arc::new(AzureTokenSource::from_env(id))
+    let source = AzureTokenSource::from_env(id).map_err(|e| format!("Azure credential: {e}"))?;
+    Ok(Arc::new(source))
 }
 
 #[tokio::main]
@@ -105,7 +106,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Plan { endpoint } => {
             let id = ResourceId::parse_private_endpoint(&endpoint).map_err(|e| e.to_string())?;
             let queue = open_queue(&config)?;
-            let cred = credential(&config);
+            let cred = credential(&config)?;
             let routes = app::rfc2136_routes(&config, |k| std::env::var(k).ok())?;
             let app = App::build(config, cred, queue, routes)?;
             let report = app.reconciler.reconcile(&id, Mode::DryRun).await;
@@ -150,7 +151,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 async fn serve(config: Config, port: u16) -> Result<(), String> {
     let queue = open_queue(&config)?;
-    let cred = credential(&config);
+    let cred = credential(&config)?;
     let workers = config.queue.workers;
     let lock = Duration::from_secs(config.queue.lock_secs);
     let routes = app::rfc2136_routes(&config, |k| std::env::var(k).ok())?;

@@ -1,5 +1,8 @@
-//! The local sandbox: in-process fakes of the Azure services we call, on loopback.
-//! The demo and the integration tests use the same fakes.
+//! The local sandbox: in-process fakes of the Azure services we call, on loopback,
+//! and the harness that wires the real product to them. The demo, the end-to-end
+//! tests and the benchmarks use the same fakes.
 
+pub mod events;
 pub mod fake_arm;
+pub mod harness;
 pub mod host_emulator;

@@ -1,1 +1,0 @@
-//! Fake ARM. STUB: the fake-ARM helper replaces this file (it may become a folder).

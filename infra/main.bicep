@@ -1,0 +1,528 @@
+// Private Link Autopilot: everything the function app needs, deployed with `azd up`
+// (or `az deployment sub create`). See infra/README.md for the permission table and the
+// two-phase rollout (the Event Grid subscriptions need the deployed function).
+//
+// Subscription scope because the app's footprint is spread out by nature: its own resource group
+// here, an Event Grid system topic and read/tag roles in every subscription in scope, record-level
+// roles on the hub's private DNS zones, and approval roles on the owned resources.
+
+targetScope = 'subscription'
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+
+@description('azd environment name; prefixes resource names and custom role names.')
+@minLength(1)
+@maxLength(20)
+param environmentName string
+
+@description('Region of the app and its resources.')
+param location string
+
+@description('Resource group for the app (created). Empty: rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Hosting plan: Flex Consumption (default) or Elastic Premium.')
+@allowed([
+  'FlexConsumption'
+  'ElasticPremium'
+])
+param hostingPlan string = 'FlexConsumption'
+
+@description('Always-ready (Flex) or minimum (Elastic Premium) instances. 1: Event Grid answers stay under 30 s.')
+@minValue(0)
+@maxValue(20)
+param alwaysReadyInstances int = 1
+
+@description('Flex per-function scale group that gets the always-ready instances.')
+param alwaysReadyGroup string = 'function:PrivateEndpointEvents'
+
+@description('Flex: maximum instances.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Flex: memory per instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Elastic Premium SKU (hostingPlan = ElasticPremium only).')
+@allowed([
+  'EP1'
+  'EP2'
+  'EP3'
+])
+param elasticPremiumSku string = 'EP1'
+
+@description('Subscription id holding the private DNS zones (the hub).')
+param dnsZoneSubscriptionId string
+
+@description('Resource group holding the private DNS zones.')
+param dnsZoneResourceGroup string
+
+@description('Private DNS zone names the app may write A records in (the zones must exist).')
+param dnsZoneNames array
+
+@description('Subscription ids whose private endpoints the app manages (one system topic each).')
+param subscriptionsInScope array = [
+  subscription().subscriptionId
+]
+
+@description('Resource group created in each subscription in scope for its system topic.')
+param eventsResourceGroupName string = 'rg-autopilot-events'
+
+@description('Resource ids of owned resources (Kusto clusters, Private Link services, Azure Monitor workspaces) whose connections the app approves.')
+param ownedResourceIds array = []
+
+@description('Register endpoints with ClickHouse Cloud (needs secrets clickhouse-key-id, clickhouse-key-secret).')
+param enableClickHouse bool = false
+
+@description('Register endpoints with Elastic Cloud (needs secret elastic-api-key).')
+param enableElastic bool = false
+
+@description('Register endpoints with Zilliz Cloud (needs secret zilliz-api-key).')
+param enableZilliz bool = false
+
+@description('Create the Event Grid subscriptions. Needs the deployed function: false on the first provision, true after `azd deploy`.')
+param wireEventSubscriptions bool = false
+
+@description('Service Bus work queue name.')
+param workQueueName string = 'autopilot-work'
+
+@description('Service Bus tier (Standard or above: duplicate detection).')
+@allowed([
+  'Standard'
+  'Premium'
+])
+param serviceBusSku string = 'Standard'
+
+@description('NCRONTAB (6 fields) of the periodic sweep.')
+param sweepSchedule string = '0 */15 * * * *'
+
+@description('Event Grid delivery attempts before dead-lettering.')
+@minValue(1)
+@maxValue(30)
+param eventMaxDeliveryAttempts int = 30
+
+@description('Event Grid retry window in minutes before dead-lettering.')
+@minValue(1)
+@maxValue(1440)
+param eventTimeToLiveInMinutes int = 1440
+
+@description('Tags applied to every resource.')
+param tags object = {}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+var token = toLower(uniqueString(subscription().id, environmentName, location))
+var appName = 'func-${environmentName}-${token}'
+var allTags = union(tags, {
+  'azd-env-name': environmentName
+  application: 'private-link-autopilot'
+})
+var groupName = empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
+var deploymentContainerName = 'app-package'
+var deadLetterContainerName = 'eventgrid-deadletter'
+
+// Owned resources, parsed from their ids: /subscriptions/{0}/resourceGroups/{1}/providers/{2}/{3}/{4}
+var ownedResources = [for id in ownedResourceIds: {
+  subscriptionId: split(id, '/')[2]
+  resourceGroup: split(id, '/')[4]
+  type: toLower(format('{0}/{1}', split(id, '/')[6], split(id, '/')[7]))
+  name: last(split(id, '/'))
+}]
+var ownedKustoClusters = filter(ownedResources, r => r.type == 'microsoft.kusto/clusters')
+// union() of an array with itself removes duplicates (assignableScopes must be unique).
+var approverScopesAll = [for r in ownedResources: toLower(format('/subscriptions/{0}/resourceGroups/{1}', r.subscriptionId, r.resourceGroup))]
+var approverScopes = union(approverScopesAll, approverScopesAll)
+var kustoSubscriptionsAll = [for r in ownedKustoClusters: toLower(r.subscriptionId)]
+var kustoSubscriptions = union(kustoSubscriptionsAll, kustoSubscriptionsAll)
+var kustoOperationScopes = [for s in kustoSubscriptions: '/subscriptions/${s}']
+var endpointScopes = [for s in subscriptionsInScope: '/subscriptions/${s}']
+var dnsZoneResourceGroupId = format('/subscriptions/{0}/resourceGroups/{1}', dnsZoneSubscriptionId, dnsZoneResourceGroup)
+
+// ---------------------------------------------------------------------------------------------
+// The app and its own resources
+
+resource group 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: groupName
+  location: location
+  tags: allTags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: group
+  params: {
+    name: 'id-${environmentName}-${token}'
+    location: location
+    tags: allTags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: group
+  params: {
+    name: '${environmentName}-${token}'
+    location: location
+    tags: allTags
+    publisherPrincipalId: identity.outputs.principalId
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: group
+  params: {
+    name: 'st${take(token, 22)}'
+    location: location
+    tags: allTags
+    appPrincipalId: identity.outputs.principalId
+    deploymentContainerName: deploymentContainerName
+    deadLetterContainerName: deadLetterContainerName
+  }
+}
+
+module serviceBus 'modules/servicebus.bicep' = {
+  name: 'servicebus'
+  scope: group
+  params: {
+    name: 'sb-${environmentName}-${token}'
+    location: location
+    tags: allTags
+    queueName: workQueueName
+    appPrincipalId: identity.outputs.principalId
+    skuName: serviceBusSku
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: group
+  params: {
+    name: 'kv${take(token, 22)}'
+    location: location
+    tags: allTags
+    appPrincipalId: identity.outputs.principalId
+  }
+}
+
+module auditTopic 'modules/audit-topic.bicep' = {
+  name: 'audit-topic'
+  scope: group
+  params: {
+    name: 'evgt-${environmentName}-${token}'
+    location: location
+    tags: allTags
+    appPrincipalId: identity.outputs.principalId
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// App settings: the single list (mirrored in infra/README.md). The binary reads
+// AUTOPILOT__SECTION__KEY; the Functions host reads the rest.
+
+var vaultName = keyVault.outputs.name
+var baseSettings = {
+  // Host storage, identity-based (no connection string, no key).
+  AzureWebJobsStorage__accountName: storage.outputs.name
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identity.outputs.clientId
+  // Telemetry with Entra ID (the component has local auth disabled).
+  APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.appInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.outputs.clientId};Authorization=AAD'
+  // serviceBusTrigger connection "ServiceBusConnection", identity-based.
+  ServiceBusConnection__fullyQualifiedNamespace: serviceBus.outputs.fullyQualifiedNamespace
+  ServiceBusConnection__credential: 'managedidentity'
+  ServiceBusConnection__clientId: identity.outputs.clientId
+  // Binding expressions in handlers/WorkQueue and handlers/Sweep.
+  AUTOPILOT_WORK_QUEUE: serviceBus.outputs.queueName
+  AUTOPILOT_SWEEP_SCHEDULE: sweepSchedule
+  // The binary.
+  AUTOPILOT__ARM__MANAGED_IDENTITY_CLIENT_ID: identity.outputs.clientId
+  AUTOPILOT__DNS__DEFAULT_SUBSCRIPTION: dnsZoneSubscriptionId
+  AUTOPILOT__DNS__DEFAULT_RESOURCE_GROUP: dnsZoneResourceGroup
+  AUTOPILOT__QUEUE__KIND: 'servicebus'
+  AUTOPILOT__QUEUE__NAMESPACE: serviceBus.outputs.fullyQualifiedNamespace
+  AUTOPILOT__QUEUE__NAME: serviceBus.outputs.queueName
+  AUTOPILOT__AUDIT__TOPIC_ENDPOINT: auditTopic.outputs.endpoint
+  AUTOPILOT__LOG__FORMAT: 'json'
+}
+// Flex Consumption sets the runtime in functionAppConfig and rejects FUNCTIONS_WORKER_RUNTIME /
+// FUNCTIONS_EXTENSION_VERSION as app settings; Elastic Premium needs them.
+var elasticPremiumSettings = hostingPlan == 'ElasticPremium' ? {
+  FUNCTIONS_WORKER_RUNTIME: 'custom'
+  FUNCTIONS_EXTENSION_VERSION: '~4'
+  WEBSITE_RUN_FROM_PACKAGE: '${storage.outputs.blobEndpoint}${deploymentContainerName}/autopilot-functionapp.zip'
+  WEBSITE_RUN_FROM_PACKAGE_BLOB_MI_RESOURCE_ID: identity.outputs.id
+} : {}
+// Vendor credentials as Key Vault references, only for enabled vendors.
+var clickHouseSettings = enableClickHouse ? {
+  CLICKHOUSE_KEY_ID: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=clickhouse-key-id)'
+  CLICKHOUSE_KEY_SECRET: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=clickhouse-key-secret)'
+} : {}
+var elasticSettings = enableElastic ? {
+  ELASTIC_API_KEY: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=elastic-api-key)'
+} : {}
+var zillizSettings = enableZilliz ? {
+  ZILLIZ_API_KEY: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=zilliz-api-key)'
+} : {}
+var appSettings = union(baseSettings, elasticPremiumSettings, clickHouseSettings, elasticSettings, zillizSettings)
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: group
+  params: {
+    name: appName
+    location: location
+    tags: allTags
+    hostingPlan: hostingPlan
+    alwaysReadyInstances: alwaysReadyInstances
+    alwaysReadyGroup: alwaysReadyGroup
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    elasticPremiumSku: elasticPremiumSku
+    identityId: identity.outputs.id
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: deploymentContainerName
+    appSettings: appSettings
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Least-privilege roles for the app identity outside its own resource group
+
+// Each custom role lists only the actions the binary calls. Where a built-in role exists it grants
+// far more (see infra/README.md, "Permissions", for the comparison and sources).
+
+// (a) + (e): read the endpoint, its NIC (the IPs live on the NIC) and its DNS zone group; Resource
+// Graph for the periodic sweep (it returns only what the caller may read). Built-in Reader would
+// expose every resource in the subscription.
+var endpointReaderActions = [
+  'Microsoft.Network/privateEndpoints/read'
+  'Microsoft.Network/privateEndpoints/privateDnsZoneGroups/read'
+  'Microsoft.Network/networkInterfaces/read'
+  'Microsoft.ResourceGraph/resources/read'
+]
+// (c): mark endpoints through the Tags API (PATCH <pe>/providers/Microsoft.Resources/tags/default):
+// a PE has no PATCH, and a PE PUT would need privateEndpoints/write and re-emit a write event.
+// Built-in Tag Contributor also grants tags/delete and resource-group reads.
+var endpointTaggerActions = [
+  'Microsoft.Resources/tags/read'
+  'Microsoft.Resources/tags/write'
+]
+// (b): A records only. Built-in Private DNS Zone Contributor grants privateDnsZones/* (zone delete,
+// every record type, virtual network links), virtualNetworks/join/action, deployments/*, Support/*
+// and alertRules/* (fixture role-PrivateDnsZoneContributor.json).
+var dnsRecordWriterActions = [
+  'Microsoft.Network/privateDnsZones/read'
+  'Microsoft.Network/privateDnsZones/A/read'
+  'Microsoft.Network/privateDnsZones/A/write'
+  'Microsoft.Network/privateDnsZones/A/delete'
+  'Microsoft.Network/privateDnsZones/recordsets/read'
+  'Microsoft.Network/privateDnsZones/ALL/read'
+]
+// (d): approve connections on owned resources. The three kinds the catalog approves; assigned at
+// each owned resource, so the actions for the other kinds grant nothing there. The alternative,
+// Contributor on the resource, could reconfigure or delete it.
+var connectionApproverActions = [
+  'Microsoft.Kusto/Clusters/read'
+  'Microsoft.Kusto/Clusters/PrivateEndpointConnections/read'
+  'Microsoft.Kusto/Clusters/PrivateEndpointConnections/write'
+  'Microsoft.Kusto/Clusters/PrivateLinkResources/read'
+  'Microsoft.Network/privateLinkServices/read'
+  'Microsoft.Network/privateLinkServices/privateEndpointConnections/read'
+  'Microsoft.Network/privateLinkServices/privateEndpointConnections/write'
+  'Microsoft.Monitor/accounts/read'
+  'Microsoft.Monitor/accounts/privateEndpointConnections/read'
+  'Microsoft.Monitor/accounts/privateEndpointConnections/write'
+  'Microsoft.Monitor/accounts/privateEndpointConnections/operationResults/read'
+  'Microsoft.Monitor/accounts/privateLinkResources/read'
+]
+// Kusto approval is a long-running operation whose Location is
+// /subscriptions/<id>/providers/Microsoft.Kusto/locations/<region>/operationResults/<op>: outside
+// the cluster, so polling it needs this one action at the cluster's subscription.
+var kustoOperationReaderActions = [
+  'Microsoft.Kusto/locations/operationresults/read'
+]
+
+var endpointReaderName = guid(subscription().id, environmentName, 'autopilot-endpoint-reader')
+var endpointTaggerName = guid(subscription().id, environmentName, 'autopilot-endpoint-tagger')
+var dnsRecordWriterName = guid(subscription().id, environmentName, 'autopilot-dns-a-writer')
+var connectionApproverName = guid(subscription().id, environmentName, 'autopilot-connection-approver')
+var kustoOperationReaderName = guid(subscription().id, environmentName, 'autopilot-kusto-operation-reader')
+var firstEndpointSubscription = first(subscriptionsInScope)
+var ownedSubscriptions = [for r in ownedResources: r.subscriptionId]
+// first(concat(list, [fallback])): ARM may evaluate a scope expression even when the module's
+// condition is false, so it must be valid for an empty list.
+var firstApproverSubscription = first(concat(ownedSubscriptions, [subscription().subscriptionId]))
+var firstKustoSubscription = first(concat(kustoSubscriptions, [subscription().subscriptionId]))
+
+module endpointReaderRole 'modules/roles/role-definition.bicep' = {
+  name: 'autopilot-role-endpoint-reader-${environmentName}'
+  scope: subscription(firstEndpointSubscription)
+  params: {
+    roleDefinitionName: endpointReaderName
+    roleName: 'Private Link Autopilot endpoint reader (${environmentName})'
+    roleDescription: 'Read private endpoints, their NICs and DNS zone groups; query Resource Graph.'
+    actions: endpointReaderActions
+    assignableScopes: endpointScopes
+  }
+}
+
+module endpointTaggerRole 'modules/roles/role-definition.bicep' = {
+  name: 'autopilot-role-endpoint-tagger-${environmentName}'
+  scope: subscription(firstEndpointSubscription)
+  params: {
+    roleDefinitionName: endpointTaggerName
+    roleName: 'Private Link Autopilot endpoint tagger (${environmentName})'
+    roleDescription: 'Read and merge tags through the Tags API; cannot read or change the tagged resources.'
+    actions: endpointTaggerActions
+    assignableScopes: endpointScopes
+  }
+}
+
+module dnsRecordWriterRole 'modules/roles/role-definition.bicep' = {
+  name: 'autopilot-role-dns-writer-${environmentName}'
+  scope: subscription(dnsZoneSubscriptionId)
+  params: {
+    roleDefinitionName: dnsRecordWriterName
+    roleName: 'Private Link Autopilot DNS A record writer (${environmentName})'
+    roleDescription: 'Read private DNS zones; read, write and delete their A record sets only.'
+    actions: dnsRecordWriterActions
+    assignableScopes: [
+      dnsZoneResourceGroupId
+    ]
+  }
+}
+
+module connectionApproverRole 'modules/roles/role-definition.bicep' = if (!empty(ownedResources)) {
+  name: 'autopilot-role-approver-${environmentName}'
+  scope: subscription(firstApproverSubscription)
+  params: {
+    roleDefinitionName: connectionApproverName
+    roleName: 'Private Link Autopilot connection approver (${environmentName})'
+    roleDescription: 'Read owned resources; read and approve their private endpoint connections.'
+    actions: connectionApproverActions
+    assignableScopes: approverScopes
+  }
+}
+
+module kustoOperationReaderRole 'modules/roles/role-definition.bicep' = if (!empty(kustoSubscriptions)) {
+  name: 'autopilot-role-kusto-operations-${environmentName}'
+  scope: subscription(firstKustoSubscription)
+  params: {
+    roleDefinitionName: kustoOperationReaderName
+    roleName: 'Private Link Autopilot Kusto operation reader (${environmentName})'
+    roleDescription: 'Poll Azure Data Explorer long-running operation results.'
+    actions: kustoOperationReaderActions
+    assignableScopes: kustoOperationScopes
+  }
+}
+
+module endpointRoles 'modules/roles/subscription-assignments.bicep' = [for subscriptionId in subscriptionsInScope: {
+  name: 'autopilot-endpoint-roles-${environmentName}'
+  scope: subscription(subscriptionId)
+  params: {
+    principalId: identity.outputs.principalId
+    roleDefinitionNames: [
+      endpointReaderRole.outputs.name
+      endpointTaggerRole.outputs.name
+    ]
+  }
+}]
+
+module dnsZoneRoles 'modules/roles/dns-zone-assignments.bicep' = {
+  name: 'autopilot-dns-roles-${environmentName}'
+  scope: resourceGroup(dnsZoneSubscriptionId, dnsZoneResourceGroup)
+  params: {
+    principalId: identity.outputs.principalId
+    roleDefinitionName: dnsRecordWriterRole.outputs.name
+    zoneNames: dnsZoneNames
+  }
+}
+
+module approverRoles 'modules/roles/connection-approver-assignment.bicep' = [for (r, i) in ownedResources: {
+  name: 'autopilot-approver-${environmentName}-${i}'
+  scope: resourceGroup(r.subscriptionId, r.resourceGroup)
+  dependsOn: [
+    connectionApproverRole
+  ]
+  params: {
+    principalId: identity.outputs.principalId
+    roleDefinitionName: connectionApproverName
+    resourceType: r.type
+    resourceName: r.name
+  }
+}]
+
+module kustoOperationRoles 'modules/roles/subscription-assignments.bicep' = [for subscriptionId in kustoSubscriptions: {
+  name: 'autopilot-kusto-operation-roles-${environmentName}'
+  scope: subscription(subscriptionId)
+  dependsOn: [
+    kustoOperationReaderRole
+  ]
+  params: {
+    principalId: identity.outputs.principalId
+    roleDefinitionNames: [
+      kustoOperationReaderName
+    ]
+  }
+}]
+
+// ---------------------------------------------------------------------------------------------
+// Event Grid: one system topic per subscription in scope, dead letters to the app's storage
+
+module systemTopics 'modules/eventgrid-system-topic.bicep' = [for subscriptionId in subscriptionsInScope: {
+  name: 'autopilot-system-topic-${environmentName}'
+  scope: subscription(subscriptionId)
+  params: {
+    resourceGroupName: eventsResourceGroupName
+    location: location
+    topicName: 'evgst-autopilot-${environmentName}'
+    tags: allTags
+  }
+}]
+
+module deadLetterAccess 'modules/deadletter-access.bicep' = {
+  name: 'deadletter-access'
+  scope: group
+  params: {
+    storageAccountName: storage.outputs.name
+    containerName: storage.outputs.deadLetterContainerName
+    topicPrincipalIds: [for (subscriptionId, i) in subscriptionsInScope: systemTopics[i].outputs.principalId]
+  }
+}
+
+module eventSubscriptions 'modules/eventgrid-subscription.bicep' = [for (subscriptionId, i) in subscriptionsInScope: if (wireEventSubscriptions) {
+  name: 'autopilot-event-subscription-${environmentName}'
+  scope: resourceGroup(subscriptionId, eventsResourceGroupName)
+  dependsOn: [
+    deadLetterAccess
+  ]
+  params: {
+    systemTopicName: systemTopics[i].outputs.topicName
+    functionResourceId: '${functionApp.outputs.id}/functions/PrivateEndpointEvents'
+    deadLetterStorageAccountId: storage.outputs.id
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    maxDeliveryAttempts: eventMaxDeliveryAttempts
+    eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+  }
+}]
+
+// ---------------------------------------------------------------------------------------------
+// Outputs (azd stores them in the environment)
+
+output AZURE_RESOURCE_GROUP string = group.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AUTOPILOT_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AUTOPILOT_SERVICE_BUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
+output AUTOPILOT_AUDIT_TOPIC_ENDPOINT string = auditTopic.outputs.endpoint
+output AUTOPILOT_EVENT_SUBSCRIPTIONS_WIRED bool = wireEventSubscriptions

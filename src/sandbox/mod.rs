@@ -3,3 +3,4 @@
 
 pub mod fake_arm;
 pub mod host_emulator;
+pub mod fake_vendors;

@@ -39,6 +39,8 @@ use crate::backoff::parse_retry_after;
 use crate::model::endpoint::{LinkTarget, PrivateEndpoint};
 
 pub use clickhouse::{ClickHouse, ClickHouseConfig, EndpointIdKind};
+pub use elastic::{Elastic, ElasticConfig};
+pub use zilliz::{Zilliz, ZillizConfig};
 
 use rate_limit::RateLimiter;
 
@@ -198,6 +200,8 @@ pub trait Vendor: Send + Sync + fmt::Debug {
 #[serde(deny_unknown_fields, default)]
 pub struct VendorsConfig {
     pub clickhouse: ClickHouseConfig,
+    pub elastic: ElasticConfig,
+    pub zilliz: ZillizConfig,
 }
 
 /// HTTP settings every vendor section carries (each section has these three keys).
@@ -220,6 +224,12 @@ pub fn build_vendors(
     let mut out: Vec<Arc<dyn Vendor>> = Vec::new();
     if cfg.clickhouse.enabled {
         out.push(Arc::new(ClickHouse::from_config(&cfg.clickhouse, &env)?));
+    }
+    if cfg.elastic.enabled {
+        out.push(Arc::new(Elastic::from_config(&cfg.elastic, &env)?));
+    }
+    if cfg.zilliz.enabled {
+        out.push(Arc::new(Zilliz::from_config(&cfg.zilliz, &env)?));
     }
     Ok(out)
 }

@@ -210,7 +210,8 @@ impl ClickHouse {
         body: Option<Value>,
         context: &str,
     ) -> Result<T, VendorError> {
-        let mut req = self.transport.request(method, path).basic_auth(self.key_id.expose(), Some(self.key_secret.expose()));
+        let mut req =
+            self.transport.request(method, path).basic_auth(self.key_id.expose(), Some(self.key_secret.expose()));
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -196,7 +196,9 @@ impl Elastic {
         }
         let region = cfg.region.trim().to_ascii_lowercase();
         if !region.is_empty() && !region.starts_with("azure-") {
-            return Err(format!("[vendors.elastic] region {region:?} must look like azure-<region>, e.g. azure-eastus2"));
+            return Err(format!(
+                "[vendors.elastic] region {region:?} must look like azure-<region>, e.g. azure-eastus2"
+            ));
         }
         let base_url = super::normalize_base_url(S, &cfg.base_url)?;
         let api_key = super::secret_from_env(env, S, "api_key_env", &cfg.api_key_env)?;
@@ -270,13 +272,19 @@ impl Elastic {
             .into_iter()
             .filter(|r| {
                 r.ruleset_type == RULESET_TYPE
-                    && r.rules.iter().any(|rule| rule.azure_endpoint_guid.as_deref().is_some_and(|g| g.eq_ignore_ascii_case(guid)))
+                    && r.rules
+                        .iter()
+                        .any(|rule| rule.azure_endpoint_guid.as_deref().is_some_and(|g| g.eq_ignore_ascii_case(guid)))
             })
             .collect())
     }
 
     fn associated(r: &Ruleset, deployment: &str) -> bool {
-        r.associations.as_deref().unwrap_or_default().iter().any(|a| a.entity_type == "deployment" && a.id == deployment)
+        r.associations
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.entity_type == "deployment" && a.id == deployment)
     }
 }
 

@@ -214,7 +214,6 @@ pub struct HttpSettings {
     pub rate_limit_window_ms: u64,
 }
 
-
 /// Builds the enabled vendors. `env` resolves secret variable names (tests pass a map;
 /// production passes `std::env::var`). The error names the missing or bad setting.
 pub fn build_vendors(
@@ -242,7 +241,9 @@ fn secret_from_env(
     var: &str,
 ) -> Result<Secret, String> {
     if var.trim().is_empty() {
-        return Err(format!("[vendors.{section}] {setting} is empty: name the environment variable holding the secret"));
+        return Err(format!(
+            "[vendors.{section}] {setting} is empty: name the environment variable holding the secret"
+        ));
     }
     match env(var) {
         Some(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
@@ -310,7 +311,9 @@ impl Transport {
     }
 
     pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{}", self.base_url, path)).header(reqwest::header::ACCEPT, "application/json")
+        self.http
+            .request(method, format!("{}{}", self.base_url, path))
+            .header(reqwest::header::ACCEPT, "application/json")
     }
 
     /// Sends within the rate limit. Transport failures become Transient errors naming

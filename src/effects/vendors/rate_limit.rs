@@ -52,12 +52,7 @@ impl RateLimiter {
     /// At most `max` requests per `window` (a `max` of 0 is treated as 1, a zero window
     /// disables the limit).
     pub fn new(max: u32, window: Duration) -> Self {
-        Self {
-            max: (max as usize).max(1),
-            window,
-            state: Mutex::new(State::default()),
-            released: Notify::new(),
-        }
+        Self { max: (max as usize).max(1), window, state: Mutex::new(State::default()), released: Notify::new() }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

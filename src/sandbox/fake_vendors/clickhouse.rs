@@ -146,7 +146,13 @@ fn authenticate(opts: &ClickHouseFakeOptions, headers: &HeaderMap) -> Option<Str
     (id == opts.key_id && secret == opts.key_secret).then(|| id.to_string())
 }
 
-async fn handle(State(inner): State<Arc<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     inner.gate.record(&method, &uri);
     match inner.gate.take_fault() {
         Some(Fault::ServerError) => return error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "injected failure"),
@@ -381,7 +387,11 @@ fn patch_org(inner: &Inner, body: &[u8]) -> Response {
         st.org_private_endpoints.retain(|x| !p.remove.iter().any(|r| r.id.eq_ignore_ascii_case(&x.id)));
         for e in p.add {
             if st.org_private_endpoints.iter().any(|x| x.id.eq_ignore_ascii_case(&e.id)) {
-                return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &format!("private endpoint {} already exists", e.id));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    &format!("private endpoint {} already exists", e.id),
+                );
             }
             st.org_private_endpoints.push(OrgEndpoint {
                 id: e.id,

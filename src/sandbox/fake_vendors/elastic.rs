@@ -120,6 +120,10 @@ impl ElasticFake {
     pub fn state(&self) -> ElasticState {
         lock(&self.inner.state).clone()
     }
+    /// Replaces the state (seed a scenario).
+    pub fn set_state(&self, state: ElasticState) {
+        *lock(&self.inner.state) = state;
+    }
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.inner.gate.requests()
     }
@@ -143,7 +147,13 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({ "errors": [{ "code": code, "message": message, "fields": [] }] }))).into_response()
 }
 
-async fn handle(State(inner): State<Arc<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut response = gated(&inner, &method, &uri, &headers, &body).await;
     if let Some((limit, window)) = inner.opts.rate_limit {
         let h = response.headers_mut();
@@ -157,7 +167,11 @@ async fn gated(inner: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, b
     inner.gate.record(method, uri);
     match inner.gate.take_fault() {
         Some(Fault::ServerError) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "traffic_filter.request_execution_failed", "injected failure");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "traffic_filter.request_execution_failed",
+                "injected failure",
+            );
         }
         Some(Fault::TooManyRequests { retry_after }) => {
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "root.too_many_requests", "rate limit exceeded");
@@ -213,7 +227,9 @@ fn route(inner: &Inner, method: &Method, uri: &Uri, body: &[u8]) -> Response {
                 );
             };
             match (method.as_str(), rest) {
-                ("GET", []) => (StatusCode::OK, Json(ruleset_json(ruleset, flag("include_associations")))).into_response(),
+                ("GET", []) => {
+                    (StatusCode::OK, Json(ruleset_json(ruleset, flag("include_associations")))).into_response()
+                }
                 ("DELETE", []) => {
                     if !ruleset.deployments.is_empty() && !flag("ignore_associations") {
                         return error(
@@ -233,10 +249,18 @@ fn route(inner: &Inner, method: &Method, uri: &Uri, body: &[u8]) -> Response {
                         id: String,
                     }
                     let Ok(a) = serde_json::from_slice::<Assoc>(body) else {
-                        return error(StatusCode::BAD_REQUEST, "root.invalid_json_request", "entity_type and id are required");
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "root.invalid_json_request",
+                            "entity_type and id are required",
+                        );
                     };
                     if a.entity_type != "deployment" {
-                        return error(StatusCode::BAD_REQUEST, "traffic_filter.invalid_association_type", "unsupported type");
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "traffic_filter.invalid_association_type",
+                            "unsupported type",
+                        );
                     }
                     if !inner.opts.deployment_ids.contains(&a.id) {
                         return error(StatusCode::NOT_FOUND, "deployments.deployment_not_found", "no such deployment");

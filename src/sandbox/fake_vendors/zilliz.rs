@@ -98,6 +98,10 @@ impl ZillizFake {
     pub fn state(&self) -> ZillizState {
         lock(&self.inner.state).clone()
     }
+    /// Replaces the state (seed a scenario).
+    pub fn set_state(&self, state: ZillizState) {
+        *lock(&self.inner.state) = state;
+    }
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.inner.gate.requests()
     }
@@ -134,7 +138,13 @@ fn ok(data: Value) -> Response {
     r
 }
 
-async fn handle(State(inner): State<Arc<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     inner.gate.record(&method, &uri);
     match inner.gate.take_fault() {
         Some(Fault::ServerError) => return fail(StatusCode::INTERNAL_SERVER_ERROR, 500, "injected failure"),
@@ -245,14 +255,20 @@ fn route(inner: &Inner, method: &Method, uri: &Uri, body: &[u8]) -> Response {
                     if st.endpoints.iter().any(|e| e.endpoint_id == req.endpoint_id && e.region_id == req.region_id) {
                         return fail(StatusCode::OK, 96021, "Private endpoint already exists.");
                     }
-                    st.endpoints
-                        .push(FakeZillizEndpoint { region_id: req.region_id.clone(), endpoint_id: req.endpoint_id.clone() });
+                    st.endpoints.push(FakeZillizEndpoint {
+                        region_id: req.region_id.clone(),
+                        endpoint_id: req.endpoint_id.clone(),
+                    });
                     ok(json!({ "endpointId": req.endpoint_id, "regionId": req.region_id }))
                 }
                 ("GET", ["privateEndpoints"]) => {
-                    let page: usize = query.get("currentPage").and_then(|p| p.parse().ok()).filter(|p| *p >= 1).unwrap_or(1);
-                    let size: usize =
-                        query.get("pageSize").and_then(|p| p.parse().ok()).filter(|s| (1..=100).contains(s)).unwrap_or(10);
+                    let page: usize =
+                        query.get("currentPage").and_then(|p| p.parse().ok()).filter(|p| *p >= 1).unwrap_or(1);
+                    let size: usize = query
+                        .get("pageSize")
+                        .and_then(|p| p.parse().ok())
+                        .filter(|s| (1..=100).contains(s))
+                        .unwrap_or(10);
                     let st = lock(&inner.state);
                     let items: Vec<Value> = st
                         .endpoints
@@ -271,7 +287,9 @@ fn route(inner: &Inner, method: &Method, uri: &Uri, body: &[u8]) -> Response {
                             })
                         })
                         .collect();
-                    ok(json!({ "endpoints": items, "currentPage": page, "pageSize": size, "count": st.endpoints.len() }))
+                    ok(
+                        json!({ "endpoints": items, "currentPage": page, "pageSize": size, "count": st.endpoints.len() }),
+                    )
                 }
                 ("DELETE", ["privateEndpoints", endpoint_id]) => {
                     let Some(region) = query.get("regionId") else {

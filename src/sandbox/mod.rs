@@ -2,5 +2,5 @@
 //! The demo and the integration tests use the same fakes.
 
 pub mod fake_arm;
-pub mod host_emulator;
 pub mod fake_vendors;
+pub mod host_emulator;

@@ -72,10 +72,8 @@ impl RateLimiter {
             let wait = {
                 let mut st = self.lock();
                 let now = Instant::now();
-                if let Some(until) = st.hold_until {
-                    if until <= now {
-                        st.hold_until = None;
-                    }
+                if st.hold_until.is_some_and(|until| until <= now) {
+                    st.hold_until = None;
                 }
                 while st.done.front().is_some_and(|t| *t + self.window <= now) {
                     st.done.pop_front();

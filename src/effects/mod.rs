@@ -2,3 +2,4 @@
 //! effect; each backend behind a small trait.
 
 pub mod dns;
+pub mod vendors;

@@ -1,0 +1,421 @@
+//! SaaS vendor allowlists: telling ClickHouse Cloud, Elastic Cloud and Zilliz Cloud that a
+//! private endpoint is ours, so their side of the Private Link accepts it.
+//!
+//! Why a trait: the reconciler and the work queue only need "make this endpoint known /
+//! unknown to that vendor" and "is it?", while each vendor has its own identity for a PE
+//! (ClickHouse: the ARM id or the legacy `resourceGuid`; Elastic: name + guid in a
+//! traffic-filter ruleset; Zilliz: `<name>.<guid>`), its own envelope and its own error
+//! conventions (Zilliz reports failures inside an HTTP 200). Each client hides that.
+//!
+//! Every operation is *look before you write*: the vendors' add calls are not
+//! idempotent (a duplicate ClickHouse add fails, a duplicate Elastic create makes a second
+//! ruleset), and the queue delivers at least once. So a client reads the vendor's state,
+//! writes only the difference, and reports [`Change::Applied`] or [`Change::AlreadyInPlace`].
+//! Removing something already gone is success.
+//!
+//! Clients make no retries of their own: a failure comes back as a [`VendorError`] whose
+//! [`VendorErrorKind`] tells the queue whether to retry (with `retry_after` as a floor and
+//! `give_up_after` as a bound) or to dead-letter. Each client paces itself with a
+//! per-key [`rate_limit::RateLimiter`] matching the vendor's published limit.
+//!
+//! Secrets: configuration holds only the *names* of the environment variables (in Azure,
+//! app settings that are Key Vault references). Values live in [`Secret`], which never
+//! prints, and error messages are built from vendor error text, never from a header.
+
+pub mod clickhouse;
+pub mod elastic;
+pub mod rate_limit;
+pub mod zilliz;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::arm::credential::Secret;
+use crate::backoff::parse_retry_after;
+use crate::model::endpoint::{LinkTarget, PrivateEndpoint};
+
+pub use clickhouse::{ClickHouse, ClickHouseConfig, EndpointIdKind};
+pub use elastic::{Elastic, ElasticConfig};
+pub use zilliz::{Zilliz, ZillizConfig};
+
+use rate_limit::RateLimiter;
+
+/// The outcome of an idempotent operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// We wrote something.
+    Applied,
+    /// The vendor already was in the desired state; nothing was written.
+    AlreadyInPlace,
+}
+
+impl Change {
+    /// `Applied` if any part was applied.
+    pub fn merge(self, other: Change) -> Change {
+        if self == Change::Applied || other == Change::Applied { Change::Applied } else { Change::AlreadyInPlace }
+    }
+}
+
+/// What a vendor needs to know about a private endpoint. Serializable because it travels
+/// in queue messages: a delete is processed after ARM has forgotten the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorEndpoint {
+    /// The ARM resource id, with the casing ARM returned (vendors may compare verbatim).
+    pub pe_id: String,
+    pub pe_name: String,
+    /// `properties.resourceGuid`; needed by Elastic and Zilliz (and ClickHouse legacy mode).
+    pub resource_guid: Option<String>,
+    pub subscription_id: String,
+    /// The endpoint's Azure region, lower case (e.g. `eastus2`).
+    pub location: String,
+    /// The Private Link Service alias the endpoint targets, if it targets one (lower case).
+    pub alias: Option<String>,
+}
+
+impl VendorEndpoint {
+    pub fn from_endpoint(pe: &PrivateEndpoint) -> Self {
+        let alias = pe.connections.iter().find_map(|c| match &c.target {
+            LinkTarget::Alias(a) => Some(a.clone()),
+            _ => None,
+        });
+        Self {
+            pe_id: pe.id.as_str().to_string(),
+            pe_name: pe.name.clone(),
+            resource_guid: pe.resource_guid.clone().filter(|g| !g.trim().is_empty()),
+            subscription_id: pe.id.subscription().to_string(),
+            location: pe.location.to_ascii_lowercase(),
+            alias,
+        }
+    }
+
+    /// The region label of the target alias (`<prefix>.<guid>.<region>.azure.privatelinkservice`).
+    pub fn alias_region(&self) -> Option<&str> {
+        let alias = self.alias.as_deref()?;
+        let labels: Vec<&str> = alias.split('.').collect();
+        (labels.len() >= 5).then(|| labels[labels.len() - 3]).filter(|r| !r.is_empty())
+    }
+
+    /// The guid, or a Permanent error naming what needs it: retrying cannot conjure one.
+    fn require_guid(&self, vendor: &str, why: &str) -> Result<&str, VendorError> {
+        self.resource_guid.as_deref().ok_or_else(|| {
+            VendorError::permanent(format!(
+                "{vendor}: private endpoint {} has no properties.resourceGuid, which {why}",
+                self.pe_id
+            ))
+        })
+    }
+}
+
+/// How the queue should treat a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VendorErrorKind {
+    /// Retry later: 429, 5xx, timeouts, connection errors, "not visible yet".
+    Transient,
+    /// The request itself is wrong for this endpoint (4xx): retrying will not help.
+    Permanent,
+    /// Our configuration is wrong (credentials rejected, missing setting, unknown ids).
+    Config,
+}
+
+/// A failed vendor call. `message` names the vendor, the operation and the endpoint and
+/// never contains a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorError {
+    pub kind: VendorErrorKind,
+    pub message: String,
+    /// The server's Retry-After (or equivalent): do not retry sooner.
+    pub retry_after: Option<Duration>,
+    /// For transient errors that become permanent if they persist (Elastic cannot see a
+    /// new connection yet): stop retrying once this much time has passed since the work
+    /// item first failed with it. `None` = the queue's normal retry window.
+    pub give_up_after: Option<Duration>,
+}
+
+impl VendorError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { kind: VendorErrorKind::Transient, message: message.into(), retry_after: None, give_up_after: None }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { kind: VendorErrorKind::Permanent, message: message.into(), retry_after: None, give_up_after: None }
+    }
+    pub fn config(message: impl Into<String>) -> Self {
+        Self { kind: VendorErrorKind::Config, message: message.into(), retry_after: None, give_up_after: None }
+    }
+    pub fn is_transient(&self) -> bool {
+        self.kind == VendorErrorKind::Transient
+    }
+
+    /// Classifies an HTTP failure: 401/403 mean our key or its role is wrong (Config),
+    /// 408/429/5xx are Transient, any other status is Permanent.
+    pub(crate) fn from_status(status: StatusCode, context: &str, detail: &str, retry_after: Option<Duration>) -> Self {
+        let detail = if detail.is_empty() { "(no error text)" } else { detail };
+        let mut err = match status.as_u16() {
+            401 => Self::config(format!("{context}: credentials rejected (HTTP 401): {detail}")),
+            403 => Self::config(format!("{context}: the API key lacks the required role (HTTP 403): {detail}")),
+            408 | 425 | 429 => Self::transient(format!("{context}: HTTP {}: {detail}", status.as_u16())),
+            s if s >= 500 => Self::transient(format!("{context}: HTTP {s}: {detail}")),
+            s => Self::permanent(format!("{context}: HTTP {s}: {detail}")),
+        };
+        err.retry_after = retry_after;
+        err
+    }
+}
+
+impl fmt::Display for VendorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            VendorErrorKind::Transient => "transient",
+            VendorErrorKind::Permanent => "permanent",
+            VendorErrorKind::Config => "configuration",
+        };
+        write!(f, "{kind} vendor error: {}", self.message)?;
+        if let Some(ra) = self.retry_after {
+            write!(f, " (retry after {} s)", ra.as_secs_f64())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for VendorError {}
+
+/// One vendor's allowlist, the seam the reconciler and the queue use.
+#[async_trait::async_trait]
+pub trait Vendor: Send + Sync + fmt::Debug {
+    /// `"clickhouse"`, `"elastic"` or `"zilliz"` (the catalog's `vendor` value).
+    fn name(&self) -> &'static str;
+    /// Makes the vendor accept the endpoint. Idempotent.
+    async fn register(&self, ep: &VendorEndpoint) -> Result<Change, VendorError>;
+    /// Removes every trace of the endpoint. "Already gone" is success.
+    async fn deregister(&self, ep: &VendorEndpoint) -> Result<Change, VendorError>;
+    /// Whether `register` would write nothing.
+    async fn is_registered(&self, ep: &VendorEndpoint) -> Result<bool, VendorError>;
+}
+
+/// The `[vendors]` configuration section; each vendor is off unless `enabled`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VendorsConfig {
+    pub clickhouse: ClickHouseConfig,
+    pub elastic: ElasticConfig,
+    pub zilliz: ZillizConfig,
+}
+
+/// HTTP settings every vendor section carries (each section has these three keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Per-request timeout.
+    pub request_timeout_ms: u64,
+    /// Client-side limit: at most this many requests per `rate_limit_window_ms` per key.
+    pub rate_limit_requests: u32,
+    pub rate_limit_window_ms: u64,
+}
+
+/// Builds the enabled vendors. `env` resolves secret variable names (tests pass a map;
+/// production passes `std::env::var`). The error names the missing or bad setting.
+pub fn build_vendors(
+    cfg: &VendorsConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Arc<dyn Vendor>>, String> {
+    let mut out: Vec<Arc<dyn Vendor>> = Vec::new();
+    if cfg.clickhouse.enabled {
+        out.push(Arc::new(ClickHouse::from_config(&cfg.clickhouse, &env)?));
+    }
+    if cfg.elastic.enabled {
+        out.push(Arc::new(Elastic::from_config(&cfg.elastic, &env)?));
+    }
+    if cfg.zilliz.enabled {
+        out.push(Arc::new(Zilliz::from_config(&cfg.zilliz, &env)?));
+    }
+    Ok(out)
+}
+
+/// Reads a secret from the environment variable named by `setting`.
+fn secret_from_env(
+    env: &impl Fn(&str) -> Option<String>,
+    section: &str,
+    setting: &str,
+    var: &str,
+) -> Result<Secret, String> {
+    if var.trim().is_empty() {
+        return Err(format!(
+            "[vendors.{section}] {setting} is empty: name the environment variable holding the secret"
+        ));
+    }
+    match env(var) {
+        Some(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+        _ => Err(format!(
+            "[vendors.{section}] {setting}: environment variable {var} is not set (or empty); \
+             in Azure set it as an app setting (a Key Vault reference)"
+        )),
+    }
+}
+
+fn require_setting(section: &str, setting: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() { Err(format!("[vendors.{section}] {setting} must be set")) } else { Ok(()) }
+}
+
+fn normalize_base_url(section: &str, base_url: &str) -> Result<String, String> {
+    let trimmed = base_url.trim().trim_end_matches('/');
+    match url::Url::parse(trimmed) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(trimmed.to_string()),
+        _ => Err(format!("[vendors.{section}] base_url {trimmed:?} is not an http(s) URL")),
+    }
+}
+
+/// What came back from a vendor, whatever the status.
+#[derive(Debug)]
+pub(crate) struct RawResponse {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+    /// From `Retry-After`, or ClickHouse's (undocumented) `X-RateLimit-Reset` on a 429.
+    pub retry_after: Option<Duration>,
+}
+
+/// The part every client shares: one reqwest client, one base URL, one rate limiter.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    vendor: &'static str,
+    http: reqwest::Client,
+    base_url: String,
+    limiter: RateLimiter,
+}
+
+/// When a 429 carries no hint, hold everyone back this long.
+const DEFAULT_429_HOLD: Duration = Duration::from_secs(1);
+/// Vendor error text is cut to this many characters in messages.
+const MAX_DETAIL_CHARS: usize = 500;
+
+impl Transport {
+    pub(crate) fn new(vendor: &'static str, base_url: String, settings: &HttpSettings) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.request_timeout_ms.max(1)))
+            .connect_timeout(Duration::from_secs(10))
+            // A redirect could carry our Authorization header to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("private-link-autopilot/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("[vendors.{vendor}] cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            vendor,
+            http,
+            base_url,
+            limiter: RateLimiter::new(
+                settings.rate_limit_requests,
+                Duration::from_millis(settings.rate_limit_window_ms),
+            ),
+        })
+    }
+
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.base_url, path))
+            .header(reqwest::header::ACCEPT, "application/json")
+    }
+
+    /// Sends within the rate limit. Transport failures become Transient errors naming
+    /// `context`; any HTTP status is returned for the vendor to interpret.
+    pub(crate) async fn send(&self, req: reqwest::RequestBuilder, context: &str) -> Result<RawResponse, VendorError> {
+        let permit = self.limiter.acquire().await;
+        let result = async {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let retry_after = retry_hint(resp.headers(), status);
+            let body = resp.bytes().await?.to_vec();
+            Ok::<_, reqwest::Error>(RawResponse { status, body, retry_after })
+        }
+        .await;
+        drop(permit);
+        let raw = result.map_err(|e| {
+            let what = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "connection failed"
+            } else {
+                "request failed"
+            };
+            // reqwest's text names the URL (no secrets there: credentials travel in headers).
+            VendorError::transient(format!("{context}: {what}: {e}"))
+        })?;
+        if raw.status == StatusCode::TOO_MANY_REQUESTS {
+            self.limiter.hold_for(raw.retry_after.unwrap_or(DEFAULT_429_HOLD));
+        }
+        Ok(raw)
+    }
+
+    pub(crate) fn vendor(&self) -> &'static str {
+        self.vendor
+    }
+}
+
+fn retry_hint(headers: &reqwest::header::HeaderMap, status: StatusCode) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(d) = header("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now())) {
+        return Some(d);
+    }
+    // The official ClickHouse Terraform provider waits X-RateLimit-Reset (+1 s) on 429;
+    // the header is undocumented, so it is only a hint when present.
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return header("x-ratelimit-reset")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(3600) + 1));
+    }
+    None
+}
+
+/// Vendor error text made safe for a message: one line, bounded.
+pub(crate) fn clip(text: &str) -> String {
+    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut out: String = one_line.trim().chars().take(MAX_DETAIL_CHARS).collect();
+    if one_line.trim().chars().count() > MAX_DETAIL_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// Marks a header value as sensitive so reqwest/hyper never print it.
+pub(crate) fn sensitive_header(value: &str) -> Result<reqwest::header::HeaderValue, String> {
+    let mut v = reqwest::header::HeaderValue::from_str(value)
+        .map_err(|_| "the credential contains characters not allowed in an HTTP header".to_string())?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_region_is_the_third_label_from_the_end() {
+        let ep = VendorEndpoint {
+            pe_id: "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/privateEndpoints/p".into(),
+            pe_name: "p".into(),
+            resource_guid: None,
+            subscription_id: "s".into(),
+            location: "westus3".into(),
+            alias: Some("production-eastus2-0-0.0000.eastus2.azure.privatelinkservice".into()),
+        };
+        assert_eq!(ep.alias_region(), Some("eastus2"));
+    }
+
+    #[test]
+    fn status_classification() {
+        let e = VendorError::from_status(StatusCode::UNAUTHORIZED, "x", "bad", None);
+        assert_eq!(e.kind, VendorErrorKind::Config);
+        let e = VendorError::from_status(StatusCode::SERVICE_UNAVAILABLE, "x", "", None);
+        assert_eq!(e.kind, VendorErrorKind::Transient);
+        let e = VendorError::from_status(StatusCode::BAD_REQUEST, "x", "nope", None);
+        assert_eq!(e.kind, VendorErrorKind::Permanent);
+        assert!(e.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn secrets_must_be_named_and_present() {
+        let env = |_: &str| None;
+        let err = secret_from_env(&env, "clickhouse", "key_id_env", "CH_ID").unwrap_err();
+        assert!(err.contains("CH_ID") && err.contains("key_id_env"), "{err}");
+    }
+}

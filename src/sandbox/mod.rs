@@ -2,4 +2,5 @@
 //! The demo and the integration tests use the same fakes.
 
 pub mod fake_arm;
+pub mod fake_servicebus;
 pub mod host_emulator;

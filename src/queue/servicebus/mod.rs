@@ -34,6 +34,7 @@
 //!   would keep it). Bodies name *what* to converge, never a state snapshot, and the
 //!   handlers are idempotent; at-least-once delivery plus idempotency is the safety net,
 //!   duplicate detection only saves work.
+//!
 //! A replay uses a fresh id (salted with the dead-letter entry) so it is never swallowed.
 //!
 //! # Dead letters

@@ -20,7 +20,9 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+pub mod servicebus;
 pub mod sqlite;
+pub mod trigger;
 pub mod work;
 pub mod worker;
 

@@ -30,6 +30,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole pipeline against a local sandbox (fake ARM, BIND 9 if installed,
+    /// embedded queue): endpoints created and deleted, DNS printed as it converges.
+    Demo {
+        /// Put the Elastic zone on a local BIND 9: auto (if `named` is installed), on, off.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+        bind: String,
+    },
     /// Run the custom handler (started by the Functions host on FUNCTIONS_CUSTOMHANDLER_PORT).
     Serve {
         /// Port when not started by the host.
@@ -103,6 +110,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Serve { port } => serve(config, port).await,
+        Command::Demo { bind } => {
+            use private_link_autopilot::sandbox::demo::{self, BindChoice};
+            let choice = match bind.as_str() {
+                "on" => BindChoice::Required,
+                "off" => BindChoice::Off,
+                _ => BindChoice::Auto,
+            };
+            demo::run(choice).await.map(|_| ())
+        }
         Command::Plan { endpoint } => {
             let id = ResourceId::parse_private_endpoint(&endpoint).map_err(|e| e.to_string())?;
             let queue = open_queue(&config)?;

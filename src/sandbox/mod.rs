@@ -2,6 +2,8 @@
 //! on loopback, and the harness that wires the real product to them. The demo, the
 //! end-to-end tests and the benchmarks use the same fakes.
 
+pub mod bind;
+pub mod demo;
 pub mod events;
 pub mod fake_arm;
 pub mod fake_servicebus;

@@ -1,0 +1,341 @@
+//! `autopilot demo`: the product end to end on a laptop, no Azure needed.
+//!
+//! It starts the fake ARM (and, when `named` is installed, a real BIND 9 serving the
+//! Elastic zone over RFC 2136), runs the real handler behind the host emulator with the
+//! embedded queue, then plays a platform team's day: one private endpoint per catalog
+//! entry is created and its Event Grid event delivered, an event is redelivered, two
+//! endpoints are deleted. After each step it prints what changed in DNS, and at the end
+//! the records with their owners and the counters.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::bind::{KEY_NAME, LocalBind, find_named};
+use super::events::{self, ResourceEvent};
+use super::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
+use super::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
+use crate::arm::Secret;
+use crate::effects::dns::rfc2136::{Rfc2136Config, Rfc2136Provider};
+use crate::effects::dns::{DnsProvider, Ownership};
+
+pub const CLICKHOUSE_ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
+pub const ELASTIC_ZONE: &str = "privatelink.eastus2.azure.elastic-cloud.com";
+const AZURE_ZONES: [&str; 8] = [
+    CLICKHOUSE_ZONE,
+    "az-eastus2.vectordb.zillizcloud.com",
+    "privatelink.eastus2.kusto.windows.net",
+    "privatelink.blob.core.windows.net",
+    "privatelink.queue.core.windows.net",
+    "privatelink.table.core.windows.net",
+    "privatelink.eastus2.prometheus.monitor.azure.com",
+    "privatelink.vaultcore.azure.net",
+];
+
+/// Whether to put the Elastic zone on a local BIND 9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindChoice {
+    /// Use BIND when `named` is installed, else Azure Private DNS (fake) for every zone.
+    Auto,
+    Off,
+    /// Fail if `named` is missing.
+    Required,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub zone: String,
+    pub name: String,
+    pub addresses: Vec<String>,
+    /// Owning endpoints' names, or who else manages it.
+    pub owner: String,
+    pub backend: &'static str,
+}
+
+/// What the demo ends with (also used by its test).
+#[derive(Debug)]
+pub struct DemoSummary {
+    pub rows: Vec<Row>,
+    pub used_bind: bool,
+    pub arm_requests: usize,
+    pub arm_writes: usize,
+    pub throttled: usize,
+    pub queue_depth: usize,
+    pub elapsed: Duration,
+}
+
+fn endpoints() -> Vec<(&'static str, EndpointSpec)> {
+    let kusto = format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Kusto/clusters/adxtelemetry");
+    let amw = format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Monitor/accounts/amw-metrics");
+    let vault = format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/kv-secrets");
+    vec![
+        (
+            "ClickHouse Cloud",
+            EndpointSpec::alias(
+                SUB,
+                RG,
+                "ch-analytics-1",
+                "eastus2",
+                "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice",
+            ),
+        ),
+        (
+            "ClickHouse Cloud, second VNet (shares the regional wildcard)",
+            EndpointSpec::alias(
+                SUB,
+                RG,
+                "ch-analytics-2",
+                "eastus2",
+                "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice",
+            ),
+        ),
+        (
+            "Elastic Cloud",
+            EndpointSpec::alias(
+                SUB,
+                RG,
+                "es-logs",
+                "eastus2",
+                "eastus2-prod-002-privatelink-service.64359fdd-7893-4215-9929-ece3287e1371.eastus2.azure.privatelinkservice",
+            ),
+        ),
+        (
+            "Zilliz Cloud",
+            EndpointSpec::alias(
+                SUB,
+                RG,
+                "zilliz-vectors",
+                "eastus2",
+                "zilliz-prod-eastus2-privatelink.6a90fc24-0000-4000-8000-000000000000.eastus2.azure.privatelinkservice",
+            )
+            .with_tag("autopilot.zilliz.clusters", "in01-3f2a9c"),
+        ),
+        (
+            "Azure Data Explorer",
+            EndpointSpec::resource(
+                SUB,
+                RG,
+                "adx-telemetry",
+                "eastus2",
+                &kusto,
+                "cluster",
+                vec![
+                    MemberSpec::new("Engine", &["adxtelemetry.eastus2.kusto.windows.net"]),
+                    MemberSpec::new("DataManagement", &["ingest-adxtelemetry.eastus2.kusto.windows.net"]),
+                    MemberSpec::new("blob-kstrl", &["kstrladxtelemetry00.blob.core.windows.net"]),
+                    MemberSpec::new("queue-kstrl", &["kstrladxtelemetry00.queue.core.windows.net"]),
+                    MemberSpec::new("table-kstrl", &["kstrladxtelemetry00.table.core.windows.net"]),
+                ],
+            ),
+        ),
+        (
+            "Azure Monitor workspace",
+            EndpointSpec::resource(
+                SUB,
+                RG,
+                "amw-metrics",
+                "eastus2",
+                &amw,
+                "prometheusMetrics",
+                vec![MemberSpec::new("prometheusMetrics", &["amw-metrics-a1b2.eastus2.prometheus.monitor.azure.com"])],
+            ),
+        ),
+        (
+            "Key Vault (generic first-party rule)",
+            EndpointSpec::resource(
+                SUB,
+                RG,
+                "kv-secrets",
+                "eastus2",
+                &vault,
+                "vault",
+                vec![MemberSpec::new("default", &["kv-secrets.vault.azure.net"])],
+            ),
+        ),
+    ]
+}
+
+fn owner_name(id: &str) -> &str {
+    id.rsplit('/').next().unwrap_or(id)
+}
+
+async fn snapshot(sb: &Sandbox, bind: Option<&Rfc2136Provider>) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for r in sb.arm.all_records() {
+        let owner = if r.is_managed() {
+            let mut owners: Vec<&str> = r
+                .metadata
+                .iter()
+                .filter(|(k, _)| k.starts_with("plowner"))
+                .filter_map(|(_, v)| v.as_str()?.rsplit_once('|').map(|(_, id)| owner_name(id)))
+                .collect();
+            owners.sort();
+            owners.join(", ")
+        } else {
+            format!("not ours: {}", serde_json::Value::Object(r.metadata.clone()))
+        };
+        rows.push(Row {
+            zone: r.zone.clone(),
+            name: r.name.clone(),
+            addresses: r.addresses.iter().map(ToString::to_string).collect(),
+            owner,
+            backend: "Azure Private DNS (fake ARM)",
+        });
+    }
+    if let Some(p) = bind {
+        for set in p.list(ELASTIC_ZONE).await.map_err(|e| e.to_string())? {
+            let owner = match &set.ownership {
+                Ownership::Managed(owners) => owners.keys().map(|k| owner_name(k)).collect::<Vec<_>>().join(", "),
+                Ownership::Foreign(why) => format!("not ours: {why}"),
+            };
+            if set.key.name == "ns" {
+                continue; // the zone's own name server
+            }
+            rows.push(Row {
+                zone: set.key.zone.clone(),
+                name: set.key.name.clone(),
+                addresses: set.addresses.iter().map(ToString::to_string).collect(),
+                owner,
+                backend: "BIND 9 (RFC 2136)",
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.zone, &a.name).cmp(&(&b.zone, &b.name)));
+    Ok(rows)
+}
+
+fn print_changes(before: &[Row], after: &[Row]) {
+    let key = |r: &Row| (r.zone.clone(), r.name.clone());
+    let b: BTreeMap<_, _> = before.iter().map(|r| (key(r), r)).collect();
+    let a: BTreeMap<_, _> = after.iter().map(|r| (key(r), r)).collect();
+    let mut any = false;
+    for (k, r) in &a {
+        match b.get(k) {
+            None => println!("    + {}.{}  A {}  [{}]", r.name, r.zone, r.addresses.join(" "), r.owner),
+            Some(old) if old != r => println!(
+                "    ~ {}.{}  A {} -> {}  [{}]",
+                r.name,
+                r.zone,
+                old.addresses.join(" "),
+                r.addresses.join(" "),
+                r.owner
+            ),
+            _ => {}
+        }
+        any |= b.get(k).is_none_or(|old| old != r);
+    }
+    for (k, r) in &b {
+        if !a.contains_key(k) {
+            println!("    - {}.{}  A {}", r.name, r.zone, r.addresses.join(" "));
+            any = true;
+        }
+    }
+    if !any {
+        println!("    (no DNS change: already converged)");
+    }
+}
+
+/// Runs the demo, printing as it goes.
+pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
+    let started = Instant::now();
+    let bind = match (choice, find_named()) {
+        (BindChoice::Off, _) | (BindChoice::Auto, None) => None,
+        (BindChoice::Required, None) => {
+            return Err("--bind: `named` not found (apt-get install bind9)".into());
+        }
+        (_, Some(named)) => {
+            let b = tokio::task::spawn_blocking(move || LocalBind::start(&named, &[ELASTIC_ZONE], |_| String::new()))
+                .await
+                .map_err(|e| e.to_string())??;
+            Some(b)
+        }
+    };
+    let mut bind_provider = None;
+    let mut extra_routes = Vec::new();
+    let mut zones: Vec<String> = AZURE_ZONES.iter().map(|z| (*z).to_owned()).collect();
+    if let Some(b) = &bind {
+        let mut cfg = Rfc2136Config::new(b.addr(), KEY_NAME, Secret::new(b.secret.clone()));
+        cfg.allow_axfr = true;
+        let p = Arc::new(Rfc2136Provider::new(cfg).map_err(|e| e.to_string())?);
+        extra_routes.push((ELASTIC_ZONE.to_owned(), p.clone() as Arc<dyn DnsProvider>));
+        bind_provider = Some(p);
+    } else {
+        zones.push(ELASTIC_ZONE.to_owned());
+    }
+    let options = SandboxOptions { arm: FakeArmOptions::default(), zones, extra_routes, ..SandboxOptions::default() };
+    let sb = Sandbox::start(options).await?;
+    let bind_ref = bind_provider.as_deref();
+
+    println!("Private Link Autopilot demo: fake ARM at {}, handler at http://{}", sb.arm.base_url(), sb.handler_addr);
+    match &bind {
+        Some(b) => {
+            println!("DNS: Azure Private DNS (fake ARM) + BIND 9 on {} for {ELASTIC_ZONE} (TSIG hmac-sha256)", b.addr())
+        }
+        None => {
+            println!("DNS: Azure Private DNS (fake ARM) for every zone (install bind9 to see the RFC 2136 provider)")
+        }
+    }
+    println!();
+
+    let mut before = snapshot(&sb, bind_ref).await?;
+    let mut ids = BTreeMap::new();
+    for (what, spec) in endpoints() {
+        println!("create {} -> {what}", spec.name);
+        let (id, delivery) = sb.create(&spec).await;
+        println!("    Event Grid ResourceWriteSuccess -> handler answered {}", delivery.status);
+        let after = snapshot(&sb, bind_ref).await?;
+        print_changes(&before, &after);
+        before = after;
+        ids.insert(spec.name.clone(), id);
+    }
+
+    let first = ids.get("ch-analytics-1").cloned().unwrap_or_default();
+    println!("\nredeliver the same ResourceWriteSuccess for ch-analytics-1 (Event Grid is at-least-once)");
+    let d = sb.deliver(vec![events::event_grid(ResourceEvent::WriteSuccess, &first)]).await;
+    println!("    handler answered {}", d.status);
+    let after = snapshot(&sb, bind_ref).await?;
+    print_changes(&before, &after);
+    before = after;
+
+    for name in ["ch-analytics-1", "adx-telemetry"] {
+        let id = ids.get(name).cloned().unwrap_or_default();
+        println!("\ndelete {name}");
+        let d = sb.delete(&id).await;
+        println!("    Event Grid ResourceDeleteSuccess -> handler answered {}", d.status);
+        let after = snapshot(&sb, bind_ref).await?;
+        print_changes(&before, &after);
+        before = after;
+    }
+
+    sb.drain(Duration::from_secs(10)).await;
+    let rows = snapshot(&sb, bind_ref).await?;
+    println!("\nrecords now ({}):", rows.len());
+    for r in &rows {
+        println!(
+            "  {:<58} {:<16} {:<28} {}",
+            format!("{}.{}", r.name, r.zone),
+            r.addresses.join(" "),
+            r.owner,
+            r.backend
+        );
+    }
+    let requests = sb.arm.requests();
+    let summary = DemoSummary {
+        arm_requests: requests.len(),
+        arm_writes: requests.iter().filter(|r| r.is_write() && r.status < 300).count(),
+        throttled: requests.iter().filter(|r| r.status == 429).count(),
+        queue_depth: sb.app.queue.depth().await.map_err(|e| e.to_string())?,
+        used_bind: bind.is_some(),
+        rows,
+        elapsed: started.elapsed(),
+    };
+    println!(
+        "\nARM requests: {} ({} writes, {} throttled); work queue depth: {}; took {} ms",
+        summary.arm_requests,
+        summary.arm_writes,
+        summary.throttled,
+        summary.queue_depth,
+        summary.elapsed.as_millis()
+    );
+    Ok(summary)
+}

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use private_link_autopilot::app::{self, App};
+use private_link_autopilot::arm::Secret;
 use private_link_autopilot::arm::TokenSource;
-use private_link_autopilot::arm::credential::AzureTokenSource;
+use private_link_autopilot::arm::credential::{AzureTokenSource, StaticToken};
 use private_link_autopilot::config::Config;
 use private_link_autopilot::intake::server;
 use private_link_autopilot::model::ResourceId;
@@ -50,11 +51,11 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
-    /// Assemble the deployable function-app folder and zip from a built binary.
+    /// Assemble the deployable function app from this binary: `cargo run --release -- package`.
     Package {
-        /// The handler binary (e.g. target/release/autopilot).
-        #[arg(long, default_value = "target/release/autopilot")]
-        binary: PathBuf,
+        /// The handler binary to ship (default: the running `autopilot` itself).
+        #[arg(long)]
+        binary: Option<PathBuf>,
         #[arg(long, default_value = "dist")]
         out: PathBuf,
     },
@@ -78,7 +79,18 @@ fn open_queue(config: &Config) -> Result<Arc<dyn WorkQueue>, String> {
     Ok(Arc::new(q))
 }
 
+/// A fixed bearer token for local fakes (the sandbox, benchmarks). Only accepted when ARM
+/// is on loopback, so it can never be sent to Azure or anywhere else.
+const STATIC_TOKEN_ENV: &str = "AUTOPILOT_ARM_STATIC_TOKEN";
+
 fn credential(config: &Config) -> Result<Arc<dyn TokenSource>, String> {
+    if let Ok(token) = std::env::var(STATIC_TOKEN_ENV) {
+        let host = url::Url::parse(&config.arm.base_url).ok().and_then(|u| u.host_str().map(str::to_owned));
+        if !matches!(host.as_deref(), Some("127.0.0.1" | "localhost" | "[::1]")) {
+            return Err(format!("{STATIC_TOKEN_ENV} is only accepted when arm.base_url is a loopback address"));
+        }
+        return Ok(Arc::new(StaticToken(Secret::new(token))));
+    }
     let id = (!config.arm.managed_identity_client_id.is_empty()).then(|| config.arm.managed_identity_client_id.clone());
     let source = AzureTokenSource::from_env(id).map_err(|e| format!("Azure credential: {e}"))?;
     Ok(Arc::new(source))
@@ -105,6 +117,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Package { binary, out } => {
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe().map_err(|e| format!("cannot locate this binary: {e}"))?,
+            };
             let zip = packaging::package(Path::new(env!("CARGO_MANIFEST_DIR")), &binary, &out)?;
             println!("function app folder: {}\nzip: {}", out.join("app").display(), zip.display());
             Ok(())

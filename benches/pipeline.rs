@@ -1,0 +1,175 @@
+//! Handler benchmarks (issue 2 item 10), run with `cargo bench --bench pipeline`.
+//!
+//! Measures the release binary the Functions host would start, as a separate process:
+//! 1. start-up: process spawn -> first successful `GET /` (the host's readiness probe),
+//!    median of 30 runs;
+//! 2. a burst of 1,000 Event Grid events (one invocation each, 100 in flight) against
+//!    the fake ARM answering every request after a fixed latency: events/s and the
+//!    handler's peak RSS (`VmHWM`).
+//!
+//! ARM's real budget (25 reads/s per subscription and principal) would bound a single
+//! subscription to a few endpoints per second; the burst raises both the fake's and the
+//! client's budgets so the number measures the handler, not the budget.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use private_link_autopilot::sandbox::events::{self, ResourceEvent};
+use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, MemberSpec, SANDBOX_TOKEN};
+use private_link_autopilot::sandbox::harness::{
+    HUB_RESOURCE_GROUP, HUB_SUBSCRIPTION, SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB,
+};
+use private_link_autopilot::sandbox::host_emulator::HostEmulator;
+
+const BIN: &str = env!("CARGO_BIN_EXE_autopilot");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn ready(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(50)) else { return false };
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[9..12] == b"200")
+}
+
+fn spawn(port: u16, dir: &std::path::Path, arm_url: &str) -> Child {
+    Command::new(BIN)
+        .arg("serve")
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("AUTOPILOT__QUEUE__PATH", dir.join(format!("q{port}.sqlite")))
+        .env("AUTOPILOT__ARM__BASE_URL", arm_url)
+        .env("AUTOPILOT__ARM__READS_BURST", "100000")
+        .env("AUTOPILOT__ARM__READS_PER_SEC", "100000")
+        .env("AUTOPILOT__ARM__WRITES_BURST", "100000")
+        .env("AUTOPILOT__ARM__WRITES_PER_SEC", "100000")
+        .env("AUTOPILOT__ARM__MAX_CONCURRENCY", "64")
+        .env("AUTOPILOT__DNS__DEFAULT_SUBSCRIPTION", HUB_SUBSCRIPTION)
+        .env("AUTOPILOT__DNS__DEFAULT_RESOURCE_GROUP", HUB_RESOURCE_GROUP)
+        .env("AUTOPILOT_ARM_STATIC_TOKEN", SANDBOX_TOKEN)
+        .env("AUTOPILOT_LOG", "warn")
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn autopilot serve")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn proc_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn startup(dir: &std::path::Path) {
+    let mut times = Vec::new();
+    for _ in 0..30 {
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let t = Instant::now();
+        let mut child = spawn(port, dir, "http://127.0.0.1:9");
+        while !ready(addr) {
+            if t.elapsed() > Duration::from_secs(10) {
+                panic!("handler not ready in 10 s");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let min = times.iter().copied().fold(f64::MAX, f64::min);
+    println!("start-up to first health: median {:.1} ms (min {min:.1} ms, 30 runs)", median(times));
+}
+
+async fn burst(dir: &std::path::Path, latency_ms: u64, events_n: usize) -> (f64, f64) {
+    let options = FakeArmOptions {
+        latency: Duration::from_millis(latency_ms),
+        reads: (1_000_000, 1_000_000.0),
+        writes: (1_000_000, 1_000_000.0),
+        ..FakeArmOptions::default()
+    };
+    let arm = FakeArm::start(options).await.expect("fake ARM");
+    arm.add_zone(HUB_SUBSCRIPTION, HUB_RESOURCE_GROUP, "privatelink.vaultcore.azure.net");
+    let mut ids = Vec::new();
+    for i in 0..events_n {
+        let vault = format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/kv{i}");
+        let spec = EndpointSpec::resource(
+            SUB,
+            RG,
+            &format!("pe-kv{i}"),
+            "eastus2",
+            &vault,
+            "vault",
+            vec![MemberSpec::new("default", &[&format!("kv{i}.vault.azure.net")])],
+        );
+        ids.push(arm.put_endpoint(&spec));
+    }
+    let port = free_port();
+    let mut child = spawn(port, dir, &arm.base_url());
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while !ready(addr) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pid = child.id();
+    let idle_rss = proc_kb(pid, "VmRSS:");
+    let host = HostEmulator::new(&format!("http://{addr}"));
+    let gate = Arc::new(tokio::sync::Semaphore::new(100));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for id in &ids {
+        let (host, gate) = (host.clone(), gate.clone());
+        let event = events::event_grid(ResourceEvent::WriteSuccess, id);
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await;
+            host.deliver_event_grid("PrivateEndpointEvents", vec![event]).await.status
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        if task.await.unwrap_or(0) == 202 {
+            ok += 1;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let peak = proc_kb(pid, "VmHWM:");
+    let records = arm.all_records().len();
+    let _ = child.kill();
+    let _ = child.wait();
+    let rate = events_n as f64 / secs;
+    println!(
+        "  burst of {events_n} events, ARM latency {latency_ms} ms: {ok} acknowledged, {records} records, {rate:.0} events/s, \
+         peak RSS {:.1} MB (idle {:.1} MB)",
+        peak as f64 / 1024.0,
+        idle_rss as f64 / 1024.0
+    );
+    (rate, peak as f64 / 1024.0)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
+    let dir = std::env::temp_dir().join(format!("autopilot-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    startup(&dir);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    for latency in [0, 5] {
+        let runs: Vec<(f64, f64)> = (0..3).map(|_| rt.block_on(burst(&dir, latency, 1000))).collect();
+        println!(
+            "burst of 1000 events, ARM latency {latency} ms: median {:.0} events/s, median peak RSS {:.1} MB (3 runs)",
+            median(runs.iter().map(|r| r.0).collect()),
+            median(runs.iter().map(|r| r.1).collect())
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

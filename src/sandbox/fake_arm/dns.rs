@@ -240,17 +240,13 @@ fn zone_op(shared: &Shared, call: &Call<'_>, s: &[&str]) -> Answer {
 
 /// A zone operation's headers, shaped like the fixture `PrivateZonePut.json`.
 fn dns_operation(shared: &Shared, sub: &str, rg: &str, result: Option<Value>) -> Vec<(String, String)> {
-    let op = new_guid();
-    let base = format!("{}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network", shared.base_url);
-    shared.world().operations.insert(op.clone(), super::Operation { polls_left: shared.options.lro_polls, result });
-    vec![
-        (
-            "Azure-AsyncOperation".into(),
-            format!("{base}/privateDnsOperationStatuses/{op}?api-version={PRIVATE_DNS_API}"),
-        ),
-        ("Location".into(), format!("{base}/privateDnsOperationResults/{op}?api-version={PRIVATE_DNS_API}")),
-        ("Retry-After".into(), shared.options.lro_retry_after_secs.to_string()),
-    ]
+    let provider = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network");
+    shared.operation_headers(
+        &provider,
+        ("privateDnsOperationStatuses", "privateDnsOperationResults"),
+        PRIVATE_DNS_API,
+        result,
+    )
 }
 
 fn list_records(shared: &Shared, call: &Call<'_>) -> Answer {

@@ -209,25 +209,31 @@ impl Shared {
         self.world.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers an async operation and returns the headers ARM sends with 201/202.
-    pub fn start_operation(&self, subscription: &str, location: &str, result: Option<Value>) -> Vec<(String, String)> {
+    /// Registers an async operation and returns the headers ARM sends with 201/202:
+    /// `Azure-AsyncOperation` = `{provider_url}/{status_kind}/{op}`, `Location` =
+    /// `{provider_url}/{result_kind}/{op}`, `Retry-After`.
+    pub fn operation_headers(
+        &self,
+        provider_url: &str,
+        (status_kind, result_kind): (&str, &str),
+        api_version: &str,
+        result: Option<Value>,
+    ) -> Vec<(String, String)> {
         let op = crate::sandbox::host_emulator::new_guid();
-        let status = format!(
-            "{}/subscriptions/{subscription}/providers/Microsoft.Network/locations/{location}/operations/{op}?api-version={}",
-            self.base_url,
-            network::NETWORK_API
-        );
-        let result_url = format!(
-            "{}/subscriptions/{subscription}/providers/Microsoft.Network/locations/{location}/operationResults/{op}?api-version={}",
-            self.base_url,
-            network::NETWORK_API
-        );
-        self.world().operations.insert(op, Operation { polls_left: self.options.lro_polls, result });
-        vec![
-            ("Azure-AsyncOperation".into(), status),
-            ("Location".into(), result_url),
+        let url = |kind: &str| format!("{}{provider_url}/{kind}/{op}?api-version={api_version}", self.base_url);
+        let headers = vec![
+            ("Azure-AsyncOperation".into(), url(status_kind)),
+            ("Location".into(), url(result_kind)),
             ("Retry-After".into(), self.options.lro_retry_after_secs.to_string()),
-        ]
+        ];
+        self.world().operations.insert(op, Operation { polls_left: self.options.lro_polls, result });
+        headers
+    }
+
+    /// A `Microsoft.Network` operation (PE delete), status under `locations/{location}`.
+    pub fn start_operation(&self, subscription: &str, location: &str, result: Option<Value>) -> Vec<(String, String)> {
+        let provider = format!("/subscriptions/{subscription}/providers/Microsoft.Network/locations/{location}");
+        self.operation_headers(&provider, ("operations", "operationResults"), network::NETWORK_API, result)
     }
 }
 

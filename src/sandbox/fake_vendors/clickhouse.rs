@@ -100,26 +100,7 @@ impl ClickHouseFake {
         Ok(Self { inner, server: ServerTask::start(router).await? })
     }
 
-    /// E.g. `http://127.0.0.1:PORT` (paths start with `/v1`).
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-    pub fn state(&self) -> ClickHouseState {
-        lock(&self.inner.state).clone()
-    }
-    /// Replaces the state (seed a scenario, e.g. an id already on a service).
-    pub fn set_state(&self, state: ClickHouseState) {
-        *lock(&self.inner.state) = state;
-    }
-    pub fn requests(&self) -> Vec<LoggedRequest> {
-        self.inner.gate.requests()
-    }
-    pub fn clear_requests(&self) {
-        self.inner.gate.clear_requests();
-    }
-    pub fn inject(&self, fault: Fault, count: usize) {
-        self.inner.gate.inject(fault, count);
-    }
+    common_fake_api!(ClickHouseState);
     /// The alias ClickHouse publishes for the fake's services.
     pub fn endpoint_service_id(&self) -> String {
         let r = &self.inner.opts.region;

@@ -113,26 +113,7 @@ impl ElasticFake {
         Ok(Self { inner, server: ServerTask::start(router).await? })
     }
 
-    /// E.g. `http://127.0.0.1:PORT` (paths start with `/api/v1`).
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-    pub fn state(&self) -> ElasticState {
-        lock(&self.inner.state).clone()
-    }
-    /// Replaces the state (seed a scenario).
-    pub fn set_state(&self, state: ElasticState) {
-        *lock(&self.inner.state) = state;
-    }
-    pub fn requests(&self) -> Vec<LoggedRequest> {
-        self.inner.gate.requests()
-    }
-    pub fn clear_requests(&self) {
-        self.inner.gate.clear_requests();
-    }
-    pub fn inject(&self, fault: Fault, count: usize) {
-        self.inner.gate.inject(fault, count);
-    }
+    common_fake_api!(ElasticState);
     /// Simulates a freshly created endpoint that Elastic's Private Link Service cannot
     /// see yet: ruleset creation answers `connection_not_found`.
     pub fn hide_connections(&self, hide: Hide) {

@@ -21,6 +21,36 @@
 //! Request handling order: log, injected fault, authentication (401), rate limit (429),
 //! then the route.
 
+/// The handle methods every fake shares (`base_url`, `state`, `set_state`, `requests`,
+/// `clear_requests`, `inject`), for a handle with `server: ServerTask` and
+/// `inner: Arc<Inner>` holding `gate: Gate` and `state: Mutex<$state>`.
+macro_rules! common_fake_api {
+    ($state:ty) => {
+        /// `http://127.0.0.1:PORT`; the vendor's paths go below it.
+        pub fn base_url(&self) -> String {
+            self.server.base_url()
+        }
+        /// A snapshot of what the vendor holds.
+        pub fn state(&self) -> $state {
+            lock(&self.inner.state).clone()
+        }
+        /// Replaces the state (seed a scenario).
+        pub fn set_state(&self, state: $state) {
+            *lock(&self.inner.state) = state;
+        }
+        pub fn requests(&self) -> Vec<LoggedRequest> {
+            self.inner.gate.requests()
+        }
+        pub fn clear_requests(&self) {
+            self.inner.gate.clear_requests();
+        }
+        /// The next `count` requests answer with `fault`.
+        pub fn inject(&self, fault: Fault, count: usize) {
+            self.inner.gate.inject(fault, count);
+        }
+    };
+}
+
 pub mod clickhouse;
 pub mod elastic;
 pub mod zilliz;

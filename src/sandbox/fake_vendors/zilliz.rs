@@ -91,26 +91,7 @@ impl ZillizFake {
         Ok(Self { inner, server: ServerTask::start(router).await? })
     }
 
-    /// E.g. `http://127.0.0.1:PORT` (paths start with `/v2`).
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-    pub fn state(&self) -> ZillizState {
-        lock(&self.inner.state).clone()
-    }
-    /// Replaces the state (seed a scenario).
-    pub fn set_state(&self, state: ZillizState) {
-        *lock(&self.inner.state) = state;
-    }
-    pub fn requests(&self) -> Vec<LoggedRequest> {
-        self.inner.gate.requests()
-    }
-    pub fn clear_requests(&self) {
-        self.inner.gate.clear_requests();
-    }
-    pub fn inject(&self, fault: Fault, count: usize) {
-        self.inner.gate.inject(fault, count);
-    }
+    common_fake_api!(ZillizState);
     /// The next `count` authenticated requests answer HTTP 200 with `{code, message}`.
     pub fn fail_with_code(&self, code: i64, message: &str, count: usize) {
         lock(&self.inner.code_faults).extend(std::iter::repeat_n((code, message.to_string()), count));

@@ -97,7 +97,7 @@ async fn record_set_put_get_list_delete_match_the_examples() {
     let list = fixture_json("arm/RecordSetAList.json");
     let (_, _, body) = c.send(reqwest::Method::GET, &format!("{zone}/A"), None).await;
     let item_shape: BTreeSet<String> = keys(&list["responses"]["200"]["body"]["value"][0]);
-    assert_eq!(keys(&body["value"][0]).is_superset(&item_shape), true, "list items shaped like the example");
+    assert!(keys(&body["value"][0]).is_superset(&item_shape), "list items shaped like the example");
 
     // Conditional requests: create-only on an existing set and a stale ETag are 412.
     let mut pre = c.http.put(format!("{}{path}?api-version=2024-06-01", c.base)).bearer_auth(SANDBOX_TOKEN);

@@ -14,6 +14,8 @@ use crate::config::Config;
 use crate::effects::dns::azure::{AzurePrivateDns, ZoneDirectory, ZoneLocation};
 use crate::effects::dns::{DnsProvider, DnsRouter};
 use crate::queue::WorkQueue;
+use crate::queue::servicebus::{ServiceBusAuth, ServiceBusSettings};
+use crate::queue::trigger::TriggerQueue;
 use crate::queue::worker::RetryPolicy;
 use crate::reconcile::Reconciler;
 use crate::telemetry::Stats;
@@ -29,6 +31,10 @@ pub struct App {
     pub parallel: Arc<Semaphore>,
     pub retry: RetryPolicy,
     pub started: Instant,
+    /// Set when the queue is Service Bus: the `WorkQueue` trigger settles through it.
+    pub trigger_queue: Option<Arc<dyn TriggerQueue>>,
+    /// Held while a sweep runs: sweeps never overlap.
+    pub sweep_running: tokio::sync::Mutex<()>,
 }
 
 impl App {
@@ -84,8 +90,16 @@ impl App {
             queue,
             stats,
             started: Instant::now(),
+            trigger_queue: None,
+            sweep_running: tokio::sync::Mutex::new(()),
             config,
         })
+    }
+
+    /// Lets the `WorkQueue` trigger schedule retries and park failures on this queue.
+    pub fn with_trigger_queue(mut self, queue: Arc<dyn TriggerQueue>) -> Self {
+        self.trigger_queue = Some(queue);
+        self
     }
 
     pub fn deadline(&self) -> Duration {
@@ -143,4 +157,23 @@ pub fn rfc2136_routes(config: &Config, env: impl Fn(&str) -> Option<String>) -> 
         routes.push((z.name.clone(), p.clone()));
     }
     Ok(routes)
+}
+
+/// The Service Bus queue's settings from `[queue]` (kind = "servicebus"); managed identity
+/// uses the same user-assigned identity as ARM.
+pub fn service_bus_settings(config: &Config) -> ServiceBusSettings {
+    let q = &config.queue;
+    let auth = if q.auth == "sas" {
+        ServiceBusAuth::Sas { key_name: q.sas_key_name.clone(), key_env: q.sas_key_env.clone() }
+    } else {
+        ServiceBusAuth::ManagedIdentity { client_id: config.arm.managed_identity_client_id.clone() }
+    };
+    ServiceBusSettings {
+        namespace: q.namespace.clone(),
+        queue: q.name.clone(),
+        dead_letter_queue: q.dead_letter_queue.clone(),
+        auth,
+        endpoint_override: String::new(),
+        lock_secs: q.lock_secs,
+    }
 }

@@ -26,6 +26,9 @@ pub struct Config {
     pub catalog: CatalogSettings,
     pub reconcile: ReconcileSettings,
     pub queue: QueueSettings,
+    pub vendors: crate::effects::vendors::VendorsConfig,
+    pub audit: AuditSettings,
+    pub sweep: SweepSettings,
     pub log: LogSettings,
 }
 
@@ -172,19 +175,77 @@ impl Default for ReconcileSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueSettings {
-    /// `embedded` (SQLite file) — Service Bus arrives with the vendor work.
+    /// `embedded` (SQLite file: a laptop, `demo`, `serve` without Azure) or `servicebus`
+    /// (Azure: the `WorkQueue` trigger consumes it, so `serve` runs no workers).
     pub kind: String,
-    /// SQLite file for the embedded queue.
+    /// Embedded: the SQLite file.
     pub path: String,
-    /// How long a received message stays locked (should exceed one reconcile).
+    /// Embedded: how long a received message stays locked (should exceed one reconcile).
     pub lock_secs: u64,
-    /// Workers draining the queue in `serve`.
+    /// Embedded: workers draining the queue in `serve`.
     pub workers: usize,
+    /// Service Bus: namespace, `mybus` or `mybus.servicebus.windows.net`.
+    pub namespace: String,
+    /// Service Bus: the work queue (the trigger's `%AUTOPILOT_WORK_QUEUE%`).
+    pub name: String,
+    /// Service Bus: where permanent failures are parked; empty = `<name>-deadletter`.
+    pub dead_letter_queue: String,
+    /// Service Bus: `managed_identity` (uses arm.managed_identity_client_id) or `sas`.
+    pub auth: String,
+    /// Service Bus with `auth = "sas"`: the policy name and the environment variable
+    /// holding its key (a Key Vault reference in Azure).
+    pub sas_key_name: String,
+    pub sas_key_env: String,
 }
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        Self { kind: "embedded".into(), path: ".autopilot/queue.sqlite".into(), lock_secs: 120, workers: 4 }
+        Self {
+            kind: "embedded".into(),
+            path: ".autopilot/queue.sqlite".into(),
+            lock_secs: 120,
+            workers: 4,
+            namespace: String::new(),
+            name: "autopilot-work".into(),
+            dead_letter_queue: String::new(),
+            auth: "managed_identity".into(),
+            sas_key_name: String::new(),
+            sas_key_env: "AUTOPILOT_SERVICEBUS_KEY".into(),
+        }
+    }
+}
+
+/// The timer sweep (`Sweep` function): the level-triggered backstop for missed events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepSettings {
+    /// Subscriptions whose private endpoints are reconciled; empty = none (sweep off).
+    pub subscriptions: Vec<String>,
+    /// Time one sweep may spend reconciling before the rest is queued (the Functions
+    /// timeout is 5 minutes).
+    pub deadline_secs: u64,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        Self { subscriptions: Vec::new(), deadline_secs: 240 }
+    }
+}
+
+/// Audit events. Accepted now so deployments can set them; publishing arrives with the
+/// approvals/sweep work (issue 4) and until then these keys have no effect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Event Grid custom topic endpoint (CloudEvents 1.0, managed identity).
+    pub topic_endpoint: String,
+    /// Local JSON-lines file.
+    pub file: String,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self { topic_endpoint: String::new(), file: ".autopilot/audit.jsonl".into() }
     }
 }
 
@@ -263,8 +324,25 @@ impl Config {
         if self.reconcile.max_parallel == 0 {
             return invalid("reconcile.max_parallel", "must be at least 1");
         }
-        if self.queue.kind != "embedded" {
-            return invalid("queue.kind", "only `embedded` is available in this version");
+        match self.queue.kind.as_str() {
+            "embedded" => {}
+            "servicebus" => {
+                if self.queue.namespace.trim().is_empty() {
+                    return invalid("queue.namespace", "is required when queue.kind = \"servicebus\"");
+                }
+                if self.queue.name.trim().is_empty() {
+                    return invalid("queue.name", "is required when queue.kind = \"servicebus\"");
+                }
+                match self.queue.auth.as_str() {
+                    "managed_identity" => {}
+                    "sas" if self.queue.sas_key_name.trim().is_empty() => {
+                        return invalid("queue.sas_key_name", "is required when queue.auth = \"sas\"");
+                    }
+                    "sas" => {}
+                    _ => return invalid("queue.auth", "must be `managed_identity` or `sas`"),
+                }
+            }
+            _ => return invalid("queue.kind", "must be `embedded` or `servicebus`"),
         }
         for (i, z) in self.dns.zones.iter().enumerate() {
             let setting = format!("dns.zones[{i}] ({})", z.name);

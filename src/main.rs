@@ -15,6 +15,7 @@ use private_link_autopilot::config::Config;
 use private_link_autopilot::intake::server;
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::packaging;
+use private_link_autopilot::queue::servicebus::{ServiceBusCredentials, ServiceBusQueue};
 use private_link_autopilot::queue::{SqliteQueue, WorkQueue, worker};
 use private_link_autopilot::reconcile::Mode;
 use private_link_autopilot::telemetry;
@@ -182,16 +183,30 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn serve(config: Config, port: u16) -> Result<(), String> {
-    let queue = open_queue(&config)?;
     let cred = credential(&config)?;
     let workers = config.queue.workers;
     let lock = Duration::from_secs(config.queue.lock_secs);
     let routes = app::rfc2136_routes(&config, |k| std::env::var(k).ok())?;
-    let app = Arc::new(App::build(config, cred, queue, routes)?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    for _ in 0..workers {
-        tokio::spawn(worker::run(app.queue.clone(), app.reconciler.clone(), app.retry.clone(), lock, stop_rx.clone()));
-    }
+    let app = if config.queue.kind == "servicebus" {
+        // In Azure the host's WorkQueue trigger consumes the queue: no workers here.
+        let settings = app::service_bus_settings(&config);
+        let creds = ServiceBusCredentials::from_settings(&settings).map_err(|e| e.to_string())?;
+        let sb = Arc::new(ServiceBusQueue::connect(settings, creds).map_err(|e| e.to_string())?);
+        Arc::new(App::build(config, cred, sb.clone(), routes)?.with_trigger_queue(sb))
+    } else {
+        let app = Arc::new(App::build(config.clone(), cred, open_queue(&config)?, routes)?);
+        for _ in 0..workers {
+            tokio::spawn(worker::run(
+                app.queue.clone(),
+                app.reconciler.clone(),
+                app.retry.clone(),
+                lock,
+                stop_rx.clone(),
+            ));
+        }
+        app
+    };
     // The host calls http://127.0.0.1:{port}: bind the IPv4 loopback literal.
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;

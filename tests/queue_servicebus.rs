@@ -385,7 +385,7 @@ fn trigger_parses_the_fixture_and_host_encodings() {
 }
 
 /// Records what the trigger path sent instead of sending it; can be told to fail.
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Recorder {
     scheduled: std::sync::Mutex<Vec<NewMessage>>,
     parked: std::sync::Mutex<Vec<(Delivery, String)>>,

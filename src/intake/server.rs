@@ -27,14 +27,18 @@ use super::events::{self, Classified};
 use super::protocol::{self, InvocationRequest, InvocationResponse};
 use crate::app::App;
 use crate::model::ResourceId;
-use crate::queue::work;
+use crate::queue::{trigger, work};
 use crate::reconcile::{Mode, Outcome, Report};
 use crate::telemetry::Stats;
 
 /// Function names = folder names in `handlers/`. A test keeps the two in sync.
-pub const FUNCTIONS: &[&str] = &[EVENTS_FUNCTION, STATUS_FUNCTION];
+pub const FUNCTIONS: &[&str] = &[EVENTS_FUNCTION, STATUS_FUNCTION, WORK_FUNCTION, SWEEP_FUNCTION];
 pub const EVENTS_FUNCTION: &str = "PrivateEndpointEvents";
 pub const STATUS_FUNCTION: &str = "Status";
+/// `serviceBusTrigger` on the work queue (Azure; locally the embedded workers drain it).
+pub const WORK_FUNCTION: &str = "WorkQueue";
+/// `timerTrigger`: the periodic sweep.
+pub const SWEEP_FUNCTION: &str = "Sweep";
 
 /// Largest invocation body we accept (an Event Grid event is at most 1 MB).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -44,6 +48,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(ready))
         .route(&format!("/{EVENTS_FUNCTION}"), post(private_endpoint_events))
         .route(&format!("/{STATUS_FUNCTION}"), post(status))
+        .route(&format!("/{WORK_FUNCTION}"), post(work_queue))
+        .route(&format!("/{SWEEP_FUNCTION}"), post(sweep))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
@@ -124,7 +130,26 @@ async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Re
             }
         }
     }
-    let results = reconcile_all(&app, endpoints.into_values().collect()).await;
+    let deadline = app.deadline();
+    match reconcile_and_queue(&app, endpoints.into_values().collect(), deadline).await {
+        Ok((mut lines, summary)) => {
+            logs.append(&mut lines);
+            invocation_ok(InvocationResponse { logs, return_value: Value::Array(summary), ..Default::default() })
+        }
+        Err(why) => invocation_failed(StatusCode::SERVICE_UNAVAILABLE, EVENTS_FUNCTION, &why),
+    }
+}
+
+/// Reconciles `ids` within `deadline` and queues a retry for each one that did not
+/// converge. Returns log lines and one summary value per endpoint; `Err` when a retry
+/// could not be queued (the caller must then fail so its trigger redelivers).
+pub async fn reconcile_and_queue(
+    app: &Arc<App>,
+    ids: Vec<ResourceId>,
+    deadline: Duration,
+) -> Result<(Vec<String>, Vec<Value>), String> {
+    let results = reconcile_all(app, ids, deadline).await;
+    let mut logs = Vec::new();
     let mut summary = Vec::new();
     for (id, result) in results {
         let (line, retry) = match &result {
@@ -135,11 +160,7 @@ async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Re
         if let Some((reason, after)) = retry {
             let msg = work::reconcile_retry(&id, 1, work::now_unix(), &reason, after);
             if let Err(e) = app.queue.enqueue(msg).await {
-                return invocation_failed(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    EVENTS_FUNCTION,
-                    &format!("could not queue a retry for {id} ({reason}): {e}"),
-                );
+                return Err(format!("could not queue a retry for {id} ({reason}): {e}"));
             }
             logs.push(format!("{id}: retry queued in {:.1}s ({reason})", after.as_secs_f64()));
         }
@@ -148,6 +169,81 @@ async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Re
             Err(why) => json!({"endpoint": id.to_string(), "outcome": "deadline", "reason": why}),
         });
     }
+    Ok((logs, summary))
+}
+
+/// The Service Bus trigger: one work item per invocation, settled by our answer (see
+/// `queue::trigger`). Only meaningful with `queue.kind = "servicebus"`.
+async fn work_queue(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let Some(queue) = app.trigger_queue.clone() else {
+        return invocation_failed(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            WORK_FUNCTION,
+            "queue.kind is not \"servicebus\": this instance drains its embedded queue itself",
+        );
+    };
+    let reconciler = app.reconciler.clone();
+    let answer = trigger::handle_trigger(&body, queue.as_ref(), &app.retry, |_delivery, id| async move {
+        reconciler.reconcile(&id, Mode::Apply).await.outcome
+    })
+    .await;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if !status.is_success() {
+        // The host drops the body of a non-2xx answer: say why where it is kept.
+        eprintln!("autopilot: {WORK_FUNCTION} failed ({}): {:?}", answer.status, answer.settlement);
+    }
+    json_response(status, answer.response.to_json_bytes())
+}
+
+/// The timer sweep: every private endpoint in `sweep.subscriptions`, plus every
+/// endpoint that still owns a record but was not listed (re-read before anything is
+/// removed: a listing can lag), reconciled like an event would. Runs never overlap.
+async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    if let Err(resp) = parse_invocation(&app, &body, SWEEP_FUNCTION) {
+        return *resp;
+    }
+    let Ok(_running) = app.sweep_running.try_lock() else {
+        let logs = vec!["sweep already running; this run is skipped".to_owned()];
+        return invocation_ok(InvocationResponse { logs, ..Default::default() });
+    };
+    let started = std::time::Instant::now();
+    let subscriptions = &app.config.sweep.subscriptions;
+    if subscriptions.is_empty() {
+        let logs = vec!["sweep: no subscriptions configured (sweep.subscriptions); nothing to do".to_owned()];
+        return invocation_ok(InvocationResponse { logs, ..Default::default() });
+    }
+    let listed = match crate::reconcile::sweep::list_endpoints(&app.arm, subscriptions).await {
+        Ok(ids) => ids,
+        Err(e) => return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &format!("listing: {e}")),
+    };
+    let mut ids: BTreeMap<String, ResourceId> = listed.iter().map(|id| (id.key().to_owned(), id.clone())).collect();
+    let mut orphans = 0usize;
+    match app.reconciler.owners_in_dns().await {
+        Ok(owners) => {
+            for owner in owners {
+                if !ids.contains_key(&owner)
+                    && let Ok(id) = ResourceId::parse_private_endpoint(&owner)
+                {
+                    orphans += 1;
+                    ids.insert(owner, id);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "sweep: could not read DNS ownership; orphans wait for the next run"),
+    }
+    let deadline = Duration::from_secs(app.config.sweep.deadline_secs.max(1));
+    let (mut logs, summary) = match reconcile_and_queue(&app, ids.into_values().collect(), deadline).await {
+        Ok(r) => r,
+        Err(why) => return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &why),
+    };
+    let changed = summary.iter().filter(|r| r["applied"].as_array().is_some_and(|a| !a.is_empty())).count();
+    let line = format!(
+        "sweep: {} listed, {orphans} owners not listed re-checked, {changed} changed, {} ms",
+        listed.len(),
+        started.elapsed().as_millis()
+    );
+    tracing::info!("{line}");
+    logs.insert(0, line);
     invocation_ok(InvocationResponse { logs, return_value: Value::Array(summary), ..Default::default() })
 }
 
@@ -180,8 +276,13 @@ pub fn format_report(r: &Report) -> String {
 
 /// Reconciles endpoints concurrently within the invocation deadline and the process's
 /// parallelism bound. `Err` = did not finish in time.
-pub async fn reconcile_all(app: &Arc<App>, ids: Vec<ResourceId>) -> Vec<(ResourceId, Result<Report, String>)> {
-    let deadline = tokio::time::Instant::now() + app.deadline();
+pub async fn reconcile_all(
+    app: &Arc<App>,
+    ids: Vec<ResourceId>,
+    deadline: Duration,
+) -> Vec<(ResourceId, Result<Report, String>)> {
+    let limit = deadline;
+    let deadline = tokio::time::Instant::now() + deadline;
     let mut tasks = tokio::task::JoinSet::new();
     for id in ids {
         let app = app.clone();
@@ -192,7 +293,7 @@ pub async fn reconcile_all(app: &Arc<App>, ids: Vec<ResourceId>) -> Vec<(Resourc
             };
             let result = match tokio::time::timeout_at(deadline, work).await {
                 Ok(r) => r,
-                Err(_) => Err(format!("not finished within the {} ms deadline", app.config.reconcile.deadline_ms)),
+                Err(_) => Err(format!("not finished within the {} ms deadline", limit.as_millis())),
             };
             (id, result)
         });

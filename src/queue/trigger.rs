@@ -27,8 +27,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::work::{self, Work};
-use super::worker::{RetryPolicy, Settlement};
+use super::work;
+use super::worker::{Decision, RetryPolicy, Settlement, decide};
 use super::{Delivery, NewMessage, QueueError};
 use crate::intake::protocol::{InvocationRequest, InvocationResponse, decode_binary, decode_value, json_type_name};
 use crate::model::ResourceId;
@@ -39,7 +39,7 @@ pub const MESSAGE_BINDING: &str = "message";
 
 /// What the trigger path needs from a queue: sends only, never settling (the host settles).
 #[async_trait::async_trait]
-pub trait TriggerQueue: Send + Sync {
+pub trait TriggerQueue: Send + Sync + std::fmt::Debug {
     /// Sends a new (possibly delayed) message.
     async fn schedule(&self, msg: NewMessage) -> Result<(), QueueError>;
     /// Sends a copy of `delivery` to the dead-letter destination with `reason`.
@@ -178,29 +178,17 @@ where
         Ok(w) => w,
         Err(e) => return park(queue, &delivery, format!("unreadable message: {e}")).await,
     };
-    let Work::Reconcile { attempt, first_failed_at, .. } = work;
-    match handle(delivery.clone(), id.clone()).await {
-        Outcome::Done => answer(200, Settlement::Completed),
-        Outcome::Failed { reason } => park(queue, &delivery, format!("{id}: {reason}")).await,
-        Outcome::Requeue { after, reason } => {
-            let age = Duration::from_secs(work::now_unix().saturating_sub(first_failed_at));
-            if age >= policy.window || attempt >= policy.max_attempts {
-                let why = format!("{id}: still failing after {attempt} attempts over {}s: {reason}", age.as_secs());
-                return park(queue, &delivery, why).await;
+    let outcome = handle(delivery.clone(), id.clone()).await;
+    match decide(&work, &id, outcome, policy) {
+        Decision::Complete => answer(200, Settlement::Completed),
+        Decision::DeadLetter(reason) => park(queue, &delivery, reason).await,
+        Decision::Retry { msg, attempt, after } => match queue.schedule(msg).await {
+            Ok(()) => answer(200, Settlement::Rescheduled { attempt, after }),
+            Err(e) => {
+                tracing::error!(endpoint = %id, error = %e, "could not schedule retry; letting the host redeliver");
+                answer(500, Settlement::Abandoned { reason: format!("could not schedule retry: {e}") })
             }
-            let next = attempt.saturating_add(1);
-            let delay = policy.backoff.delay_honouring(next, Some(after));
-            match queue.schedule(work::reconcile_retry(&id, next, first_failed_at, &reason, delay)).await {
-                Ok(()) => {
-                    tracing::info!(endpoint = %id, attempt = next, delay_ms = delay.as_millis() as u64, %reason, "retry scheduled");
-                    answer(200, Settlement::Rescheduled { attempt: next, after: delay })
-                }
-                Err(e) => {
-                    tracing::error!(endpoint = %id, error = %e, "could not schedule retry; letting the host redeliver");
-                    answer(500, Settlement::Abandoned { reason: format!("could not schedule retry: {e}") })
-                }
-            }
-        }
+        },
     }
 }
 

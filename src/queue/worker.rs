@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::work::{self, Work};
-use super::{Delivery, WorkQueue};
+use super::{Delivery, NewMessage, WorkQueue};
 use crate::backoff::Backoff;
+use crate::model::ResourceId;
 use crate::reconcile::{Mode, Outcome, Reconciler};
 use crate::telemetry::Stats;
 
@@ -52,6 +53,42 @@ impl RetryPolicy {
     }
 }
 
+/// What to do with a work item after its reconcile: the one retry policy both consumers
+/// (the embedded worker here, the Service Bus trigger in `trigger.rs`) carry out.
+#[derive(Debug)]
+pub enum Decision {
+    Complete,
+    /// Send `msg` (the next attempt, delayed by `after`), then settle this one.
+    Retry {
+        msg: NewMessage,
+        attempt: u32,
+        after: Duration,
+    },
+    DeadLetter(String),
+}
+
+pub fn decide(work: &Work, id: &ResourceId, outcome: Outcome, policy: &RetryPolicy) -> Decision {
+    let Work::Reconcile { attempt, first_failed_at, .. } = work;
+    match outcome {
+        Outcome::Done => Decision::Complete,
+        Outcome::Failed { reason } => Decision::DeadLetter(format!("{id}: {reason}")),
+        Outcome::Requeue { after, reason } => {
+            let age = Duration::from_secs(work::now_unix().saturating_sub(*first_failed_at));
+            if age >= policy.window || *attempt >= policy.max_attempts {
+                return Decision::DeadLetter(format!(
+                    "{id}: still failing after {attempt} attempts over {}s: {reason}",
+                    age.as_secs()
+                ));
+            }
+            let next = attempt.saturating_add(1);
+            let delay = policy.backoff.delay_honouring(next, Some(after));
+            tracing::info!(endpoint = %id, attempt = next, delay_ms = delay.as_millis() as u64, %reason, "retry scheduled");
+            let msg = work::reconcile_retry(id, next, *first_failed_at, &reason, delay);
+            Decision::Retry { msg, attempt: next, after: delay }
+        }
+    }
+}
+
 pub async fn handle_delivery(
     queue: &dyn WorkQueue,
     reconciler: &Reconciler,
@@ -63,32 +100,15 @@ pub async fn handle_delivery(
         Ok(w) => w,
         Err(e) => return dead_letter(queue, delivery, &stats, format!("unreadable message: {e}")).await,
     };
-    let Work::Reconcile { attempt, first_failed_at, .. } = work;
     let report = reconciler.reconcile(&id, Mode::Apply).await;
-    let settlement = match report.outcome {
-        Outcome::Done => Settlement::Completed,
-        Outcome::Failed { reason } => {
-            return dead_letter(queue, delivery, &stats, format!("{id}: {reason}")).await;
-        }
-        Outcome::Requeue { after, reason } => {
-            let age = Duration::from_secs(work::now_unix().saturating_sub(first_failed_at));
-            if age >= policy.window || attempt >= policy.max_attempts {
-                return dead_letter(
-                    queue,
-                    delivery,
-                    &stats,
-                    format!("{id}: still failing after {attempt} attempts over {}s: {reason}", age.as_secs()),
-                )
-                .await;
-            }
-            let next = attempt + 1;
-            let delay = policy.backoff.delay_honouring(next, Some(after));
-            let msg = work::reconcile_retry(&id, next, first_failed_at, &reason, delay);
+    let settlement = match decide(&work, &id, report.outcome, policy) {
+        Decision::Complete => Settlement::Completed,
+        Decision::DeadLetter(reason) => return dead_letter(queue, delivery, &stats, reason).await,
+        Decision::Retry { msg, attempt, after } => {
             if let Err(e) = queue.enqueue(msg).await {
                 return abandon(queue, delivery, format!("could not schedule retry: {e}")).await;
             }
-            tracing::info!(endpoint = %id, attempt = next, delay_ms = delay.as_millis() as u64, %reason, "retry scheduled");
-            Settlement::Rescheduled { attempt: next, after: delay }
+            Settlement::Rescheduled { attempt, after }
         }
     };
     match queue.complete(delivery).await {

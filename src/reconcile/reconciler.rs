@@ -318,26 +318,43 @@ impl Reconciler {
     /// once); every candidate is re-read before any write, so a stale listing can only
     /// cost a no-op, and the sweep catches anything it missed.
     async fn find_owned(&self, endpoint: &str) -> Result<Vec<RecordKey>, DnsError> {
-        let zones = self.known_zones().await?;
-        let ttl = Duration::from_secs(self.settings.zone_scan_cache_secs);
         let mut out = Vec::new();
-        for zone in zones {
-            let cached = {
-                let cache = self.zone_cache.lock().unwrap_or_else(|p| p.into_inner());
-                cache.get(&zone).filter(|(at, _)| at.elapsed() < ttl).map(|(_, sets)| sets.clone())
-            };
-            let sets = match cached {
-                Some(s) => s,
-                None => {
-                    let sets = self.dns.provider_for(&zone)?.list(&zone).await?;
-                    let mut cache = self.zone_cache.lock().unwrap_or_else(|p| p.into_inner());
-                    cache.insert(zone.clone(), (Instant::now(), sets.clone()));
-                    sets
-                }
-            };
+        for zone in self.known_zones().await? {
+            let sets = self.zone_sets(&zone).await?;
             out.extend(plan::owned_elsewhere(endpoint, &sets, &BTreeSet::new()));
         }
         Ok(out)
+    }
+
+    /// Every endpoint (lower-cased id) that owns a record in a zone we know: the sweep
+    /// compares this with the endpoints that exist to find orphans.
+    pub async fn owners_in_dns(&self) -> Result<BTreeSet<String>, DnsError> {
+        self.invalidate_caches();
+        let mut owners = BTreeSet::new();
+        for zone in self.known_zones().await? {
+            for set in self.zone_sets(&zone).await? {
+                if let crate::effects::dns::Ownership::Managed(m) = &set.ownership {
+                    owners.extend(m.keys().cloned());
+                }
+            }
+        }
+        Ok(owners)
+    }
+
+    /// A zone's record sets, from a short-lived cache (invalidated by our own writes).
+    async fn zone_sets(&self, zone: &str) -> Result<Vec<crate::effects::dns::ARecordSet>, DnsError> {
+        let ttl = Duration::from_secs(self.settings.zone_scan_cache_secs);
+        let cached = {
+            let cache = self.zone_cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(zone).filter(|(at, _)| at.elapsed() < ttl).map(|(_, sets)| sets.clone())
+        };
+        if let Some(sets) = cached {
+            return Ok(sets);
+        }
+        let sets = self.dns.provider_for(zone)?.list(zone).await?;
+        let mut cache = self.zone_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(zone.to_owned(), (Instant::now(), sets.clone()));
+        Ok(sets)
     }
 
     async fn known_zones(&self) -> Result<Vec<String>, DnsError> {

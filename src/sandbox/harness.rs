@@ -13,11 +13,12 @@ use tokio::sync::watch;
 
 use super::events::{self, ResourceEvent};
 use super::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, dns};
-use super::host_emulator::{EventGridDelivery, HostEmulator};
+use super::host_emulator::{Bindings, EventGridDelivery, HostEmulator};
 use crate::app::{App, ZoneRoute};
 use crate::arm::Secret;
 use crate::arm::credential::StaticToken;
 use crate::config::Config;
+use crate::queue::servicebus::ServiceBusQueue;
 use crate::queue::{SqliteQueue, WorkQueue, worker};
 
 /// The hub subscription and resource group holding the private DNS zones.
@@ -42,6 +43,9 @@ pub struct SandboxOptions {
     pub queue_path: Option<PathBuf>,
     /// Queue workers draining retries (0 = none; tests then drive the queue).
     pub workers: usize,
+    /// Use this Service Bus queue (e.g. on the fake Service Bus) instead of the embedded
+    /// one; the `WorkQueue` function then settles through it, as in Azure.
+    pub service_bus: Option<Arc<ServiceBusQueue>>,
 }
 
 impl Default for SandboxOptions {
@@ -53,6 +57,7 @@ impl Default for SandboxOptions {
             extra_routes: Vec::new(),
             queue_path: None,
             workers: 1,
+            service_bus: None,
         }
     }
 }
@@ -88,13 +93,18 @@ impl Sandbox {
         }
         let mut config = sandbox_config(&arm.base_url());
         (options.configure)(&mut config);
-        let queue: Arc<dyn WorkQueue> = match &options.queue_path {
-            Some(p) => Arc::new(SqliteQueue::open(p).map_err(|e| format!("queue {}: {e}", p.display()))?),
-            None => Arc::new(SqliteQueue::open_in_memory().map_err(|e| format!("queue: {e}"))?),
+        let queue: Arc<dyn WorkQueue> = match (&options.service_bus, &options.queue_path) {
+            (Some(sb), _) => sb.clone(),
+            (None, Some(p)) => Arc::new(SqliteQueue::open(p).map_err(|e| format!("queue {}: {e}", p.display()))?),
+            (None, None) => Arc::new(SqliteQueue::open_in_memory().map_err(|e| format!("queue: {e}"))?),
         };
         let credential = Arc::new(StaticToken(Secret::new(arm.token())));
         let lock = Duration::from_secs(config.queue.lock_secs.max(1));
-        let app = Arc::new(App::build(config, credential, queue, options.extra_routes)?);
+        let mut app = App::build(config, credential, queue, options.extra_routes)?;
+        if let Some(sb) = options.service_bus {
+            app = app.with_trigger_queue(sb);
+        }
+        let app = Arc::new(app);
         let (stop, stopped) = watch::channel(false);
         for _ in 0..options.workers {
             tokio::spawn(worker::run(
@@ -117,7 +127,9 @@ impl Sandbox {
                 })
                 .await;
         });
-        let host = HostEmulator::new(&format!("http://{handler_addr}"));
+        // Binding names as in handlers/*/function.json (tests/function_app.rs checks them).
+        let bindings = Bindings { service_bus: crate::queue::trigger::MESSAGE_BINDING.into(), ..Bindings::default() };
+        let host = HostEmulator::new(&format!("http://{handler_addr}")).with_bindings(bindings);
         Ok(Self { arm, app, host, handler_addr, stop })
     }
 

@@ -1,0 +1,155 @@
+//! The two functions that keep things converged without an event: `Sweep` (timer) and
+//! `WorkQueue` (Service Bus trigger), driven through the host emulator against the fake
+//! ARM and the fake Service Bus.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use axum::http::Method;
+use private_link_autopilot::arm::credential::StaticToken;
+use private_link_autopilot::model::ResourceId;
+use private_link_autopilot::queue::servicebus::{
+    ServiceBusAuth, ServiceBusCredentials, ServiceBusQueue, ServiceBusSettings,
+};
+use private_link_autopilot::queue::work;
+use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault};
+use private_link_autopilot::sandbox::fake_servicebus::{FakeServiceBus, FakeServiceBusOptions};
+use private_link_autopilot::sandbox::harness::{
+    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
+};
+use private_link_autopilot::sandbox::host_emulator::{InvokeOutcome, SbSettlement, ServiceBusProps};
+use serde_json::json;
+
+const ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
+const ALIAS: &str = "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice";
+
+fn clickhouse(name: &str, ip: [u8; 4]) -> EndpointSpec {
+    EndpointSpec::alias(SUB, RG, name, "eastus2", ALIAS).with_ip(Ipv4Addr::from(ip))
+}
+
+async fn sandbox(service_bus: Option<Arc<ServiceBusQueue>>) -> Sandbox {
+    Sandbox::start(SandboxOptions {
+        arm: FakeArmOptions { lro_retry_after_secs: 1, ..FakeArmOptions::default() },
+        zones: vec![ZONE.into()],
+        configure: Box::new(|c| {
+            c.sweep.subscriptions = vec![SUB.into()];
+            c.reconcile.zone_scan_cache_secs = 0;
+        }),
+        workers: 0,
+        service_bus,
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox")
+}
+
+fn logs(outcome: &InvokeOutcome) -> Vec<String> {
+    match outcome {
+        InvokeOutcome::Succeeded(r) => r.logs.clone(),
+        InvokeOutcome::Failed(why) => panic!("invocation failed: {why}"),
+    }
+}
+
+#[tokio::test]
+async fn sweep_converges_missed_events_drift_and_orphans() {
+    let sb = sandbox(None).await;
+    let zone = sb.zone_id(ZONE);
+    // Three endpoints whose events were never delivered.
+    for (i, name) in ["ch-s1", "ch-s2", "ch-s3"].iter().enumerate() {
+        sb.arm.put_endpoint(&clickhouse(name, [10, 1, 2, 10 + i as u8]));
+    }
+    let out = sb.host.invoke_timer("Sweep", false).await.unwrap();
+    assert!(logs(&out)[0].starts_with("sweep: 3 listed"), "{:?}", logs(&out));
+    let rec = sb.arm.record(&zone, "*").expect("missed events converged");
+    assert_eq!(rec.addresses.len(), 3);
+
+    // Drift: someone edits our record; an endpoint is deleted without an event.
+    let mut meta = serde_json::Value::Object(rec.metadata.clone());
+    meta["note"] = json!("hand edit");
+    sb.arm.put_record(&zone, "*", &[Ipv4Addr::new(10, 9, 9, 9)], meta);
+    let gone = format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/privateEndpoints/ch-s3");
+    sb.arm.delete_endpoint(&gone);
+    let out = sb.host.invoke_timer("Sweep", false).await.unwrap();
+    assert!(logs(&out)[0].contains("2 listed, 1 owners not listed re-checked"), "{:?}", logs(&out));
+    let rec = sb.arm.record(&zone, "*").unwrap();
+    let want: Vec<Ipv4Addr> = vec![Ipv4Addr::new(10, 1, 2, 10), Ipv4Addr::new(10, 1, 2, 11)];
+    assert_eq!(rec.addresses, want, "drift repaired, orphan's address removed");
+
+    // Nothing left to do: a third run writes nothing.
+    sb.arm.clear_log();
+    sb.host.invoke_timer("Sweep", false).await.unwrap();
+    assert_eq!(sb.arm.writes_to("/A/"), 0);
+}
+
+#[tokio::test]
+async fn sweeps_never_overlap() {
+    let sb = sandbox(None).await;
+    sb.arm.put_endpoint(&clickhouse("ch-slow", [10, 1, 3, 1]));
+    sb.arm.inject(Fault::delay(
+        None,
+        "/providers/Microsoft.Network/privateEndpoints",
+        std::time::Duration::from_millis(600),
+        1,
+    ));
+    let (a, b) = tokio::join!(sb.host.invoke_timer("Sweep", false), async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        sb.host.invoke_timer("Sweep", false).await
+    });
+    let (a, b) = (logs(&a.unwrap()), logs(&b.unwrap()));
+    assert!(a[0].starts_with("sweep: 1 listed"), "{a:?}");
+    assert_eq!(b, vec!["sweep already running; this run is skipped".to_owned()]);
+}
+
+async fn fake_bus() -> (FakeServiceBus, Arc<ServiceBusQueue>) {
+    let fake = FakeServiceBus::start(FakeServiceBusOptions::default()).await.unwrap();
+    let settings = ServiceBusSettings {
+        namespace: fake.namespace().to_owned(),
+        queue: "work".into(),
+        dead_letter_queue: String::new(),
+        auth: ServiceBusAuth::ManagedIdentity { client_id: String::new() },
+        endpoint_override: fake.base_url().to_owned(),
+        lock_secs: 60,
+    };
+    let creds = ServiceBusCredentials::Tokens(Arc::new(StaticToken(fake.bearer_token().cloned().unwrap())));
+    let queue = Arc::new(ServiceBusQueue::connect(settings, creds).unwrap());
+    (fake, queue)
+}
+
+fn props(message_id: &str) -> ServiceBusProps {
+    ServiceBusProps { message_id: message_id.into(), ..ServiceBusProps::default() }
+}
+
+#[tokio::test]
+async fn work_queue_trigger_reconciles_and_reschedules_on_service_bus() {
+    let (bus, queue) = fake_bus().await;
+    let sb = sandbox(Some(queue)).await;
+    let id = sb.arm.put_endpoint(&clickhouse("ch-wq", [10, 1, 4, 1]));
+    let pe = ResourceId::parse_private_endpoint(&id).unwrap();
+    let body = work::reconcile_retry(&pe, 1, work::now_unix(), "test", std::time::Duration::ZERO).body.to_string();
+
+    // Delivered by the host's serviceBusTrigger: converges, answered 2xx (host completes).
+    let settled = sb.host.deliver_service_bus("WorkQueue", &body, props("m1"), false).await;
+    assert_eq!(settled, SbSettlement::Complete);
+    assert!(sb.arm.record(&sb.zone_id(ZONE), "*").is_some(), "{:?}", bus.queue_snapshot("work-deadletter"));
+
+    // ARM failing: a delayed copy goes to Service Bus and the host still completes this one.
+    sb.arm.inject(Fault::status(Some(Method::GET), "/privateEndpoints/ch-wq", 500, 20));
+    let settled = sb.host.deliver_service_bus("WorkQueue", &body, props("m2"), false).await;
+    assert_eq!(settled, SbSettlement::Complete);
+    let active = bus.queue_snapshot("work").unwrap().active;
+    assert_eq!(active.len(), 1, "the retry is scheduled on the queue");
+    assert_eq!(active[0].correlation_id.as_deref(), Some(pe.key()));
+
+    // A message that is not ours is parked with its reason, not retried forever.
+    let settled = sb.host.deliver_service_bus("WorkQueue", "{\"v\":99}", props("m3"), false).await;
+    assert_eq!(settled, SbSettlement::Complete);
+    let parked = bus.queue_snapshot("work-deadletter").unwrap().active;
+    assert_eq!(parked.len(), 1);
+}
+
+#[tokio::test]
+async fn work_queue_without_service_bus_fails_loudly() {
+    let sb = sandbox(None).await;
+    let settled = sb.host.deliver_service_bus("WorkQueue", "{}", props("m1"), false).await;
+    assert!(matches!(settled, SbSettlement::Abandon(_)), "{settled:?}");
+}

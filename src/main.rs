@@ -74,10 +74,20 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
     Config::load(path, std::env::vars()).map_err(|e| e.to_string())
 }
 
+/// The configured queue: the embedded SQLite file, or Service Bus (for `dlq` against Azure).
 fn open_queue(config: &Config) -> Result<Arc<dyn WorkQueue>, String> {
+    if config.queue.kind == "servicebus" {
+        return Ok(open_service_bus(config)?);
+    }
     let q =
         SqliteQueue::open(Path::new(&config.queue.path)).map_err(|e| format!("queue {}: {e}", config.queue.path))?;
     Ok(Arc::new(q))
+}
+
+fn open_service_bus(config: &Config) -> Result<Arc<ServiceBusQueue>, String> {
+    let settings = app::service_bus_settings(config);
+    let creds = ServiceBusCredentials::from_settings(&settings).map_err(|e| format!("service bus: {e}"))?;
+    Ok(Arc::new(ServiceBusQueue::connect(settings, creds).map_err(|e| format!("service bus: {e}"))?))
 }
 
 /// A fixed bearer token for local fakes (the sandbox, benchmarks). Only accepted when ARM
@@ -190,9 +200,7 @@ async fn serve(config: Config, port: u16) -> Result<(), String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = if config.queue.kind == "servicebus" {
         // In Azure the host's WorkQueue trigger consumes the queue: no workers here.
-        let settings = app::service_bus_settings(&config);
-        let creds = ServiceBusCredentials::from_settings(&settings).map_err(|e| e.to_string())?;
-        let sb = Arc::new(ServiceBusQueue::connect(settings, creds).map_err(|e| e.to_string())?);
+        let sb = open_service_bus(&config)?;
         Arc::new(App::build(config, cred, sb.clone(), routes)?.with_trigger_queue(sb))
     } else {
         let app = Arc::new(App::build(config.clone(), cred, open_queue(&config)?, routes)?);

@@ -499,6 +499,7 @@ impl ArmClient {
         Ok(url)
     }
 
+    /// Polls an `Azure-AsyncOperation` URL until its `status` is terminal.
     async fn poll_async_operation(
         &self,
         url: Url,
@@ -506,31 +507,28 @@ impl ArmClient {
         first_headers: &[(String, String)],
         deadline: Instant,
     ) -> Result<ArmResponse, ArmError> {
-        let mut delay = self.poll_delay(first_headers, 1);
-        let mut poll: u32 = 1;
-        loop {
-            self.sleep_until_poll(path, delay, deadline).await?;
-            let resp = self.poll_get(&url).await?;
+        self.poll_until(url, path, first_headers, deadline, |resp| {
             let status = resp.body.get("status").and_then(Value::as_str).unwrap_or_default().to_string();
             if status.eq_ignore_ascii_case("succeeded") {
-                return Ok(resp);
+                return Some(Ok(resp));
             }
             if status.eq_ignore_ascii_case("failed") || status.eq_ignore_ascii_case("canceled") {
                 let (code, message) = error_from_value(&resp.body);
                 let default_code =
                     if status.eq_ignore_ascii_case("failed") { "OperationFailed" } else { "OperationCanceled" };
-                return Err(ArmError::Operation {
+                return Some(Err(ArmError::Operation {
                     path: path.to_string(),
                     status,
                     code: code.unwrap_or_else(|| default_code.to_string()),
                     message: message.unwrap_or_else(|| "the operation ended without an error message".into()),
-                });
+                }));
             }
-            poll = poll.saturating_add(1);
-            delay = self.poll_delay(&resp.headers, poll);
-        }
+            None
+        })
+        .await
     }
 
+    /// Polls a `Location` URL until it stops answering 202.
     async fn poll_location(
         &self,
         url: Url,
@@ -538,16 +536,30 @@ impl ArmClient {
         first_headers: &[(String, String)],
         deadline: Instant,
     ) -> Result<ArmResponse, ArmError> {
+        self.poll_until(url, path, first_headers, deadline, |resp| (resp.status != 202).then_some(Ok(resp))).await
+    }
+
+    /// GETs `url` (honouring Retry-After between polls, within `deadline`) until `done`
+    /// returns an answer.
+    async fn poll_until(
+        &self,
+        url: Url,
+        path: &str,
+        first_headers: &[(String, String)],
+        deadline: Instant,
+        done: impl Fn(ArmResponse) -> Option<Result<ArmResponse, ArmError>>,
+    ) -> Result<ArmResponse, ArmError> {
         let mut delay = self.poll_delay(first_headers, 1);
         let mut poll: u32 = 1;
         loop {
             self.sleep_until_poll(path, delay, deadline).await?;
             let resp = self.poll_get(&url).await?;
-            if resp.status != 202 {
-                return Ok(resp);
+            let headers = resp.headers.clone();
+            if let Some(result) = done(resp) {
+                return result;
             }
             poll = poll.saturating_add(1);
-            delay = self.poll_delay(&resp.headers, poll);
+            delay = self.poll_delay(&headers, poll);
         }
     }
 

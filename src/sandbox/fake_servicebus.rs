@@ -162,13 +162,7 @@ pub struct FakeServiceBus {
     key_name: String,
     key: Secret,
     bearer: Option<Secret>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeServiceBus {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: super::loopback::LoopbackServer,
 }
 
 impl FakeServiceBus {
@@ -194,15 +188,9 @@ impl FakeServiceBus {
             state: Mutex::new(FakeState { options, entities, log: Vec::new(), faults: VecDeque::new() }),
             wake: Notify::new(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
         let app = axum::Router::new().fallback(handle).with_state(Arc::clone(&shared));
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "fake service bus stopped");
-            }
-        });
-        Ok(Self { shared, base_url, namespace, key_name, key, bearer, task })
+        let server = super::loopback::LoopbackServer::start(app).await?;
+        Ok(Self { shared, base_url: server.base_url(), namespace, key_name, key, bearer, _server: server })
     }
 
     /// `http://127.0.0.1:{port}`: the `endpoint_override`.

@@ -10,3 +10,4 @@ pub mod fake_servicebus;
 pub mod fake_vendors;
 pub mod harness;
 pub mod host_emulator;
+pub mod loopback;

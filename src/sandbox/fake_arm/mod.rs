@@ -25,7 +25,6 @@ pub mod network;
 mod throttle;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,7 +34,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 pub use network::{EndpointSpec, LinkSpec, MemberSpec};
 use throttle::{Buckets, OpKind};
@@ -292,13 +290,12 @@ impl Call<'_> {
 /// The running fake. Dropping it stops the server.
 pub struct FakeArm {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
+    server: super::loopback::LoopbackServer,
 }
 
 impl std::fmt::Debug for FakeArm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeArm").field("addr", &self.addr).finish()
+        f.debug_struct("FakeArm").field("addr", &self.server.addr).finish()
     }
 }
 
@@ -313,16 +310,9 @@ impl FakeArm {
             world: Mutex::new(World { next_ip: u32::from(std::net::Ipv4Addr::new(10, 1, 0, 4)), ..World::default() }),
             base_url: format!("http://{addr}"),
         });
+        // The base URL is part of the state (LRO and nextLink URLs), so bind first.
         let app = Router::new().fallback(serve).with_state(shared.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Ok(Self { shared, addr, _stop: stop })
+        Ok(Self { shared, server: super::loopback::LoopbackServer::serve(listener, app)? })
     }
 
     pub fn base_url(&self) -> String {

@@ -56,13 +56,10 @@ pub mod elastic;
 pub mod zilliz;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use axum::Router;
 use axum::http::{Method, Uri};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// A failure the next requests answer with, whatever they ask.
@@ -161,35 +158,7 @@ impl Gate {
     }
 }
 
-/// Runs an axum server on 127.0.0.1:0 until dropped.
-#[derive(Debug)]
-pub(crate) struct ServerTask {
-    pub(crate) addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl ServerTask {
-    pub(crate) async fn start(router: Router) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::warn!(error = %e, "fake vendor server stopped");
-            }
-        });
-        Ok(Self { addr, task })
-    }
-
-    pub(crate) fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for ServerTask {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+pub(crate) use super::loopback::LoopbackServer as ServerTask;
 
 /// Seconds for a Retry-After-style header, rounded up so clients never come back early.
 pub(crate) fn whole_seconds(d: Duration) -> u64 {

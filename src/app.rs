@@ -75,13 +75,10 @@ impl App {
             router.route(&zone, provider);
         }
         let stats = Arc::new(Stats::default());
-        let reconciler = Arc::new(Reconciler::new(
-            arm.clone(),
-            Arc::new(catalog),
-            Arc::new(router),
-            config.reconcile.clone(),
-            stats.clone(),
-        ));
+        let reconciler = Arc::new(
+            Reconciler::new(arm.clone(), Arc::new(catalog), Arc::new(router), config.reconcile.clone(), stats.clone())
+                .with_approvals(config.approvals.clone()),
+        );
         Ok(Self {
             parallel: Arc::new(Semaphore::new(config.reconcile.max_parallel)),
             retry: RetryPolicy::from_settings(&config.reconcile),

@@ -29,6 +29,7 @@ pub struct Config {
     pub vendors: crate::effects::vendors::VendorsConfig,
     pub audit: AuditSettings,
     pub sweep: SweepSettings,
+    pub approvals: crate::effects::approvals::ApprovalSettings,
     pub log: LogSettings,
 }
 
@@ -323,6 +324,9 @@ impl Config {
         }
         if self.reconcile.max_parallel == 0 {
             return invalid("reconcile.max_parallel", "must be at least 1");
+        }
+        if !matches!(self.approvals.on_violation.as_str(), "leave_pending" | "reject") {
+            return invalid("approvals.on_violation", "must be `leave_pending` or `reject`");
         }
         match self.queue.kind.as_str() {
             "embedded" => {}

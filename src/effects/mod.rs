@@ -1,5 +1,6 @@
 //! Effects: everything that changes the world outside ARM reads. One folder per kind of
 //! effect; each backend behind a small trait.
 
+pub mod approvals;
 pub mod dns;
 pub mod vendors;

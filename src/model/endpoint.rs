@@ -73,6 +73,8 @@ pub struct LinkConnection {
     pub group_ids: Vec<String>,
     pub status: ConnectionStatus,
     pub description: String,
+    /// What the requester wrote (`requestMessage`, at most 140 characters in Azure).
+    pub request_message: String,
     /// From `manualPrivateLinkServiceConnections`.
     pub manual: bool,
 }
@@ -156,6 +158,7 @@ impl PrivateEndpoint {
                         &s(&cp, &["privateLinkServiceConnectionState", "status"]).unwrap_or_default(),
                     ),
                     description: s(&cp, &["privateLinkServiceConnectionState", "description"]).unwrap_or_default(),
+                    request_message: s(&cp, &["requestMessage"]).unwrap_or_default(),
                     manual,
                 });
             }

@@ -7,10 +7,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::arm::ArmClient;
 use crate::arm::endpoints::{EndpointState, read_endpoint};
+use crate::arm::{ArmClient, ArmError};
 use crate::catalog::Catalog;
 use crate::config::ReconcileSettings;
+use crate::effects::approvals::{self, ApprovalDecision, ApprovalSettings};
 use crate::effects::dns::{ARecordSet, DnsError, DnsErrorKind, DnsRouter, RecordKey};
 use crate::model::{PrivateEndpoint, ResourceId};
 use crate::telemetry::Stats;
@@ -67,6 +68,8 @@ pub struct Report {
     pub vendor: Option<String>,
     pub plan: Plan,
     pub applied: Vec<Applied>,
+    /// Decisions on connections to owned resources.
+    pub approvals: Vec<ApprovalDecision>,
     pub outcome: Outcome,
     pub dry_run: bool,
 }
@@ -81,6 +84,7 @@ pub struct Reconciler {
     locks: KeyedLocks,
     zone_cache: Mutex<HashMap<String, (Instant, Vec<ARecordSet>)>>,
     known_zones: Mutex<Option<(Instant, Vec<String>)>>,
+    approvals: ApprovalSettings,
 }
 
 /// Accumulates errors across a plan so one bad record does not hide the others.
@@ -99,6 +103,14 @@ impl Trouble {
                 self.transient.push(e.message.clone());
                 self.retry_after = self.retry_after.max(e.retry_after);
             }
+        }
+    }
+    fn add_arm(&mut self, what: &str, e: &ArmError) {
+        if e.is_transient() {
+            self.transient.push(format!("{what}: {e}"));
+            self.retry_after = self.retry_after.max(e.retry_after());
+        } else {
+            self.permanent.push(format!("{what}: {e}"));
         }
     }
     fn outcome(self, base: Duration) -> Outcome {
@@ -129,7 +141,14 @@ impl Reconciler {
             locks: KeyedLocks::default(),
             zone_cache: Mutex::new(HashMap::new()),
             known_zones: Mutex::new(None),
+            approvals: ApprovalSettings::default(),
         }
+    }
+
+    /// Approve connections to these owned resources (after DNS, in the same reconcile).
+    pub fn with_approvals(mut self, approvals: ApprovalSettings) -> Self {
+        self.approvals = approvals;
+        self
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -155,6 +174,7 @@ impl Reconciler {
             vendor: None,
             plan: Plan { endpoint: id.to_string(), ..Default::default() },
             applied: vec![],
+            approvals: vec![],
             outcome: Outcome::Done,
             dry_run: mode == Mode::DryRun,
         };
@@ -220,6 +240,12 @@ impl Reconciler {
                 self.converge_key(&d.key, mode, report, |actual| plan::plan_present(&endpoint, d, actual)).await;
             if let Err(e) = result {
                 trouble.add(&e);
+            }
+        }
+        if !self.approvals.owned_resources.is_empty() {
+            match approvals::approve_owned(&self.arm, &self.approvals, pe, mode).await {
+                Ok(decisions) => report.approvals = decisions,
+                Err(e) => trouble.add_arm("approving the connection", &e),
             }
         }
         report.outcome = trouble.outcome(self.base_delay());

@@ -20,6 +20,7 @@
 //! Tests and the demo seed state through [`FakeArm`]'s methods (the way a person would
 //! create an endpoint in the portal) and then let the product read it over HTTP.
 
+pub mod connections;
 pub mod dns;
 pub mod network;
 mod throttle;
@@ -492,12 +493,10 @@ async fn take_fault(shared: &Shared, call: &Call<'_>) -> Option<Answer> {
 fn route(shared: &Shared, call: &Call<'_>) -> Answer {
     let s: Vec<&str> = call.segments.iter().map(String::as_str).collect();
     match s.as_slice() {
-        ["subscriptions", _, "providers", "microsoft.network", "locations", _, "operations", op] => {
-            operation_status(shared, op)
-        }
-        ["subscriptions", _, "providers", "microsoft.network", "locations", _, "operationresults", op] => {
-            operation_result(shared, op)
-        }
+        // Operation status and result URLs of any provider (Network, Kusto...).
+        ["subscriptions", _, "providers", _, "locations", _, "operations", op] => operation_status(shared, op),
+        ["subscriptions", _, "providers", _, "locations", _, "operationresults", op] => operation_result(shared, op),
+        _ if s.contains(&"privateendpointconnections") => connections::route(shared, call, &s),
         [
             "subscriptions",
             _,

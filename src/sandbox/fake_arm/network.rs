@@ -270,6 +270,7 @@ impl FakeArm {
                 "nicType": "Standard"
             }
         });
+        super::connections::on_endpoint_put(&mut w, &pe);
         w.put(pe);
         w.put(nic);
         id
@@ -366,6 +367,7 @@ fn next_ip(counter: &mut u32) -> Ipv4Addr {
 fn delete_endpoint(shared: &Shared, id: &str) -> bool {
     let mut w = shared.world();
     let Some(pe) = w.remove(id) else { return false };
+    super::connections::on_endpoint_delete(&mut w, id);
     if let Some(nic) = pe.pointer("/properties/networkInterfaces/0/id").and_then(Value::as_str) {
         w.remove(nic);
     }

@@ -69,6 +69,7 @@ async fn kusto_connection_is_approved_through_the_long_running_put() {
         "the endpoint sees the approval"
     );
     assert!(sb.arm.requests().iter().any(|r| r.path.contains("/operationResults/")), "LRO polled");
+    assert_eq!(sb.app.queue.depth().await.unwrap(), 0, "converged within the invocation");
     // DNS was written in the same reconcile.
     assert!(sb.arm.record(&sb.zone_id("privatelink.eastus2.kusto.windows.net"), "adxowned").is_some());
     // Idempotent: a second event approves nothing again.

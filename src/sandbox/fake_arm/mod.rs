@@ -540,12 +540,18 @@ fn operation_status(shared: &Shared, op: &str) -> Answer {
 }
 
 fn operation_result(shared: &Shared, op: &str) -> Answer {
-    let w = shared.world();
-    match w.operations.get(op) {
-        None => Answer::error(404, "OperationNotFound", format!("Operation '{op}' was not found.")),
-        Some(o) if o.polls_left > 0 => Answer::empty(202).with_header("Retry-After", "1"),
-        Some(Operation { result: Some(v), .. }) => Answer::json(200, v.clone()),
-        Some(_) => Answer::empty(204),
+    let mut w = shared.world();
+    let Some(o) = w.operations.get_mut(op) else {
+        return Answer::error(404, "OperationNotFound", format!("Operation '{op}' was not found."));
+    };
+    // Polling the result URL advances the operation too (clients may poll only this one).
+    if o.polls_left > 0 {
+        o.polls_left -= 1;
+        return Answer::empty(202).with_header("Retry-After", "1");
+    }
+    match &o.result {
+        Some(v) => Answer::json(200, v.clone()),
+        None => Answer::empty(204),
     }
 }
 

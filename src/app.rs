@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use crate::arm::{ArmClient, ArmConfig, TokenSource};
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::effects::audit::{AuditSink, EventGridSink, JsonLinesSink};
 use crate::effects::dns::azure::{AzurePrivateDns, ZoneDirectory, ZoneLocation};
 use crate::effects::dns::{DnsProvider, DnsRouter};
 use crate::queue::WorkQueue;
@@ -46,7 +47,7 @@ impl App {
         queue: Arc<dyn WorkQueue>,
         extra_providers: Vec<ZoneRoute>,
     ) -> Result<Self, String> {
-        let arm = ArmClient::new(arm_config(&config), credential).map_err(|e| format!("ARM client: {e}"))?;
+        let arm = ArmClient::new(arm_config(&config), credential.clone()).map_err(|e| format!("ARM client: {e}"))?;
         let catalog_file = (!config.catalog.file.is_empty()).then(|| Path::new(&config.catalog.file));
         let catalog = Catalog::load(catalog_file, config.catalog.include_builtin).map_err(|e| e.to_string())?;
         let mut directory = ZoneDirectory::default();
@@ -75,10 +76,13 @@ impl App {
             router.route(&zone, provider);
         }
         let stats = Arc::new(Stats::default());
-        let reconciler = Arc::new(
+        let mut reconciler =
             Reconciler::new(arm.clone(), Arc::new(catalog), Arc::new(router), config.reconcile.clone(), stats.clone())
-                .with_approvals(config.approvals.clone()),
-        );
+                .with_approvals(config.approvals.clone());
+        if let Some(sink) = audit_sink(&config, &credential)? {
+            reconciler = reconciler.with_audit(sink);
+        }
+        let reconciler = Arc::new(reconciler);
         Ok(Self {
             parallel: Arc::new(Semaphore::new(config.reconcile.max_parallel)),
             retry: RetryPolicy::from_settings(&config.reconcile),
@@ -173,4 +177,19 @@ pub fn service_bus_settings(config: &Config) -> ServiceBusSettings {
         endpoint_override: String::new(),
         lock_secs: q.lock_secs,
     }
+}
+
+/// The audit destination: the Event Grid topic when configured (Azure), else the local
+/// JSON-lines file, else none.
+fn audit_sink(config: &Config, credential: &Arc<dyn TokenSource>) -> Result<Option<Arc<dyn AuditSink>>, String> {
+    let source = "/privatelinkautopilot";
+    let a = &config.audit;
+    if !a.topic_endpoint.trim().is_empty() {
+        let sink = EventGridSink::new(a.topic_endpoint.trim(), credential.clone(), source)?;
+        return Ok(Some(Arc::new(sink)));
+    }
+    if !a.file.trim().is_empty() {
+        return Ok(Some(Arc::new(JsonLinesSink::new(a.file.trim(), source))));
+    }
+    Ok(None)
 }

@@ -233,8 +233,8 @@ impl Default for SweepSettings {
     }
 }
 
-/// Audit events. Accepted now so deployments can set them; publishing arrives with the
-/// approvals/sweep work (issue 4) and until then these keys have no effect.
+/// Audit events (CloudEvents 1.0): to the Event Grid topic when `topic_endpoint` is set,
+/// else to the JSON-lines `file`, else nowhere (`file = ""`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSettings {

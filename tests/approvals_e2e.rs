@@ -55,7 +55,10 @@ fn status(v: &serde_json::Value) -> &str {
 
 #[tokio::test]
 async fn kusto_connection_is_approved_through_the_long_running_put() {
-    let sb = sandbox(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let audit_path = audit.display().to_string();
+    let sb = sandbox(move |c| c.audit.file = audit_path).await;
     let (id, delivery) = sb.create(&kusto_pe("adx-pe")).await;
     assert_eq!(delivery.status, 202);
     assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Approved");
@@ -79,6 +82,63 @@ async fn kusto_connection_is_approved_through_the_long_running_put() {
     )])
     .await;
     assert_eq!(sb.arm.writes_to("/privateEndpointConnections/"), 1);
+    // Audited as CloudEvents with the endpoint as subject.
+    let lines = std::fs::read_to_string(&audit).unwrap();
+    let events: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let approved =
+        events.iter().find(|e| e["type"] == "com.privatelinkautopilot.approval.approved").expect("approval audited");
+    assert_eq!(approved["specversion"], "1.0");
+    assert_eq!(approved["subject"].as_str().unwrap().to_ascii_lowercase(), id.to_ascii_lowercase());
+    assert!(events.iter().any(|e| e["type"] == "com.privatelinkautopilot.dns.record.written"));
+}
+
+#[tokio::test]
+async fn audit_events_reach_an_event_grid_topic_with_a_bearer_token() {
+    use axum::http::{HeaderMap, StatusCode};
+    use private_link_autopilot::arm::Secret;
+    use private_link_autopilot::arm::credential::StaticToken;
+    use private_link_autopilot::effects::audit::{AuditEvent, AuditSink, EventGridSink};
+    use std::sync::{Arc, Mutex};
+
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (seen2, calls2) = (seen.clone(), calls.clone());
+    let app = axum::Router::new().route(
+        "/api/events",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (seen, calls) = (seen2.clone(), calls2.clone());
+            async move {
+                // First call throttled: the sink must retry.
+                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")]).into_response();
+                }
+                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                if !ct.starts_with("application/cloudevents-batch+json") || auth != "Bearer topic-token" {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                let batch: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+                seen.lock().unwrap().extend(batch);
+                StatusCode::OK.into_response()
+            }
+        }),
+    );
+    use axum::response::IntoResponse;
+    let server = private_link_autopilot::sandbox::loopback::LoopbackServer::start(app).await.unwrap();
+    let endpoint = format!("{}/api/events", server.base_url());
+    let sink = EventGridSink::new(&endpoint, Arc::new(StaticToken(Secret::new("topic-token"))), "/test").unwrap();
+    let event = AuditEvent {
+        kind: "dns.record.written".into(),
+        subject: "/subscriptions/s/x".into(),
+        data: serde_json::json!({}),
+    };
+    sink.publish(&[event]).await.expect("published after one retry");
+    let published = seen.lock().unwrap().clone();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0]["type"], "com.privatelinkautopilot.dns.record.written");
+    let wrong = EventGridSink::new(&endpoint, Arc::new(StaticToken(Secret::new("nope"))), "/test").unwrap();
+    let err = wrong.publish(&[AuditEvent { kind: "x".into(), subject: "s".into(), data: serde_json::json!({}) }]).await;
+    assert!(err.unwrap_err().contains("401"));
 }
 
 #[tokio::test]

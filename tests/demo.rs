@@ -23,6 +23,8 @@ async fn demo_converges_and_cleans_up() {
     assert_eq!(wildcard.addresses.len(), 1);
     assert_eq!(s.throttled, 0);
     assert_eq!(s.queue_depth, 0);
+    // Every record write and removal is audited (12 writes, 5 removals in this script).
+    assert!(s.audit_events >= 15, "audit events: {}", s.audit_events);
     if ci {
         assert!(s.used_bind);
     }

@@ -2,5 +2,6 @@
 //! effect; each backend behind a small trait.
 
 pub mod approvals;
+pub mod audit;
 pub mod dns;
 pub mod vendors;

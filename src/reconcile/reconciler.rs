@@ -12,6 +12,7 @@ use crate::arm::{ArmClient, ArmError};
 use crate::catalog::Catalog;
 use crate::config::ReconcileSettings;
 use crate::effects::approvals::{self, ApprovalDecision, ApprovalSettings};
+use crate::effects::audit::{self, AuditSink};
 use crate::effects::dns::{ARecordSet, DnsError, DnsErrorKind, DnsRouter, RecordKey};
 use crate::model::{PrivateEndpoint, ResourceId};
 use crate::telemetry::Stats;
@@ -85,6 +86,7 @@ pub struct Reconciler {
     zone_cache: Mutex<HashMap<String, (Instant, Vec<ARecordSet>)>>,
     known_zones: Mutex<Option<(Instant, Vec<String>)>>,
     approvals: ApprovalSettings,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 /// Accumulates errors across a plan so one bad record does not hide the others.
@@ -142,7 +144,14 @@ impl Reconciler {
             zone_cache: Mutex::new(HashMap::new()),
             known_zones: Mutex::new(None),
             approvals: ApprovalSettings::default(),
+            audit: None,
         }
+    }
+
+    /// Publish what each reconcile did (DNS writes, conflicts, approval decisions).
+    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
     }
 
     /// Approve connections to these owned resources (after DNS, in the same reconcile).
@@ -217,6 +226,12 @@ impl Reconciler {
             }
         }
         self.count_outcome(&report.outcome);
+        if let Some(sink) = &self.audit {
+            let events = audit::events_for(&report);
+            if let Err(e) = sink.publish(&events).await {
+                tracing::error!(endpoint = %report.endpoint, error = %e, lost = events.len(), "audit events not published");
+            }
+        }
         report
     }
 

@@ -61,6 +61,7 @@ pub struct DemoSummary {
     pub arm_writes: usize,
     pub throttled: usize,
     pub queue_depth: usize,
+    pub audit_events: usize,
     pub elapsed: Duration,
 }
 
@@ -262,7 +263,15 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
     } else {
         zones.push(ELASTIC_ZONE.to_owned());
     }
-    let options = SandboxOptions { arm: FakeArmOptions::default(), zones, extra_routes, ..SandboxOptions::default() };
+    let audit_file = std::env::temp_dir().join(format!("autopilot-demo-audit-{}.jsonl", std::process::id()));
+    let audit_path = audit_file.display().to_string();
+    let options = SandboxOptions {
+        arm: FakeArmOptions::default(),
+        zones,
+        extra_routes,
+        configure: Box::new(move |c| c.audit.file = audit_path),
+        ..SandboxOptions::default()
+    };
     let sb = Sandbox::start(options).await?;
     let bind_ref = bind_provider.as_deref();
 
@@ -319,8 +328,21 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
             r.backend
         );
     }
+    let audit_lines = std::fs::read_to_string(&audit_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&audit_file);
+    let mut audit_types: BTreeMap<String, usize> = BTreeMap::new();
+    for line in audit_lines.lines() {
+        let t =
+            serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["type"].as_str().map(str::to_owned));
+        *audit_types.entry(t.unwrap_or_else(|| "unreadable".into())).or_default() += 1;
+    }
+    println!("\naudit events (CloudEvents, {}):", audit_types.values().sum::<usize>());
+    for (t, n) in &audit_types {
+        println!("  {n:>3}  {t}");
+    }
     let requests = sb.arm.requests();
     let summary = DemoSummary {
+        audit_events: audit_types.values().sum(),
         arm_requests: requests.len(),
         arm_writes: requests.iter().filter(|r| r.is_write() && r.status < 300).count(),
         throttled: requests.iter().filter(|r| r.status == 429).count(),

@@ -21,6 +21,7 @@ fn endpoint() -> VendorEndpoint {
         subscription_id: "00000000-0000-0000-0000-000000000000".into(),
         location: "westus3".into(),
         alias: None,
+        targets: vec![],
     }
 }
 

@@ -4,4 +4,5 @@
 pub mod approvals;
 pub mod audit;
 pub mod dns;
+pub mod marks;
 pub mod vendors;

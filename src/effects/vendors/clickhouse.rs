@@ -165,9 +165,6 @@ impl ClickHouse {
     pub fn from_config(cfg: &ClickHouseConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         const S: &str = "clickhouse";
         super::require_setting(S, "organization_id", &cfg.organization_id)?;
-        if cfg.service_ids.iter().all(|s| s.trim().is_empty()) {
-            return Err("[vendors.clickhouse] service_ids must list at least one service id".into());
-        }
         let base_url = super::normalize_base_url(S, &cfg.base_url)?;
         let key_id = super::secret_from_env(env, S, "key_id_env", &cfg.key_id_env)?;
         let key_secret = super::secret_from_env(env, S, "key_secret_env", &cfg.key_secret_env)?;
@@ -194,6 +191,18 @@ impl ClickHouse {
                 .require_guid("clickhouse", "endpoint_id = \"resource_guid\" needs as the ClickHouse endpoint id")?
                 .to_string()),
         }
+    }
+
+    /// The services this endpoint goes to: the routing rules' choice, else the defaults.
+    fn services_for<'a>(&'a self, ep: &'a VendorEndpoint) -> Result<&'a [String], VendorError> {
+        let services = if ep.targets.is_empty() { &self.service_ids } else { &ep.targets };
+        if services.is_empty() {
+            return Err(VendorError::config(format!(
+                "clickhouse: no service chosen for private endpoint {}: set [vendors.clickhouse] service_ids or a [[vendors.rules]] entry",
+                ep.pe_id
+            )));
+        }
+        Ok(services)
     }
 
     /// Every id form this endpoint may have been registered under.
@@ -245,7 +254,7 @@ impl Vendor for ClickHouse {
     async fn register(&self, ep: &VendorEndpoint) -> Result<Change, VendorError> {
         let id = self.endpoint_id(ep)?;
         let mut change = Change::AlreadyInPlace;
-        for service in &self.service_ids {
+        for service in self.services_for(ep)? {
             let current = self.get_service(service, ep).await?;
             if contains(current.private_endpoint_ids.as_deref().unwrap_or_default(), &id) {
                 continue;
@@ -261,7 +270,7 @@ impl Vendor for ClickHouse {
     async fn deregister(&self, ep: &VendorEndpoint) -> Result<Change, VendorError> {
         let ids = Self::known_ids(ep);
         let mut change = Change::AlreadyInPlace;
-        for service in &self.service_ids {
+        for service in self.services_for(ep)? {
             let current = self.get_service(service, ep).await?;
             // Send the ids back exactly as ClickHouse stores them.
             let present: Vec<String> = current
@@ -309,7 +318,7 @@ impl Vendor for ClickHouse {
 
     async fn is_registered(&self, ep: &VendorEndpoint) -> Result<bool, VendorError> {
         let id = self.endpoint_id(ep)?;
-        for service in &self.service_ids {
+        for service in self.services_for(ep)? {
             let current = self.get_service(service, ep).await?;
             if !contains(current.private_endpoint_ids.as_deref().unwrap_or_default(), &id) {
                 return Ok(false);

@@ -191,9 +191,6 @@ const RULESETS: &str = "/api/v1/deployments/traffic-filter/rulesets";
 impl Elastic {
     pub fn from_config(cfg: &ElasticConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         const S: &str = "elastic";
-        if cfg.deployment_ids.iter().all(|d| d.trim().is_empty()) {
-            return Err("[vendors.elastic] deployment_ids must list at least one deployment id".into());
-        }
         let region = cfg.region.trim().to_ascii_lowercase();
         if !region.is_empty() && !region.starts_with("azure-") {
             return Err(format!(
@@ -216,6 +213,18 @@ impl Elastic {
             api_key,
             transport: Transport::new(S, base_url, &settings)?,
         })
+    }
+
+    /// The deployments this endpoint goes to: the routing rules' choice, else the defaults.
+    fn deployments_for<'a>(&'a self, ep: &'a VendorEndpoint) -> Result<&'a [String], VendorError> {
+        let deployments = if ep.targets.is_empty() { &self.deployment_ids } else { &ep.targets };
+        if deployments.is_empty() {
+            return Err(VendorError::config(format!(
+                "elastic: no deployment chosen for private endpoint {}: set [vendors.elastic] deployment_ids or a [[vendors.rules]] entry",
+                ep.pe_id
+            )));
+        }
+        Ok(deployments)
     }
 
     /// The Elastic region for this endpoint's ruleset.
@@ -320,7 +329,7 @@ impl Vendor for Elastic {
                 (created.id, None)
             }
         };
-        for deployment in &self.deployment_ids {
+        for deployment in self.deployments_for(ep)? {
             if existing.as_ref().is_some_and(|r| Self::associated(r, deployment)) {
                 continue;
             }
@@ -382,7 +391,8 @@ impl Vendor for Elastic {
     async fn is_registered(&self, ep: &VendorEndpoint) -> Result<bool, VendorError> {
         let guid = ep.require_guid("elastic", "Elastic needs as azure_endpoint_guid")?;
         let found = self.find(ep, guid, &self.region_for(ep)).await?;
-        Ok(found.first().is_some_and(|r| self.deployment_ids.iter().all(|d| Self::associated(r, d))))
+        let deployments = self.deployments_for(ep)?;
+        Ok(found.first().is_some_and(|r| deployments.iter().all(|d| Self::associated(r, d))))
     }
 }
 

@@ -24,6 +24,7 @@
 
 pub mod clickhouse;
 pub mod elastic;
+pub mod ledger;
 pub mod rate_limit;
 pub mod zilliz;
 
@@ -74,6 +75,11 @@ pub struct VendorEndpoint {
     pub location: String,
     /// The Private Link Service alias the endpoint targets, if it targets one (lower case).
     pub alias: Option<String>,
+    /// What to register the endpoint with on the vendor's side, as chosen by the routing
+    /// rules (`routing.rs`): ClickHouse service ids, Elastic deployment ids, a Zilliz
+    /// project id. Empty means the vendor section's own defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
 }
 
 impl VendorEndpoint {
@@ -89,6 +95,7 @@ impl VendorEndpoint {
             subscription_id: pe.id.subscription().to_string(),
             location: pe.location.to_ascii_lowercase(),
             alias,
+            targets: vec![],
         }
     }
 
@@ -397,6 +404,7 @@ mod tests {
             subscription_id: "s".into(),
             location: "westus3".into(),
             alias: Some("production-eastus2-0-0.0000.eastus2.azure.privatelinkservice".into()),
+            targets: vec![],
         };
         assert_eq!(ep.alias_region(), Some("eastus2"));
     }

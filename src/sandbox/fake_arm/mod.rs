@@ -23,6 +23,7 @@
 pub mod connections;
 pub mod dns;
 pub mod network;
+pub mod tags;
 mod throttle;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -497,6 +498,7 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         ["subscriptions", _, "providers", _, "locations", _, "operations", op] => operation_status(shared, op),
         ["subscriptions", _, "providers", _, "locations", _, "operationresults", op] => operation_result(shared, op),
         _ if s.contains(&"privateendpointconnections") => connections::route(shared, call, &s),
+        [.., "providers", "microsoft.resources", "tags", "default"] => tags::route(shared, call),
         [
             "subscriptions",
             _,

@@ -1,0 +1,134 @@
+//! Marks on the endpoint itself: what state it is in and what we did, as tags.
+//!
+//! A person looking at a private endpoint in the portal should see at a glance whether
+//! autopilot handled it. Tags go through the Tags API (`PATCH
+//! {pe}/providers/Microsoft.Resources/tags/default`, operation Merge): a private endpoint
+//! has no PATCH, and a full PUT would be a long-running operation that re-emits a write
+//! event. Merge leaves every other tag alone; we write only when our tags would change
+//! (so a redelivered event writes nothing), and never push a resource past Azure's 50
+//! tags (skipped and reported instead).
+//!
+//! `<prefix>state` is the connection state, `<prefix>done` what we did (`dns`,
+//! `approval`), `<prefix>since` when the state last changed: a Pending endpoint older than
+//! `pending_warning_after_secs` is reported as overdue with the step that is missing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::arm::client::Method;
+use crate::arm::{ArmClient, ArmError, ArmRequest};
+use crate::model::endpoint::{LinkTarget, PrivateEndpoint};
+use crate::reconcile::Mode;
+
+pub const TAGS_API: &str = "2025-04-01";
+pub const MAX_TAGS: usize = 50;
+
+/// `[marks]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarkSettings {
+    pub enabled: bool,
+    pub prefix: String,
+    /// A Pending endpoint older than this is reported as overdue.
+    pub pending_warning_after_secs: u64,
+}
+
+impl Default for MarkSettings {
+    fn default() -> Self {
+        Self { enabled: true, prefix: "plautopilot-".into(), pending_warning_after_secs: 3600 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MarkReport {
+    /// The tags we wanted on the endpoint.
+    pub tags: BTreeMap<String, String>,
+    pub written: bool,
+    /// Why we did not write (tag limit), if so.
+    pub skipped: Option<String>,
+    /// Pending for too long: the step that is missing.
+    pub overdue: Option<String>,
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn age(since: &str) -> Option<Duration> {
+    let t = time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339).ok()?;
+    let secs = (time::OffsetDateTime::now_utc() - t).whole_seconds();
+    u64::try_from(secs).ok().map(Duration::from_secs)
+}
+
+/// Computes and (in apply mode) writes the endpoint's marks. `state` is the connection
+/// state after this reconcile (an approval we just made counts); `done` what we did.
+pub async fn mark(
+    arm: &ArmClient,
+    settings: &MarkSettings,
+    pe: &PrivateEndpoint,
+    state: &str,
+    done: &[&str],
+    missing_step: &str,
+    mode: Mode,
+) -> Result<MarkReport, ArmError> {
+    let p = &settings.prefix;
+    let (k_state, k_done, k_since) = (format!("{p}state"), format!("{p}done"), format!("{p}since"));
+    let current_state = pe.tags.get(&k_state).cloned().unwrap_or_default();
+    let since = match pe.tags.get(&k_since) {
+        Some(s) if current_state.eq_ignore_ascii_case(state) => s.clone(),
+        _ => now_rfc3339(),
+    };
+    let mut tags = BTreeMap::new();
+    tags.insert(k_state.clone(), state.to_owned());
+    tags.insert(k_done.clone(), done.join(","));
+    tags.insert(k_since.clone(), since.clone());
+    let overdue = (state.eq_ignore_ascii_case("pending")
+        && age(&since).is_some_and(|a| a.as_secs() >= settings.pending_warning_after_secs))
+    .then(|| missing_step.to_owned());
+    let mut report = MarkReport { tags: tags.clone(), written: false, skipped: None, overdue };
+    if tags.iter().all(|(k, v)| pe.tags.get(k) == Some(v)) {
+        return Ok(report);
+    }
+    let new_keys = tags.keys().filter(|k| !pe.tags.contains_key(*k)).count();
+    if pe.tags.len() + new_keys > MAX_TAGS {
+        report.skipped = Some(format!(
+            "the endpoint has {} tags; adding {new_keys} would pass Azure's limit of {MAX_TAGS}",
+            pe.tags.len()
+        ));
+        return Ok(report);
+    }
+    if mode == Mode::Apply {
+        let body = json!({"operation": "Merge", "properties": {"tags": tags}});
+        let path = format!("{}/providers/Microsoft.Resources/tags/default", pe.id.as_str());
+        arm.send_and_wait(ArmRequest::new(Method::Patch, path, TAGS_API).body(body)).await?;
+        report.written = true;
+    }
+    Ok(report)
+}
+
+/// What a person should look at when an endpoint stays Pending.
+pub fn missing_step(pe: &PrivateEndpoint, vendor: Option<&str>, approval_note: Option<&str>) -> String {
+    if let Some(note) = approval_note {
+        return format!("owned target: {note}");
+    }
+    match (pe.target(), vendor) {
+        (_, Some(v)) => format!("vendor {v} has not approved the connection yet"),
+        (Some(LinkTarget::Resource(t)), None) => format!("the owner of {t} has not approved the connection"),
+        (Some(LinkTarget::Alias(a)), None) => format!("the service behind alias {a} has not approved the connection"),
+        _ => "the target's owner has not approved the connection".into(),
+    }
+}
+
+/// Current connection state of the endpoint's first connection.
+pub fn connection_state(pe: &PrivateEndpoint) -> String {
+    pe.connections.first().map(|c| c.status.as_str().to_owned()).unwrap_or_else(|| "Unknown".into())
+}
+
+impl MarkReport {
+    pub fn as_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}

@@ -14,6 +14,9 @@ use crate::config::Config;
 use crate::effects::audit::{AuditSink, EventGridSink, JsonLinesSink};
 use crate::effects::dns::azure::{AzurePrivateDns, ZoneDirectory, ZoneLocation};
 use crate::effects::dns::{DnsProvider, DnsRouter};
+use crate::effects::vendors::build_vendors;
+use crate::effects::vendors::ledger::{Ledger, SqliteLedger};
+use crate::effects::vendors::sync::VendorSync;
 use crate::queue::WorkQueue;
 use crate::queue::servicebus::{ServiceBusAuth, ServiceBusSettings};
 use crate::queue::trigger::TriggerQueue;
@@ -47,6 +50,18 @@ impl App {
         queue: Arc<dyn WorkQueue>,
         extra_providers: Vec<ZoneRoute>,
     ) -> Result<Self, String> {
+        Self::build_with_env(config, credential, queue, extra_providers, &|k| std::env::var(k).ok())
+    }
+
+    /// [`App::build`] with the environment that resolves vendor secrets given explicitly
+    /// (the sandbox passes its fake vendors' keys without touching the process env).
+    pub fn build_with_env(
+        config: Config,
+        credential: Arc<dyn TokenSource>,
+        queue: Arc<dyn WorkQueue>,
+        extra_providers: Vec<ZoneRoute>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
         let arm = ArmClient::new(arm_config(&config), credential.clone()).map_err(|e| format!("ARM client: {e}"))?;
         let catalog_file = (!config.catalog.file.is_empty()).then(|| Path::new(&config.catalog.file));
         let catalog = Catalog::load(catalog_file, config.catalog.include_builtin).map_err(|e| e.to_string())?;
@@ -78,14 +93,22 @@ impl App {
         let stats = Arc::new(Stats::default());
         let mut reconciler =
             Reconciler::new(arm.clone(), Arc::new(catalog), Arc::new(router), config.reconcile.clone(), stats.clone())
-                .with_approvals(config.approvals.clone());
+                .with_approvals(config.approvals.clone())
+                .with_marks(config.marks.clone());
         if let Some(sink) = audit_sink(&config, &credential)? {
             reconciler = reconciler.with_audit(sink);
         }
+        let vendors = build_vendors(&config.vendors, env)?;
+        if !vendors.is_empty() {
+            let ledger = ledger(&config)?;
+            reconciler = reconciler.with_vendors(Arc::new(VendorSync::new(vendors, config.vendors.clone(), ledger)));
+        }
+        let mut retry = RetryPolicy::from_settings(&config.reconcile);
+        retry.recheck_window = Duration::from_secs(config.marks.recheck_window_secs);
         let reconciler = Arc::new(reconciler);
         Ok(Self {
             parallel: Arc::new(Semaphore::new(config.reconcile.max_parallel)),
-            retry: RetryPolicy::from_settings(&config.reconcile),
+            retry,
             arm,
             reconciler,
             queue,
@@ -176,6 +199,18 @@ pub fn service_bus_settings(config: &Config) -> ServiceBusSettings {
         auth,
         endpoint_override: String::new(),
         lock_secs: q.lock_secs,
+    }
+}
+
+/// The registration ledger `[ledger]` names.
+pub fn ledger(config: &Config) -> Result<Arc<dyn Ledger>, String> {
+    let l = &config.ledger;
+    match l.kind.as_str() {
+        "sqlite" if l.path.trim().is_empty() => {
+            Ok(Arc::new(SqliteLedger::open_in_memory().map_err(|e| e.to_string())?))
+        }
+        "sqlite" => Ok(Arc::new(SqliteLedger::open(Path::new(l.path.trim())).map_err(|e| e.to_string())?)),
+        other => Err(format!("ledger.kind {other:?} is not supported by this build")),
     }
 }
 

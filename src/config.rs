@@ -30,6 +30,8 @@ pub struct Config {
     pub audit: AuditSettings,
     pub sweep: SweepSettings,
     pub approvals: crate::effects::approvals::ApprovalSettings,
+    pub marks: crate::effects::marks::MarkSettings,
+    pub ledger: LedgerSettings,
     pub log: LogSettings,
 }
 
@@ -250,6 +252,33 @@ impl Default for AuditSettings {
     }
 }
 
+/// `[ledger]`: where vendor registrations are written down (see
+/// `effects::vendors::ledger`). `sqlite` for a laptop and the demo; `table` (Azure Table
+/// storage in the app's own storage account, managed identity) in Azure, where an
+/// instance has no durable disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// `sqlite` or `table`.
+    pub kind: String,
+    /// SQLite file (`kind = "sqlite"`); empty = in memory (tests only: lost on exit).
+    pub path: String,
+    /// `https://<account>.table.core.windows.net` (`kind = "table"`).
+    pub table_endpoint: String,
+    pub table: String,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            kind: "sqlite".into(),
+            path: ".autopilot/ledger.sqlite".into(),
+            table_endpoint: String::new(),
+            table: "vendorregistrations".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
@@ -327,6 +356,17 @@ impl Config {
         }
         if !matches!(self.approvals.on_violation.as_str(), "leave_pending" | "reject") {
             return invalid("approvals.on_violation", "must be `leave_pending` or `reject`");
+        }
+        match self.ledger.kind.as_str() {
+            "sqlite" => {}
+            "table" if self.ledger.table_endpoint.trim().is_empty() => {
+                return invalid("ledger.table_endpoint", "is required when ledger.kind = \"table\"");
+            }
+            "table" => {}
+            _ => return invalid("ledger.kind", "must be `sqlite` or `table`"),
+        }
+        if let Err(e) = crate::effects::vendors::routing::validate(&self.vendors) {
+            return invalid("vendors", &e);
         }
         match self.queue.kind.as_str() {
             "embedded" => {}

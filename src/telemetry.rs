@@ -22,6 +22,8 @@ pub struct Stats {
     pub dns_updated: AtomicU64,
     pub dns_deleted: AtomicU64,
     pub dns_conflicts: AtomicU64,
+    pub vendor_calls_ok: AtomicU64,
+    pub vendor_calls_failed: AtomicU64,
 }
 
 impl Stats {
@@ -44,6 +46,8 @@ impl Stats {
             "dns_updated": g(&self.dns_updated),
             "dns_deleted": g(&self.dns_deleted),
             "dns_conflicts": g(&self.dns_conflicts),
+            "vendor_calls_ok": g(&self.vendor_calls_ok),
+            "vendor_calls_failed": g(&self.vendor_calls_failed),
         })
     }
 }

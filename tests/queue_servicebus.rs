@@ -320,6 +320,7 @@ fn policy() -> RetryPolicy {
         backoff: Backoff::new(Duration::from_secs(10), Duration::from_secs(300)),
         window: Duration::from_secs(3600),
         max_attempts: 50,
+        recheck_window: Duration::from_secs(3600),
     }
 }
 

@@ -275,6 +275,11 @@ impl Matcher {
     }
 }
 
+/// [`glob_match`] ignoring ASCII case (aliases, request messages, resource ids).
+pub fn glob_match_ci(pattern: &str, text: &str) -> bool {
+    glob_match(&pattern.to_ascii_lowercase(), &text.to_ascii_lowercase())
+}
+
 /// `*` matches any run of characters (including dots); everything else literally.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();

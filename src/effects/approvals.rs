@@ -88,29 +88,7 @@ fn api_version(target: &str) -> &'static str {
     }
 }
 
-/// `*` matches any run of characters; everything else literally, case-insensitively.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.to_ascii_lowercase(), text.to_ascii_lowercase());
-    let parts: Vec<&str> = p.split('*').collect();
-    if parts.len() == 1 {
-        return p == t;
-    }
-    let mut rest = t.as_str();
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else { return false };
-            rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    true
-}
+pub use crate::catalog::glob_match_ci as glob_match;
 
 impl ApprovalSettings {
     pub fn owns(&self, target: &str) -> bool {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::arm::TokenSource;
 use crate::backoff::{Backoff, parse_retry_after};
 use crate::effects::approvals::ApprovalAction;
+use crate::effects::vendors::sync::VendorIntent;
 use crate::reconcile::plan::DnsAction;
 use crate::reconcile::reconciler::Report;
 
@@ -76,6 +77,29 @@ pub fn events_for(report: &Report) -> Vec<AuditEvent> {
             _ => continue,
         };
         out.push(ev(kind, json!({"target": d.target, "connection": d.connection, "reason": d.reason})));
+    }
+    for v in &report.vendors {
+        match &v.intent {
+            VendorIntent::Unmatched { reason } => {
+                out.push(ev("vendor.unmatched", json!({"vendor": v.vendor, "reason": reason})));
+            }
+            VendorIntent::Disabled => out.push(ev(
+                "vendor.disabled",
+                json!({"vendor": v.vendor, "reason": format!("[vendors.{}] is not enabled", v.vendor)}),
+            )),
+            _ => {}
+        }
+    }
+    if let Some(m) = &report.marks {
+        if m.written {
+            out.push(ev("endpoint.marked", json!({"tags": m.tags})));
+        }
+        if let Some(why) = &m.skipped {
+            out.push(ev("endpoint.mark_skipped", json!({"reason": why})));
+        }
+        if let Some(step) = &m.overdue {
+            out.push(ev("endpoint.pending_overdue", json!({"missing_step": step, "tags": m.tags})));
+        }
     }
     out
 }

@@ -34,11 +34,19 @@ pub struct MarkSettings {
     pub prefix: String,
     /// A Pending endpoint older than this is reported as overdue.
     pub pending_warning_after_secs: u64,
+    /// After a vendor registration, re-read the connection state (backing off) for this
+    /// long; the sweep catches anything approved later.
+    pub recheck_window_secs: u64,
 }
 
 impl Default for MarkSettings {
     fn default() -> Self {
-        Self { enabled: true, prefix: "plautopilot-".into(), pending_warning_after_secs: 3600 }
+        Self {
+            enabled: true,
+            prefix: "plautopilot-".into(),
+            pending_warning_after_secs: 3600,
+            recheck_window_secs: 6 * 3600,
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use super::events::{self, Classified};
 use super::protocol::{self, InvocationRequest, InvocationResponse};
 use crate::app::App;
 use crate::model::ResourceId;
+use crate::queue::worker::{self, Settlement};
 use crate::queue::{trigger, work};
 use crate::reconcile::{Mode, Outcome, Report};
 use crate::telemetry::Stats;
@@ -157,6 +158,15 @@ pub async fn reconcile_and_queue(
             Err(why) => (format!("{id}: {why}"), Some((why.clone(), Duration::from_secs(1)))),
         };
         logs.push(line);
+        if let Ok(report) = &result {
+            for msg in worker::follow_ups(report, &id) {
+                let what = msg.dedupe_key.clone();
+                if let Err(e) = app.queue.enqueue(msg).await {
+                    return Err(format!("could not queue {what}: {e}"));
+                }
+                logs.push(format!("{id}: queued {what}"));
+            }
+        }
         if let Some((reason, after)) = retry {
             let msg = work::reconcile_retry(&id, 1, work::now_unix(), &reason, after);
             if let Err(e) = app.queue.enqueue(msg).await {
@@ -183,10 +193,21 @@ async fn work_queue(State(app): State<Arc<App>>, body: Bytes) -> Response {
         );
     };
     let reconciler = app.reconciler.clone();
-    let answer = trigger::handle_trigger(&body, queue.as_ref(), &app.retry, |_delivery, id| async move {
-        reconciler.reconcile(&id, Mode::Apply).await.outcome
+    let answer = trigger::handle_trigger(&body, queue.as_ref(), &app.retry, |delivery, id| async move {
+        match work::parse(&delivery.body) {
+            Ok((item, _)) => worker::execute(&reconciler, &item, &id).await,
+            Err(e) => Outcome::Failed { reason: format!("unreadable message: {e}") }.into(),
+        }
     })
     .await;
+    if let Settlement::DeadLettered { reason } = &answer.settlement {
+        let parsed =
+            InvocationRequest::parse(&body).ok().map(|req| trigger::parse_message(&req, trigger::MESSAGE_BINDING));
+        let item = parsed.as_ref().and_then(|m| work::parse(&m.delivery.body).ok());
+        let subject = item.as_ref().map(|(_, id)| id.to_string()).unwrap_or_default();
+        let event = worker::dead_letter_event(item.as_ref().map(|(w, _)| w), &subject, reason);
+        app.reconciler.publish(&[event]).await;
+    }
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if !status.is_success() {
         // The host drops the body of a non-2xx answer: say why where it is kept.

@@ -28,11 +28,10 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use super::work;
-use super::worker::{Decision, RetryPolicy, Settlement, decide};
+use super::worker::{Decision, Executed, RetryPolicy, Settlement, decide};
 use super::{Delivery, NewMessage, QueueError};
 use crate::intake::protocol::{InvocationRequest, InvocationResponse, decode_binary, decode_value, json_type_name};
 use crate::model::ResourceId;
-use crate::reconcile::Outcome;
 
 /// The trigger's binding name in `handlers/WorkQueue/function.json`.
 pub const MESSAGE_BINDING: &str = "message";
@@ -151,7 +150,7 @@ fn parse_host_time(s: &str) -> Option<SystemTime> {
 
 /// Handles one `POST /WorkQueue` invocation: decode, run `handle` on a readable work
 /// item, then schedule / park as the module docs say, and build the host's answer.
-pub async fn handle_trigger<F, Fut>(
+pub async fn handle_trigger<F, Fut, R>(
     body: &[u8],
     queue: &dyn TriggerQueue,
     policy: &RetryPolicy,
@@ -159,7 +158,8 @@ pub async fn handle_trigger<F, Fut>(
 ) -> TriggerAnswer
 where
     F: FnOnce(Delivery, ResourceId) -> Fut,
-    Fut: Future<Output = Outcome>,
+    Fut: Future<Output = R>,
+    R: Into<Executed>,
 {
     let req = match InvocationRequest::parse(body) {
         Ok(r) => r,
@@ -178,8 +178,14 @@ where
         Ok(w) => w,
         Err(e) => return park(queue, &delivery, format!("unreadable message: {e}")).await,
     };
-    let outcome = handle(delivery.clone(), id.clone()).await;
-    match decide(&work, &id, outcome, policy) {
+    let executed: Executed = handle(delivery.clone(), id.clone()).await.into();
+    for msg in executed.follow_ups {
+        if let Err(e) = queue.schedule(msg).await {
+            tracing::error!(endpoint = %id, error = %e, "could not queue follow-up work; letting the host redeliver");
+            return answer(500, Settlement::Abandoned { reason: format!("could not queue follow-up work: {e}") });
+        }
+    }
+    match decide(&work, &id, executed.outcome, policy) {
         Decision::Complete => answer(200, Settlement::Completed),
         Decision::DeadLetter(reason) => park(queue, &delivery, reason).await,
         Decision::Retry { msg, attempt, after } => match queue.schedule(msg).await {

@@ -21,7 +21,7 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Work {
-    /// Converge DNS (and, later, vendors and approvals) for one endpoint.
+    /// Converge DNS, approvals and marks for one endpoint (and plan its vendor work).
     Reconcile {
         endpoint: String,
         /// 1 for the first retry.
@@ -31,14 +31,91 @@ pub enum Work {
         /// Why it was queued (for the dead-letter reason and for people reading the queue).
         reason: String,
     },
+    /// Make one vendor's allowlist agree with the endpoint: registered while it exists
+    /// and routes to the vendor, forgotten once it is gone. The worker re-reads ARM, so a
+    /// register message for an endpoint deleted meanwhile becomes a deregistration.
+    Vendor {
+        endpoint: String,
+        vendor: String,
+        /// 0 for the first try.
+        attempt: u32,
+        first_failed_at: u64,
+        reason: String,
+    },
+    /// Re-read the endpoint's connection state (a vendor approves in its own
+    /// subscription: no event reaches ours) and mark it, until it leaves Pending.
+    Recheck { endpoint: String, attempt: u32, first_failed_at: u64, reason: String },
+}
+
+impl Work {
+    pub fn endpoint(&self) -> &str {
+        match self {
+            Work::Reconcile { endpoint, .. } | Work::Vendor { endpoint, .. } | Work::Recheck { endpoint, .. } => {
+                endpoint
+            }
+        }
+    }
+    pub fn attempt(&self) -> u32 {
+        match self {
+            Work::Reconcile { attempt, .. } | Work::Vendor { attempt, .. } | Work::Recheck { attempt, .. } => *attempt,
+        }
+    }
+    pub fn first_failed_at(&self) -> u64 {
+        match self {
+            Work::Reconcile { first_failed_at, .. }
+            | Work::Vendor { first_failed_at, .. }
+            | Work::Recheck { first_failed_at, .. } => *first_failed_at,
+        }
+    }
+    /// `reconcile`, `vendor` or `recheck`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Work::Reconcile { .. } => "reconcile",
+            Work::Vendor { .. } => "vendor",
+            Work::Recheck { .. } => "recheck",
+        }
+    }
+
+    /// The same work, one attempt later, with the latest reason.
+    pub fn next_attempt(&self, reason: &str) -> Work {
+        let reason: String = reason.chars().take(1000).collect();
+        let mut next = self.clone();
+        match &mut next {
+            Work::Reconcile { attempt, reason: r, .. }
+            | Work::Vendor { attempt, reason: r, .. }
+            | Work::Recheck { attempt, reason: r, .. } => {
+                *attempt = attempt.saturating_add(1);
+                *r = reason;
+            }
+        }
+        next
+    }
+
+    /// One waiting item per (kind, vendor, endpoint): a burst collapses into one.
+    fn dedupe_key(&self, id: &ResourceId) -> String {
+        match self {
+            Work::Reconcile { .. } => format!("reconcile:{}", id.key()),
+            Work::Vendor { vendor, .. } => format!("vendor:{vendor}:{}", id.key()),
+            Work::Recheck { .. } => format!("recheck:{}", id.key()),
+        }
+    }
+
+    /// The queue message carrying this work, due after `delay`.
+    pub fn message(self, id: &ResourceId, delay: Duration) -> NewMessage {
+        NewMessage {
+            dedupe_key: self.dedupe_key(id),
+            correlation_id: id.key().to_string(),
+            body: serde_json::to_value(Envelope { v: ENVELOPE_VERSION, work: self }).unwrap_or_default(),
+            delay,
+        }
+    }
 }
 
 pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// A scheduled reconcile retry. The dedupe key is per endpoint, so a burst of events
-/// for one endpoint collapses into one waiting retry.
+/// A scheduled reconcile retry.
 pub fn reconcile_retry(
     endpoint: &ResourceId,
     attempt: u32,
@@ -46,18 +123,36 @@ pub fn reconcile_retry(
     reason: &str,
     delay: Duration,
 ) -> NewMessage {
-    let work = Work::Reconcile {
+    Work::Reconcile {
         endpoint: endpoint.to_string(),
         attempt,
         first_failed_at,
         reason: reason.chars().take(1000).collect(),
-    };
-    NewMessage {
-        dedupe_key: format!("reconcile:{}", endpoint.key()),
-        correlation_id: endpoint.key().to_string(),
-        body: serde_json::to_value(Envelope { v: ENVELOPE_VERSION, work }).unwrap_or_default(),
-        delay,
     }
+    .message(endpoint, delay)
+}
+
+/// First vendor work for an endpoint (attempt 0, window starting now).
+pub fn vendor_work(endpoint: &ResourceId, vendor: &str, reason: &str) -> NewMessage {
+    Work::Vendor {
+        endpoint: endpoint.to_string(),
+        vendor: vendor.to_owned(),
+        attempt: 0,
+        first_failed_at: now_unix(),
+        reason: reason.chars().take(1000).collect(),
+    }
+    .message(endpoint, Duration::ZERO)
+}
+
+/// First approval re-check, due after `delay`.
+pub fn recheck(endpoint: &ResourceId, reason: &str, delay: Duration) -> NewMessage {
+    Work::Recheck {
+        endpoint: endpoint.to_string(),
+        attempt: 1,
+        first_failed_at: now_unix(),
+        reason: reason.chars().take(1000).collect(),
+    }
+    .message(endpoint, delay)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +170,7 @@ pub fn parse(body: &serde_json::Value) -> Result<(Work, ResourceId), EnvelopeErr
     if env.v != ENVELOPE_VERSION {
         return Err(EnvelopeError::Version(env.v));
     }
-    let Work::Reconcile { endpoint, .. } = &env.work;
-    let id = ResourceId::parse_private_endpoint(endpoint).map_err(|e| EnvelopeError::Endpoint(e.to_string()))?;
+    let id =
+        ResourceId::parse_private_endpoint(env.work.endpoint()).map_err(|e| EnvelopeError::Endpoint(e.to_string()))?;
     Ok((env.work, id))
 }

@@ -38,6 +38,8 @@ pub struct RetryPolicy {
     pub backoff: Backoff,
     pub window: Duration,
     pub max_attempts: u32,
+    /// How long approval re-checks go on before the sweep is left to catch the rest.
+    pub recheck_window: Duration,
 }
 
 impl RetryPolicy {
@@ -49,6 +51,7 @@ impl RetryPolicy {
             ),
             window: Duration::from_secs(s.retry_window_secs),
             max_attempts: 200,
+            recheck_window: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -68,24 +71,98 @@ pub enum Decision {
 }
 
 pub fn decide(work: &Work, id: &ResourceId, outcome: Outcome, policy: &RetryPolicy) -> Decision {
-    let Work::Reconcile { attempt, first_failed_at, .. } = work;
+    let (attempt, first_failed_at) = (work.attempt(), work.first_failed_at());
+    let what = match work {
+        Work::Vendor { vendor, .. } => format!("{id} (vendor {vendor})"),
+        _ => id.to_string(),
+    };
     match outcome {
         Outcome::Done => Decision::Complete,
-        Outcome::Failed { reason } => Decision::DeadLetter(format!("{id}: {reason}")),
+        Outcome::Failed { reason } => Decision::DeadLetter(format!("{what}: {reason}")),
         Outcome::Requeue { after, reason } => {
-            let age = Duration::from_secs(work::now_unix().saturating_sub(*first_failed_at));
-            if age >= policy.window || *attempt >= policy.max_attempts {
+            let age = Duration::from_secs(work::now_unix().saturating_sub(first_failed_at));
+            if let Work::Recheck { .. } = work
+                && age >= policy.recheck_window
+            {
+                // Still Pending is not a failure of ours: the marks already carry the
+                // overdue warning, and the sweep keeps looking.
+                tracing::warn!(endpoint = %id, attempts = attempt, %reason, "re-checks exhausted; leaving it to the sweep");
+                return Decision::Complete;
+            }
+            if age >= policy.window || attempt >= policy.max_attempts {
                 return Decision::DeadLetter(format!(
-                    "{id}: still failing after {attempt} attempts over {}s: {reason}",
+                    "{what}: still failing after {attempt} attempts over {}s: {reason}",
                     age.as_secs()
                 ));
             }
-            let next = attempt.saturating_add(1);
-            let delay = policy.backoff.delay_honouring(next, Some(after));
-            tracing::info!(endpoint = %id, attempt = next, delay_ms = delay.as_millis() as u64, %reason, "retry scheduled");
-            let msg = work::reconcile_retry(id, next, *first_failed_at, &reason, delay);
-            Decision::Retry { msg, attempt: next, after: delay }
+            let next = work.next_attempt(&reason);
+            let delay = policy.backoff.delay_honouring(next.attempt().max(1), Some(after));
+            tracing::info!(endpoint = %id, work = work.kind(), attempt = next.attempt(), delay_ms = delay.as_millis() as u64, %reason, "retry scheduled");
+            let attempt = next.attempt();
+            Decision::Retry { msg: next.message(id, delay), attempt, after: delay }
         }
+    }
+}
+
+/// What running one work item produced.
+#[derive(Debug)]
+pub struct Executed {
+    pub outcome: Outcome,
+    /// Work it leads to (vendor calls a reconcile planned, an approval re-check),
+    /// enqueued before the item is settled.
+    pub follow_ups: Vec<NewMessage>,
+}
+
+impl From<Outcome> for Executed {
+    fn from(outcome: Outcome) -> Self {
+        Self { outcome, follow_ups: vec![] }
+    }
+}
+
+/// Vendor work a reconcile report plans (nothing for a dry run).
+pub fn follow_ups(report: &crate::reconcile::Report, id: &ResourceId) -> Vec<NewMessage> {
+    if report.dry_run {
+        return vec![];
+    }
+    report
+        .vendors
+        .iter()
+        .filter(|v| v.needs_work())
+        .map(|v| work::vendor_work(id, &v.vendor, &format!("planned by a reconcile: {:?}", v.intent)))
+        .collect()
+}
+
+/// Runs one work item against the current state of the world.
+pub async fn execute(reconciler: &Reconciler, work: &Work, id: &ResourceId) -> Executed {
+    match work {
+        Work::Reconcile { .. } => {
+            let report = reconciler.reconcile(id, Mode::Apply).await;
+            Executed { follow_ups: follow_ups(&report, id), outcome: report.outcome }
+        }
+        Work::Vendor { vendor, first_failed_at, .. } => {
+            let run = reconciler.converge_vendor(id, vendor, *first_failed_at).await;
+            let base = Duration::from_secs(reconciler.settings().retry_base_secs.max(1));
+            let follow_ups = if run.needs_recheck {
+                vec![work::recheck(id, &format!("registered with {vendor}; waiting for its approval"), base)]
+            } else {
+                vec![]
+            };
+            Executed { outcome: run.outcome, follow_ups }
+        }
+        Work::Recheck { .. } => reconciler.recheck(id).await.into(),
+    }
+}
+
+/// The audit event for a dead-lettered work item.
+pub fn dead_letter_event(work: Option<&Work>, subject: &str, reason: &str) -> crate::effects::audit::AuditEvent {
+    let (kind, vendor) = match work {
+        Some(Work::Vendor { vendor, .. }) => ("vendor.dead_lettered", Some(vendor.clone())),
+        _ => ("work.dead_lettered", None),
+    };
+    crate::effects::audit::AuditEvent {
+        kind: kind.into(),
+        subject: subject.to_owned(),
+        data: serde_json::json!({"work": work.map(Work::kind), "vendor": vendor, "reason": reason}),
     }
 }
 
@@ -100,10 +177,21 @@ pub async fn handle_delivery(
         Ok(w) => w,
         Err(e) => return dead_letter(queue, delivery, &stats, format!("unreadable message: {e}")).await,
     };
-    let report = reconciler.reconcile(&id, Mode::Apply).await;
-    let settlement = match decide(&work, &id, report.outcome, policy) {
+    let executed = execute(reconciler, &work, &id).await;
+    for msg in executed.follow_ups {
+        if let Err(e) = queue.enqueue(msg).await {
+            return abandon(queue, delivery, format!("could not queue follow-up work: {e}")).await;
+        }
+    }
+    let settlement = match decide(&work, &id, executed.outcome, policy) {
         Decision::Complete => Settlement::Completed,
-        Decision::DeadLetter(reason) => return dead_letter(queue, delivery, &stats, reason).await,
+        Decision::DeadLetter(reason) => {
+            let settled = dead_letter(queue, delivery, &stats, reason.clone()).await;
+            if matches!(settled, Settlement::DeadLettered { .. }) {
+                reconciler.publish(&[dead_letter_event(Some(&work), id.as_str(), &reason)]).await;
+            }
+            return settled;
+        }
         Decision::Retry { msg, attempt, after } => {
             if let Err(e) = queue.enqueue(msg).await {
                 return abandon(queue, delivery, format!("could not schedule retry: {e}")).await;

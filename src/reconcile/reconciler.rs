@@ -11,9 +11,12 @@ use crate::arm::endpoints::{EndpointState, read_endpoint};
 use crate::arm::{ArmClient, ArmError};
 use crate::catalog::Catalog;
 use crate::config::ReconcileSettings;
-use crate::effects::approvals::{self, ApprovalDecision, ApprovalSettings};
-use crate::effects::audit::{self, AuditSink};
+use crate::effects::approvals::{self, ApprovalAction, ApprovalDecision, ApprovalSettings};
+use crate::effects::audit::{self, AuditEvent, AuditSink};
 use crate::effects::dns::{ARecordSet, DnsError, DnsErrorKind, DnsRouter, RecordKey};
+use crate::effects::marks::{self, MarkReport, MarkSettings};
+use crate::effects::vendors::sync::{SyncError, VendorDone, VendorIntent, VendorPlan, VendorSync};
+use crate::effects::vendors::{Change, VendorErrorKind};
 use crate::model::{PrivateEndpoint, ResourceId};
 use crate::telemetry::Stats;
 
@@ -71,6 +74,10 @@ pub struct Report {
     pub applied: Vec<Applied>,
     /// Decisions on connections to owned resources.
     pub approvals: Vec<ApprovalDecision>,
+    /// Vendor work this reconcile plans (the queue carries it out).
+    pub vendors: Vec<VendorPlan>,
+    /// The tags marking the endpoint's state, when marks are on.
+    pub marks: Option<MarkReport>,
     pub outcome: Outcome,
     pub dry_run: bool,
 }
@@ -87,6 +94,35 @@ pub struct Reconciler {
     known_zones: Mutex<Option<(Instant, Vec<String>)>>,
     approvals: ApprovalSettings,
     audit: Option<Arc<dyn AuditSink>>,
+    vendors: Option<Arc<VendorSync>>,
+    marks: MarkSettings,
+}
+
+/// What one vendor work item did, for the queue consumer.
+#[derive(Debug, Clone)]
+pub struct VendorRun {
+    pub outcome: Outcome,
+    pub done: Option<VendorDone>,
+    /// The endpoint is registered but its connection still Pending: re-check later.
+    pub needs_recheck: bool,
+}
+
+/// What autopilot does for an endpoint, for the `done` mark: stable across reconciles
+/// (derived from the plan, not from what happened to change this time).
+fn done_for(has_records: bool, report: &Report) -> Vec<String> {
+    let mut done = Vec::new();
+    if has_records {
+        done.push("dns".to_owned());
+    }
+    if !report.approvals.is_empty() {
+        done.push("approval".to_owned());
+    }
+    for v in &report.vendors {
+        if matches!(v.intent, VendorIntent::Register { .. }) {
+            done.push(format!("vendor:{}", v.vendor));
+        }
+    }
+    done
 }
 
 /// Accumulates errors across a plan so one bad record does not hide the others.
@@ -145,6 +181,36 @@ impl Reconciler {
             known_zones: Mutex::new(None),
             approvals: ApprovalSettings::default(),
             audit: None,
+            vendors: None,
+            marks: MarkSettings { enabled: false, ..MarkSettings::default() },
+        }
+    }
+
+    /// Plan vendor work for endpoints whose target is a vendor's (see `effects::vendors::sync`).
+    pub fn with_vendors(mut self, sync: Arc<VendorSync>) -> Self {
+        self.vendors = Some(sync);
+        self
+    }
+
+    /// Mark endpoints with tags (state, what was done, since when).
+    pub fn with_marks(mut self, marks: MarkSettings) -> Self {
+        self.marks = marks;
+        self
+    }
+
+    pub fn vendor_sync(&self) -> Option<&Arc<VendorSync>> {
+        self.vendors.as_ref()
+    }
+
+    /// Publishes audit events; a failure is logged (the action itself already happened).
+    pub async fn publish(&self, events: &[AuditEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        if let Some(sink) = &self.audit
+            && let Err(e) = sink.publish(events).await
+        {
+            tracing::error!(error = %e, lost = events.len(), "audit events not published");
         }
     }
 
@@ -184,21 +250,15 @@ impl Reconciler {
             plan: Plan { endpoint: id.to_string(), ..Default::default() },
             applied: vec![],
             approvals: vec![],
+            vendors: vec![],
+            marks: None,
             outcome: Outcome::Done,
             dry_run: mode == Mode::DryRun,
         };
         let state = match read_endpoint(&self.arm, id).await {
             Ok(s) => s,
             Err(e) => {
-                report.outcome = if e.is_transient() {
-                    let after = match &e {
-                        crate::arm::endpoints::ReadError::Arm(a) => a.retry_after(),
-                        _ => None,
-                    };
-                    Outcome::Requeue { after: after.unwrap_or(self.base_delay()), reason: e.to_string() }
-                } else {
-                    Outcome::Failed { reason: e.to_string() }
-                };
+                report.outcome = self.read_failure(&e);
                 self.count_outcome(&report.outcome);
                 return report;
             }
@@ -226,12 +286,7 @@ impl Reconciler {
             }
         }
         self.count_outcome(&report.outcome);
-        if let Some(sink) = &self.audit {
-            let events = audit::events_for(&report);
-            if let Err(e) = sink.publish(&events).await {
-                tracing::error!(endpoint = %report.endpoint, error = %e, lost = events.len(), "audit events not published");
-            }
-        }
+        self.publish(&audit::events_for(&report)).await;
         report
     }
 
@@ -263,12 +318,206 @@ impl Reconciler {
                 Err(e) => trouble.add_arm("approving the connection", &e),
             }
         }
+        if let Some(vendor) = &desired.vendor {
+            report.vendors.push(match &self.vendors {
+                Some(sync) => sync.plan_present(vendor, pe),
+                None => VendorPlan { vendor: vendor.clone(), intent: VendorIntent::Disabled },
+            });
+        }
+        if self.marks.enabled {
+            let approved_now = report.approvals.iter().any(|d| d.action == ApprovalAction::Approved);
+            let state = if approved_now { "Approved".to_owned() } else { marks::connection_state(pe) };
+            let done = done_for(!desired.records.is_empty(), report);
+            let done: Vec<&str> = done.iter().map(String::as_str).collect();
+            let step = self.missing_step(pe, report);
+            match marks::mark(&self.arm, &self.marks, pe, &state, &done, &step, mode).await {
+                Ok(m) => report.marks = Some(m),
+                Err(e) if e.is_transient() => trouble.add_arm("marking the endpoint", &e),
+                Err(e) => {
+                    // Marks are for people; a missing tags permission must not stop DNS.
+                    tracing::warn!(endpoint = %report.endpoint, error = %e, "could not mark the endpoint");
+                    report.plan.notes.push(format!("could not mark the endpoint: {e}"));
+                }
+            }
+        }
         report.outcome = trouble.outcome(self.base_delay());
+    }
+
+    fn missing_step(&self, pe: &PrivateEndpoint, report: &Report) -> String {
+        let vendor = report.vendors.first().map(|v| v.vendor.as_str());
+        let left_pending = report.approvals.iter().find(|d| d.action == ApprovalAction::LeftPending);
+        if let Some(VendorPlan { vendor, intent: VendorIntent::Unmatched { reason } }) = report.vendors.first() {
+            return format!("not registered with {vendor}: {reason}");
+        }
+        marks::missing_step(pe, vendor, left_pending.map(|d| d.reason.as_str()))
+    }
+
+    /// Converges one vendor for one endpoint (a `Work::Vendor` item), after re-reading
+    /// the endpoint: registers it while it exists and routes to the vendor, deregisters
+    /// it otherwise. `first_failed_at` bounds errors that carry their own give-up time.
+    pub async fn converge_vendor(&self, id: &ResourceId, vendor: &str, first_failed_at: u64) -> VendorRun {
+        let _guard = self.locks.lock(id.key()).await;
+        let mut run = VendorRun { outcome: Outcome::Done, done: None, needs_recheck: false };
+        let Some(sync) = &self.vendors else {
+            run.outcome =
+                Outcome::Failed { reason: format!("vendor {vendor}: no vendors are configured in this deployment") };
+            return run;
+        };
+        let pe = match read_endpoint(&self.arm, id).await {
+            Ok(EndpointState::Present(pe)) => Some(pe),
+            Ok(EndpointState::Absent) => None,
+            Err(e) => {
+                run.outcome = self.read_failure(&e);
+                return run;
+            }
+        };
+        let register = match &pe {
+            Some(pe) if pe.provisioning_state.eq_ignore_ascii_case("failed") => None,
+            Some(pe) if !pe.is_provisioned() => {
+                run.outcome = Outcome::Requeue {
+                    after: self.base_delay(),
+                    reason: format!("endpoint is {} (waiting for Succeeded)", pe.provisioning_state),
+                };
+                return run;
+            }
+            Some(pe) if self.catalog.desired(pe).vendor.as_deref() == Some(vendor) => Some(pe),
+            _ => None,
+        };
+        let result = match register {
+            Some(pe) => sync.register(vendor, pe).await,
+            None => sync.deregister(vendor, id).await,
+        };
+        let mut events = Vec::new();
+        let event = |kind: &str, data: serde_json::Value| AuditEvent {
+            kind: kind.into(),
+            subject: id.to_string(),
+            data: serde_json::json!({"vendor": vendor, "detail": data}),
+        };
+        match result {
+            Ok(done) => {
+                match &done {
+                    VendorDone::Registered { change, targets } => {
+                        Stats::inc(&self.stats.vendor_calls_ok);
+                        tracing::info!(endpoint = %id, vendor, ?change, "vendor registration converged");
+                        if *change == Change::Applied {
+                            events.push(event("vendor.registered", serde_json::json!({"targets": targets})));
+                        }
+                        run.needs_recheck =
+                            register.is_some_and(|pe| marks::connection_state(pe).eq_ignore_ascii_case("pending"));
+                    }
+                    VendorDone::Deregistered { change } => {
+                        Stats::inc(&self.stats.vendor_calls_ok);
+                        tracing::info!(endpoint = %id, vendor, ?change, "vendor deregistration converged");
+                        if *change == Change::Applied {
+                            events.push(event("vendor.deregistered", serde_json::json!({})));
+                        }
+                    }
+                    VendorDone::Nothing { why } => {
+                        tracing::info!(endpoint = %id, vendor, %why, "no vendor call needed")
+                    }
+                }
+                run.done = Some(done);
+            }
+            Err(SyncError::Vendor(e)) => {
+                Stats::inc(&self.stats.vendor_calls_failed);
+                let reason = format!("vendor {vendor}: {e}");
+                let age = Duration::from_secs(crate::queue::work::now_unix().saturating_sub(first_failed_at));
+                run.outcome = match e.kind {
+                    VendorErrorKind::Transient if e.give_up_after.is_some_and(|bound| age >= bound) => {
+                        Outcome::Failed { reason: format!("{reason} (gave up after {} s)", age.as_secs()) }
+                    }
+                    VendorErrorKind::Transient => Outcome::Requeue {
+                        after: e.retry_after.unwrap_or(self.base_delay()).max(self.base_delay()),
+                        reason,
+                    },
+                    VendorErrorKind::Permanent | VendorErrorKind::Config => Outcome::Failed { reason },
+                };
+                tracing::warn!(endpoint = %id, vendor, error = %e, "vendor call failed");
+            }
+            Err(SyncError::Ledger(e)) => {
+                let reason = format!("vendor {vendor}: {e}");
+                run.outcome = if e.is_transient() {
+                    Outcome::Requeue { after: self.base_delay(), reason }
+                } else {
+                    Outcome::Failed { reason }
+                };
+            }
+        }
+        self.publish(&events).await;
+        run
+    }
+
+    /// Re-reads the endpoint's connection state and marks it (a `Work::Recheck` item):
+    /// `Requeue` while it is still Pending, `Done` once it is anything else or gone.
+    pub async fn recheck(&self, id: &ResourceId) -> Outcome {
+        let _guard = self.locks.lock(id.key()).await;
+        let pe = match read_endpoint(&self.arm, id).await {
+            Ok(EndpointState::Present(pe)) if pe.is_provisioned() => pe,
+            Ok(_) => return Outcome::Done,
+            Err(e) => return self.read_failure(&e),
+        };
+        let desired = self.catalog.desired(&pe);
+        let mut report = Report {
+            endpoint: id.to_string(),
+            exists: Some(true),
+            provisioning_state: Some(pe.provisioning_state.clone()),
+            target: desired.target_id.clone(),
+            vendor: desired.vendor.clone(),
+            plan: Plan { endpoint: id.to_string(), ..Default::default() },
+            applied: vec![],
+            approvals: vec![],
+            vendors: vec![],
+            marks: None,
+            outcome: Outcome::Done,
+            dry_run: false,
+        };
+        if let (Some(v), Some(sync)) = (&desired.vendor, &self.vendors) {
+            report.vendors.push(sync.plan_present(v, &pe));
+        }
+        let state = marks::connection_state(&pe);
+        let step = self.missing_step(&pe, &report);
+        if self.marks.enabled {
+            let done = done_for(!desired.records.is_empty(), &report);
+            let done: Vec<&str> = done.iter().map(String::as_str).collect();
+            match marks::mark(&self.arm, &self.marks, &pe, &state, &done, &step, Mode::Apply).await {
+                Ok(m) => report.marks = Some(m),
+                Err(e) if e.is_transient() => {
+                    return Outcome::Requeue { after: self.base_delay(), reason: format!("marking the endpoint: {e}") };
+                }
+                Err(e) => tracing::warn!(endpoint = %id, error = %e, "could not mark the endpoint"),
+            }
+        }
+        self.publish(&audit::events_for(&report)).await;
+        if state.eq_ignore_ascii_case("pending") {
+            Outcome::Requeue { after: self.base_delay(), reason: format!("connection still Pending: {step}") }
+        } else {
+            Outcome::Done
+        }
+    }
+
+    fn read_failure(&self, e: &crate::arm::endpoints::ReadError) -> Outcome {
+        if e.is_transient() {
+            let after = match e {
+                crate::arm::endpoints::ReadError::Arm(a) => a.retry_after(),
+                _ => None,
+            };
+            Outcome::Requeue { after: after.unwrap_or(self.base_delay()), reason: e.to_string() }
+        } else {
+            Outcome::Failed { reason: e.to_string() }
+        }
     }
 
     async fn reconcile_absent(&self, id: &ResourceId, mode: Mode, report: &mut Report) {
         let endpoint = id.key().to_string();
         let mut trouble = Trouble::default();
+        if let Some(sync) = &self.vendors {
+            match sync.plan_absent(id).await {
+                Ok(plans) => report.vendors = plans,
+                Err(e) => {
+                    trouble.transient.push(format!("reading the vendor ledger: {e}"));
+                }
+            }
+        }
         let candidates = match self.find_owned(&endpoint).await {
             Ok(c) => c,
             Err(e) => {

@@ -26,6 +26,8 @@ pub mod clickhouse;
 pub mod elastic;
 pub mod ledger;
 pub mod rate_limit;
+pub mod routing;
+pub mod sync;
 pub mod zilliz;
 
 use std::fmt;
@@ -209,6 +211,8 @@ pub struct VendorsConfig {
     pub clickhouse: ClickHouseConfig,
     pub elastic: ElasticConfig,
     pub zilliz: ZillizConfig,
+    /// `[[vendors.rules]]`: which targets an endpoint goes to (see `routing.rs`).
+    pub rules: Vec<routing::VendorRule>,
 }
 
 /// HTTP settings every vendor section carries (each section has these three keys).
@@ -227,6 +231,7 @@ pub fn build_vendors(
     cfg: &VendorsConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<Arc<dyn Vendor>>, String> {
+    routing::validate(cfg)?;
     let mut out: Vec<Arc<dyn Vendor>> = Vec::new();
     if cfg.clickhouse.enabled {
         out.push(Arc::new(ClickHouse::from_config(&cfg.clickhouse, &env)?));

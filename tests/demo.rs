@@ -12,8 +12,8 @@ async fn demo_converges_and_cleans_up() {
         names,
         vec![
             "in01-3f2a9c-privatelink.az-eastus2.vectordb.zillizcloud.com",
+            "in01-77aa01-privatelink.az-westus3.vectordb.zillizcloud.com",
             "*.eastus2.privatelink.azure.clickhouse.cloud",
-            "*.privatelink.eastus2.azure.elastic-cloud.com",
             "amw-metrics-a1b2.privatelink.eastus2.prometheus.monitor.azure.com",
             "kv-secrets.privatelink.vaultcore.azure.net",
         ]
@@ -25,7 +25,29 @@ async fn demo_converges_and_cleans_up() {
     assert_eq!(s.queue_depth, 0);
     // Every record write and removal is audited (12 writes, 5 removals in this script).
     assert!(s.audit_events >= 15, "audit events: {}", s.audit_events);
+    // Left registered: ch-analytics-2 (ClickHouse) and zilliz-vectors (Zilliz); es-logs
+    // and ch-analytics-1 were deregistered when deleted.
+    assert_eq!(s.vendor_registrations, 2);
+    assert_eq!(s.dead_letters.len(), 1, "{:?}", s.dead_letters);
+    assert!(s.dead_letters[0].contains("zilliz-westus3") && s.dead_letters[0].contains("96001"));
     if ci {
         assert!(s.used_bind);
+    }
+}
+
+/// The demo binary at debug level: no vendor key, TSIG secret or ARM token in its output.
+#[test]
+fn no_secret_reaches_the_logs() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .arg("demo")
+        .env("AUTOPILOT_LOG", "debug")
+        .output()
+        .expect("demo runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("vendor.dead_lettered"), "the run did reach the vendor paths");
+    let vendors = private_link_autopilot::sandbox::vendors::SandboxVendors::secrets_for_tests();
+    for secret in vendors.iter().map(String::as_str).chain([private_link_autopilot::sandbox::fake_arm::SANDBOX_TOKEN]) {
+        assert!(!text.contains(secret), "a secret appears in the demo's output");
     }
 }

@@ -97,7 +97,11 @@ pub fn decide(work: &Work, id: &ResourceId, outcome: Outcome, policy: &RetryPoli
             }
             let next = work.next_attempt(&reason);
             let delay = policy.backoff.delay_honouring(next.attempt().max(1), Some(after));
-            tracing::info!(endpoint = %id, work = work.kind(), attempt = next.attempt(), delay_ms = delay.as_millis() as u64, %reason, "retry scheduled");
+            if let Work::Recheck { .. } = work {
+                tracing::debug!(endpoint = %id, attempt = next.attempt(), delay_ms = delay.as_millis() as u64, %reason, "re-check scheduled");
+            } else {
+                tracing::info!(endpoint = %id, work = work.kind(), attempt = next.attempt(), delay_ms = delay.as_millis() as u64, %reason, "retry scheduled");
+            }
             let attempt = next.attempt();
             Decision::Retry { msg: next.message(id, delay), attempt, after: delay }
         }

@@ -14,16 +14,19 @@ use std::time::{Duration, Instant};
 use super::bind::{KEY_NAME, LocalBind, find_named};
 use super::events::{self, ResourceEvent};
 use super::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
+use super::fake_vendors::Fault;
 use super::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
+use super::vendors::SandboxVendors;
 use crate::arm::Secret;
 use crate::effects::dns::rfc2136::{Rfc2136Config, Rfc2136Provider};
 use crate::effects::dns::{DnsProvider, Ownership};
 
 pub const CLICKHOUSE_ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
 pub const ELASTIC_ZONE: &str = "privatelink.eastus2.azure.elastic-cloud.com";
-const AZURE_ZONES: [&str; 8] = [
+const AZURE_ZONES: [&str; 9] = [
     CLICKHOUSE_ZONE,
     "az-eastus2.vectordb.zillizcloud.com",
+    "az-westus3.vectordb.zillizcloud.com",
     "privatelink.eastus2.kusto.windows.net",
     "privatelink.blob.core.windows.net",
     "privatelink.queue.core.windows.net",
@@ -62,6 +65,9 @@ pub struct DemoSummary {
     pub throttled: usize,
     pub queue_depth: usize,
     pub audit_events: usize,
+    /// Endpoint ids registered with each vendor at the end.
+    pub vendor_registrations: usize,
+    pub dead_letters: Vec<String>,
     pub elapsed: Duration,
 }
 
@@ -110,6 +116,17 @@ fn endpoints() -> Vec<(&'static str, EndpointSpec)> {
                 "zilliz-prod-eastus2-privatelink.6a90fc24-0000-4000-8000-000000000000.eastus2.azure.privatelinkservice",
             )
             .with_tag("autopilot.zilliz.clusters", "in01-3f2a9c"),
+        ),
+        (
+            "Zilliz Cloud in a region where the project has no Private Link (dead-lettered)",
+            EndpointSpec::alias(
+                SUB,
+                RG,
+                "zilliz-westus3",
+                "westus3",
+                "zilliz-prod-westus3-privatelink.6a90fc24-0000-4000-8000-000000000000.westus3.azure.privatelinkservice",
+            )
+            .with_tag("autopilot.zilliz.clusters", "in01-77aa01"),
         ),
         (
             "Azure Data Explorer",
@@ -237,6 +254,18 @@ fn print_changes(before: &[Row], after: &[Row]) {
 }
 
 /// Runs the demo, printing as it goes.
+fn print_vendors(vendors: &SandboxVendors) {
+    for (service, ids) in vendors.clickhouse.state().services {
+        let names: Vec<&str> = ids.iter().map(|i| owner_name(i)).collect();
+        println!("    ClickHouse service {service}: privateEndpointIds [{}]", names.join(", "));
+    }
+    let rulesets = vendors.elastic.state().rulesets;
+    let rules: Vec<String> = rulesets.values().map(|r| format!("{} ({})", r.name, r.region)).collect();
+    println!("    Elastic traffic filter rulesets: [{}]", rules.join(", "));
+    let zz: Vec<String> = vendors.zilliz.state().endpoints.iter().map(|e| e.endpoint_id.clone()).collect();
+    println!("    Zilliz private endpoints: [{}]", zz.join(", "));
+}
+
 pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
     let started = Instant::now();
     let bind = match (choice, find_named()) {
@@ -265,11 +294,20 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
     }
     let audit_file = std::env::temp_dir().join(format!("autopilot-demo-audit-{}.jsonl", std::process::id()));
     let audit_path = audit_file.display().to_string();
+    let vendors = SandboxVendors::start().await.map_err(|e| format!("fake vendors: {e}"))?;
+    let mut vendor_config = crate::config::Config::default();
+    vendors.configure(&mut vendor_config);
     let options = SandboxOptions {
         arm: FakeArmOptions::default(),
         zones,
         extra_routes,
-        configure: Box::new(move |c| c.audit.file = audit_path),
+        configure: Box::new(move |c| {
+            c.audit.file = audit_path;
+            c.vendors = vendor_config.vendors;
+            c.reconcile.retry_base_secs = 1;
+            c.reconcile.retry_max_secs = 2;
+        }),
+        env: vendors.env(),
         ..SandboxOptions::default()
     };
     let sb = Sandbox::start(options).await?;
@@ -286,6 +324,16 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
     }
     println!();
 
+    println!(
+        "Vendors: fake ClickHouse Cloud at {}, Elastic Cloud at {}, Zilliz Cloud at {}",
+        vendors.clickhouse.base_url(),
+        vendors.elastic.base_url(),
+        vendors.zilliz.base_url()
+    );
+    println!("(ClickHouse will answer the first call with HTTP 500, to show a retry)");
+    vendors.clickhouse.inject(Fault::ServerError, 1);
+    println!();
+
     let mut before = snapshot(&sb, bind_ref).await?;
     let mut ids = BTreeMap::new();
     for (what, spec) in endpoints() {
@@ -298,6 +346,38 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
         ids.insert(spec.name.clone(), id);
     }
 
+    println!("\nvendor allowlists (through the work queue; each worker re-reads ARM first):");
+    // Registered endpoints stay Pending (and re-checked) until the vendor approves, so
+    // wait for the registrations and the dead letter rather than for an empty queue.
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        let registered = vendors.clickhouse.state().services.values().map(Vec::len).sum::<usize>()
+            + vendors.elastic.state().rulesets.len()
+            + vendors.zilliz.state().endpoints.len();
+        let dead = sb.app.queue.dead_letters().await.map(|d| d.len()).unwrap_or(0);
+        if registered >= 4 && dead >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    print_vendors(&vendors);
+    println!("\nthe vendors approve the connections on their side (no event reaches our subscription):");
+    for name in ["ch-analytics-1", "ch-analytics-2", "es-logs", "zilliz-vectors"] {
+        if let Some(id) = ids.get(name) {
+            sb.arm.set_connection_status(id, "Approved");
+        }
+    }
+    sb.drain(Duration::from_secs(15)).await;
+    for name in ["ch-analytics-2", "es-logs", "zilliz-vectors", "zilliz-westus3"] {
+        let id = ids.get(name).cloned().unwrap_or_default();
+        let tags = sb.arm.resource(&id).map(|r| r["tags"].clone()).unwrap_or_default();
+        println!(
+            "    {name:<16} plautopilot-state={} plautopilot-done={}",
+            tags["plautopilot-state"].as_str().unwrap_or("-"),
+            tags["plautopilot-done"].as_str().unwrap_or("-")
+        );
+    }
+
     let first = ids.get("ch-analytics-1").cloned().unwrap_or_default();
     println!("\nredeliver the same ResourceWriteSuccess for ch-analytics-1 (Event Grid is at-least-once)");
     let d = sb.deliver(vec![events::event_grid(ResourceEvent::WriteSuccess, &first)]).await;
@@ -306,7 +386,7 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
     print_changes(&before, &after);
     before = after;
 
-    for name in ["ch-analytics-1", "adx-telemetry"] {
+    for name in ["ch-analytics-1", "es-logs", "adx-telemetry"] {
         let id = ids.get(name).cloned().unwrap_or_default();
         println!("\ndelete {name}");
         let d = sb.delete(&id).await;
@@ -316,7 +396,14 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
         before = after;
     }
 
-    sb.drain(Duration::from_secs(10)).await;
+    sb.drain(Duration::from_secs(15)).await;
+    println!("\nvendor allowlists after the deletions:");
+    print_vendors(&vendors);
+    let dead = sb.app.queue.dead_letters().await.map_err(|e| e.to_string())?;
+    println!("\ndead-lettered work ({}), as `autopilot dlq list` shows it:", dead.len());
+    for d in &dead {
+        println!("  {}  {}", d.message_id, d.reason);
+    }
     let rows = snapshot(&sb, bind_ref).await?;
     println!("\nrecords now ({}):", rows.len());
     for r in &rows {
@@ -343,6 +430,10 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
     let requests = sb.arm.requests();
     let summary = DemoSummary {
         audit_events: audit_types.values().sum(),
+        vendor_registrations: vendors.clickhouse.state().services.values().map(Vec::len).sum::<usize>()
+            + vendors.elastic.state().rulesets.len()
+            + vendors.zilliz.state().endpoints.len(),
+        dead_letters: dead.iter().map(|d| d.reason.clone()).collect(),
         arm_requests: requests.len(),
         arm_writes: requests.iter().filter(|r| r.is_write() && r.status < 300).count(),
         throttled: requests.iter().filter(|r| r.status == 429).count(),

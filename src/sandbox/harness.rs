@@ -46,6 +46,8 @@ pub struct SandboxOptions {
     /// Use this Service Bus queue (e.g. on the fake Service Bus) instead of the embedded
     /// one; the `WorkQueue` function then settles through it, as in Azure.
     pub service_bus: Option<Arc<ServiceBusQueue>>,
+    /// The environment the application reads secrets from (vendor keys).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for SandboxOptions {
@@ -58,6 +60,7 @@ impl Default for SandboxOptions {
             queue_path: None,
             workers: 1,
             service_bus: None,
+            env: Vec::new(),
         }
     }
 }
@@ -84,6 +87,8 @@ pub fn sandbox_config(arm_base_url: &str) -> Config {
     c.dns.default_resource_group = HUB_RESOURCE_GROUP.to_owned();
     // Tests and the demo choose where audit events go (a temp file), not the cwd.
     c.audit.file = String::new();
+    // The vendor ledger lives as long as the sandbox.
+    c.ledger.path = String::new();
     c
 }
 
@@ -102,7 +107,8 @@ impl Sandbox {
         };
         let credential = Arc::new(StaticToken(Secret::new(arm.token())));
         let lock = Duration::from_secs(config.queue.lock_secs.max(1));
-        let mut app = App::build(config, credential, queue, options.extra_routes)?;
+        let env: std::collections::HashMap<String, String> = options.env.into_iter().collect();
+        let mut app = App::build_with_env(config, credential, queue, options.extra_routes, &|k| env.get(k).cloned())?;
         if let Some(sb) = options.service_bus {
             app = app.with_trigger_queue(sb);
         }

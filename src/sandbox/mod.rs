@@ -11,3 +11,4 @@ pub mod fake_vendors;
 pub mod harness;
 pub mod host_emulator;
 pub mod loopback;
+pub mod vendors;

@@ -259,7 +259,9 @@ impl Elastic {
                 "{context}: Elastic cannot see the private endpoint's pending connection yet ({})",
                 error_text(&raw.body)
             ));
-            err.retry_after = Some(raw.retry_after.unwrap_or(NOT_VISIBLE_RETRY));
+            // A short bound (a test, the sandbox) also shortens the wait between tries.
+            let hint = NOT_VISIBLE_RETRY.min(self.not_found_bound / 4).max(Duration::from_secs(1));
+            err.retry_after = Some(raw.retry_after.unwrap_or(hint));
             err.give_up_after = Some(self.not_found_bound);
             return err;
         }

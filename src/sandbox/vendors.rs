@@ -1,0 +1,89 @@
+//! The three fake vendor APIs started together and the configuration that points the
+//! product at them, for the demo and the end-to-end tests. Keys are made up and handed
+//! to the application through an explicit environment (never the process's).
+
+use std::time::Duration;
+
+use super::fake_vendors::clickhouse::{ClickHouseFake, ClickHouseFakeOptions};
+use super::fake_vendors::elastic::{ElasticFake, ElasticFakeOptions};
+use super::fake_vendors::zilliz::{ZillizFake, ZillizFakeOptions};
+use crate::config::Config;
+
+pub struct SandboxVendors {
+    pub clickhouse: ClickHouseFake,
+    pub elastic: ElasticFake,
+    pub zilliz: ZillizFake,
+    ch: ClickHouseFakeOptions,
+    es: ElasticFakeOptions,
+    zz: ZillizFakeOptions,
+}
+
+impl std::fmt::Debug for SandboxVendors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxVendors").finish_non_exhaustive()
+    }
+}
+
+impl SandboxVendors {
+    /// Fakes for region `eastus2` (the demo's region).
+    pub async fn start() -> std::io::Result<Self> {
+        let ch = ClickHouseFakeOptions { region: "eastus2".into(), ..ClickHouseFakeOptions::default() };
+        let es = ElasticFakeOptions::default();
+        let mut zz = ZillizFakeOptions::default();
+        zz.region_ids.push("az-eastus2".into());
+        Ok(Self {
+            clickhouse: ClickHouseFake::start(ch.clone()).await?,
+            elastic: ElasticFake::start(es.clone()).await?,
+            zilliz: ZillizFake::start(zz.clone()).await?,
+            ch,
+            es,
+            zz,
+        })
+    }
+
+    /// Enables the three vendors in `config`, pointed at the fakes, with their defaults.
+    pub fn configure(&self, c: &mut Config) {
+        let v = &mut c.vendors;
+        v.clickhouse.enabled = true;
+        v.clickhouse.base_url = self.clickhouse.base_url();
+        v.clickhouse.organization_id = self.ch.organization_id.clone();
+        v.clickhouse.service_ids = self.ch.service_ids.clone();
+        v.elastic.enabled = true;
+        v.elastic.base_url = self.elastic.base_url();
+        v.elastic.deployment_ids = self.es.deployment_ids.clone();
+        // Elastic cannot see a brand-new connection for a while; keep the bound short here.
+        v.elastic.connection_not_found_retry_secs = 8;
+        v.zilliz.enabled = true;
+        v.zilliz.base_url = self.zilliz.base_url();
+        v.zilliz.project_id = self.zz.project_id.clone();
+        // Fast retries: the sandbox shows a whole backoff in seconds, not hours.
+        c.reconcile.retry_base_secs = 1;
+        c.reconcile.retry_max_secs = 2;
+    }
+
+    /// The secrets, as the app settings (Key Vault references) would provide them.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("CLICKHOUSE_KEY_ID".into(), self.ch.key_id.clone()),
+            ("CLICKHOUSE_KEY_SECRET".into(), self.ch.key_secret.clone()),
+            ("ELASTIC_API_KEY".into(), self.es.api_key.clone()),
+            ("ZILLIZ_API_KEY".into(), self.zz.api_key.clone()),
+        ]
+    }
+
+    /// Every secret value, for tests proving none of them leaks.
+    pub fn secrets(&self) -> Vec<String> {
+        self.env().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The secrets a sandbox started with default options uses (for a test that only
+    /// sees another process's output).
+    pub fn secrets_for_tests() -> Vec<String> {
+        let (ch, es, zz) =
+            (ClickHouseFakeOptions::default(), ElasticFakeOptions::default(), ZillizFakeOptions::default());
+        vec![ch.key_id, ch.key_secret, es.api_key, zz.api_key]
+    }
+
+    /// A generous wait for queue work to reach the vendors.
+    pub const SETTLE: Duration = Duration::from_secs(20);
+}

@@ -1,0 +1,270 @@
+//! Vendor allowlists end to end: Event Grid event -> handler -> reconcile plans vendor
+//! work -> embedded queue -> worker re-reads ARM -> fake ClickHouse / Elastic / Zilliz,
+//! with the ledger, retries, dead letters, approval re-checks and marks.
+
+use std::time::Duration;
+
+use private_link_autopilot::config::Config;
+use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions};
+use private_link_autopilot::sandbox::fake_vendors::Fault;
+use private_link_autopilot::sandbox::fake_vendors::elastic::Hide;
+use private_link_autopilot::sandbox::harness::{
+    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
+};
+use private_link_autopilot::sandbox::vendors::SandboxVendors;
+
+const CH_ALIAS: &str = "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice";
+const ES_ALIAS: &str =
+    "eastus2-prod-002-privatelink-service.64359fdd-7893-4215-9929-ece3287e1371.eastus2.azure.privatelinkservice";
+const ZZ_ALIAS: &str =
+    "zilliz-prod-eastus2-privatelink.6a90fc24-0000-4000-8000-000000000000.eastus2.azure.privatelinkservice";
+const ZONES: [&str; 3] = [
+    "eastus2.privatelink.azure.clickhouse.cloud",
+    "privatelink.eastus2.azure.elastic-cloud.com",
+    "az-eastus2.vectordb.zillizcloud.com",
+];
+
+fn clickhouse(name: &str) -> EndpointSpec {
+    EndpointSpec::alias(SUB, RG, name, "eastus2", CH_ALIAS)
+}
+fn elastic(name: &str) -> EndpointSpec {
+    EndpointSpec::alias(SUB, RG, name, "eastus2", ES_ALIAS)
+}
+fn zilliz(name: &str) -> EndpointSpec {
+    EndpointSpec::alias(SUB, RG, name, "eastus2", ZZ_ALIAS).with_tag("autopilot.zilliz.clusters", "in01-3f2a9c")
+}
+
+struct World {
+    sb: Sandbox,
+    vendors: SandboxVendors,
+    audit: tempfile::TempPath,
+}
+
+impl World {
+    fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+    fn audit_types(&self) -> Vec<String> {
+        self.audit_lines().iter().filter_map(|e| e["type"].as_str().map(str::to_owned)).collect()
+    }
+    async fn settle(&self) {
+        assert!(self.sb.drain(Duration::from_secs(30)).await, "queue did not drain");
+    }
+}
+
+async fn world(configure: impl FnOnce(&mut Config) + Send + 'static) -> World {
+    let vendors = SandboxVendors::start().await.expect("fake vendors start");
+    let audit = tempfile::NamedTempFile::new().expect("temp").into_temp_path();
+    let audit_path = audit.to_string_lossy().to_string();
+    let mut base = Config::default();
+    vendors.configure(&mut base);
+    let vendor_section = base.vendors.clone();
+    let options = SandboxOptions {
+        arm: FakeArmOptions::default(),
+        zones: ZONES.iter().map(|z| (*z).to_owned()).collect(),
+        configure: Box::new(move |c: &mut Config| {
+            c.vendors = vendor_section;
+            c.reconcile.retry_base_secs = 1;
+            c.reconcile.retry_max_secs = 2;
+            c.audit.file = audit_path;
+            configure(c);
+        }),
+        env: vendors.env(),
+        workers: 2,
+        ..SandboxOptions::default()
+    };
+    let sb = Sandbox::start(options).await.expect("sandbox starts");
+    World { sb, vendors, audit }
+}
+
+/// Stop approval re-checks at once: these tests are about the vendor calls.
+fn no_rechecks(c: &mut Config) {
+    c.marks.recheck_window_secs = 0;
+}
+
+#[tokio::test]
+async fn create_registers_with_each_vendor_and_delete_deregisters() {
+    let w = world(no_rechecks).await;
+    let (ch, _) = w.sb.create(&clickhouse("ch-1")).await;
+    let (es, _) = w.sb.create(&elastic("es-1")).await;
+    let (zz, _) = w.sb.create(&zilliz("zz-1")).await;
+    w.settle().await;
+
+    let ch_state = w.vendors.clickhouse.state();
+    let ids: Vec<&String> = ch_state.services.values().flatten().collect();
+    assert_eq!(ids.len(), 1, "{ch_state:?}");
+    assert!(ids[0].eq_ignore_ascii_case(&ch), "ClickHouse gets the ARM id: {ids:?}");
+    let es_state = w.vendors.elastic.state();
+    assert_eq!(es_state.rulesets.len(), 1);
+    let rs = es_state.rulesets.values().next().unwrap();
+    assert_eq!(rs.rules[0].0, "es-1");
+    assert_eq!(w.vendors.zilliz.state().endpoints.len(), 1);
+    assert!(w.vendors.zilliz.state().endpoints[0].endpoint_id.starts_with("zz-1."));
+    let ledger = w.sb.app.reconciler.vendor_sync().unwrap().ledger().list().await.unwrap();
+    assert_eq!(ledger.len(), 3, "{ledger:?}");
+    let types = w.audit_types();
+    assert_eq!(types.iter().filter(|t| t.ends_with("vendor.registered")).count(), 3, "{types:?}");
+
+    // The same events again: look-before-write, nothing new is written.
+    w.vendors.clickhouse.clear_requests();
+    w.vendors.elastic.clear_requests();
+    w.vendors.zilliz.clear_requests();
+    w.sb.create(&clickhouse("ch-1")).await;
+    w.sb.create(&elastic("es-1")).await;
+    w.sb.create(&zilliz("zz-1")).await;
+    w.settle().await;
+    use private_link_autopilot::sandbox::fake_vendors::count_writes;
+    assert_eq!(count_writes(&w.vendors.clickhouse.requests()), 0);
+    assert_eq!(count_writes(&w.vendors.elastic.requests()), 0);
+    assert_eq!(count_writes(&w.vendors.zilliz.requests()), 0);
+
+    // Deletion: ARM forgets the guid, the ledger does not.
+    for id in [&ch, &es, &zz] {
+        w.sb.delete(id).await;
+    }
+    w.settle().await;
+    assert!(w.vendors.clickhouse.state().services.values().all(Vec::is_empty));
+    assert!(w.vendors.elastic.state().rulesets.is_empty());
+    assert!(w.vendors.zilliz.state().endpoints.is_empty());
+    assert!(w.sb.app.reconciler.vendor_sync().unwrap().ledger().list().await.unwrap().is_empty());
+    let types = w.audit_types();
+    assert_eq!(types.iter().filter(|t| t.ends_with("vendor.deregistered")).count(), 3, "{types:?}");
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_they_pass() {
+    let w = world(no_rechecks).await;
+    w.vendors.clickhouse.inject(Fault::ServerError, 2);
+    w.vendors.elastic.inject(Fault::TooManyRequests { retry_after: Some(Duration::from_secs(1)) }, 1);
+    w.vendors.elastic.hide_connections(Hide::Requests(2));
+    w.sb.create(&clickhouse("ch-retry")).await;
+    w.sb.create(&elastic("es-retry")).await;
+    w.settle().await;
+    assert_eq!(w.vendors.clickhouse.state().services.values().flatten().count(), 1);
+    assert_eq!(w.vendors.elastic.state().rulesets.len(), 1);
+    let stats = w.sb.app.stats.snapshot();
+    assert!(stats["vendor_calls_failed"].as_u64().unwrap() >= 3, "{stats}");
+    assert_eq!(stats["dead_lettered"], 0, "{stats}");
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_dead_lettered_with_a_readable_reason_and_no_secret() {
+    let w = world(|c| {
+        no_rechecks(c);
+        // A deployment Elastic does not know: its API answers 404 on association.
+        c.vendors.elastic.deployment_ids = vec!["no-such-deployment".into()];
+    })
+    .await;
+    let (id, _) = w.sb.create(&elastic("es-bad")).await;
+    w.settle().await;
+    let dead = w.sb.app.queue.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = &dead[0].reason;
+    assert!(reason.contains("elastic") && reason.contains(&id) && reason.contains("404"), "{reason}");
+    let lines = w.audit_lines();
+    let dl: Vec<_> = lines.iter().filter(|e| e["type"].as_str().unwrap().ends_with("vendor.dead_lettered")).collect();
+    assert_eq!(dl.len(), 1, "{lines:?}");
+    assert_eq!(dl[0]["subject"], id.as_str());
+    let everything = format!("{reason}\n{}", std::fs::read_to_string(&w.audit).unwrap());
+    for secret in w.vendors.secrets() {
+        assert!(!everything.contains(&secret), "a secret leaked into a reason or an audit event");
+    }
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_a_configuration_dead_letter() {
+    let vendors_key = "CLICKHOUSE_KEY_SECRET";
+    // A world whose ClickHouse secret is wrong.
+    let vendors = SandboxVendors::start().await.unwrap();
+    let mut base = Config::default();
+    vendors.configure(&mut base);
+    let section = base.vendors.clone();
+    let mut env = vendors.env();
+    for (k, v) in env.iter_mut() {
+        if k == vendors_key {
+            *v = "wrong-secret-value-123".into();
+        }
+    }
+    let sb = Sandbox::start(SandboxOptions {
+        zones: ZONES.iter().map(|z| (*z).to_owned()).collect(),
+        configure: Box::new(move |c| {
+            c.vendors = section;
+            c.reconcile.retry_base_secs = 1;
+            c.marks.recheck_window_secs = 0;
+        }),
+        env,
+        workers: 1,
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    sb.create(&clickhouse("ch-badkey")).await;
+    assert!(sb.drain(Duration::from_secs(20)).await);
+    let dead = sb.app.queue.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("401") && dead[0].reason.contains("credentials"), "{}", dead[0].reason);
+    assert!(!dead[0].reason.contains("wrong-secret-value-123"));
+    assert_eq!(dead[0].delivery_count, 1, "configuration errors are not retried");
+}
+
+#[tokio::test]
+async fn a_register_message_for_a_deleted_endpoint_deregisters() {
+    let w = world(no_rechecks).await;
+    let (id, _) = w.sb.create(&elastic("es-gone")).await;
+    w.settle().await;
+    assert_eq!(w.vendors.elastic.state().rulesets.len(), 1);
+    // The endpoint disappears, but only a (stale) register message arrives.
+    w.sb.arm.delete_endpoint(&id);
+    let rid = private_link_autopilot::model::ResourceId::parse_private_endpoint(&id).unwrap();
+    w.sb.app.queue.enqueue(private_link_autopilot::queue::work::vendor_work(&rid, "elastic", "stale")).await.unwrap();
+    w.settle().await;
+    assert!(w.vendors.elastic.state().rulesets.is_empty(), "re-read ARM, so it became a deregistration");
+}
+
+#[tokio::test]
+async fn an_endpoint_matching_no_rule_is_reported_not_registered() {
+    let w = world(|c| {
+        no_rechecks(c);
+        c.vendors.clickhouse.service_ids.clear();
+        c.vendors.rules = vec![private_link_autopilot::effects::vendors::routing::VendorRule {
+            vendor: "clickhouse".into(),
+            region: "westeurope".into(),
+            targets: vec!["svc-eu".into()],
+            ..Default::default()
+        }];
+    })
+    .await;
+    w.sb.create(&clickhouse("ch-nowhere")).await;
+    w.settle().await;
+    assert!(w.vendors.clickhouse.state().services.values().all(Vec::is_empty));
+    assert_eq!(w.vendors.clickhouse.requests().len(), 0, "no vendor call at all");
+    let lines = w.audit_lines();
+    let unmatched: Vec<_> =
+        lines.iter().filter(|e| e["type"].as_str().unwrap().ends_with("vendor.unmatched")).collect();
+    assert_eq!(unmatched.len(), 1, "{lines:?}");
+    assert!(unmatched[0]["data"]["reason"].as_str().unwrap().contains("no [[vendors.rules]] entry"));
+}
+
+#[tokio::test]
+async fn a_vendor_that_approves_after_some_rechecks_gets_the_endpoint_marked() {
+    let w = world(|_| {}).await;
+    let (id, _) = w.sb.create(&zilliz("zz-approve")).await;
+    // Registered, still Pending: re-checks keep coming while the vendor thinks.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(w.vendors.zilliz.state().endpoints.len(), 1);
+    let tags = w.sb.arm.resource(&id).unwrap()["tags"].clone();
+    assert_eq!(tags["plautopilot-state"], "Pending", "{tags}");
+    assert!(tags["plautopilot-done"].as_str().unwrap().contains("vendor:zilliz"), "{tags}");
+    assert_eq!(tags["autopilot.zilliz.clusters"], "in01-3f2a9c", "foreign tags untouched");
+    // The vendor approves in its own subscription: no event reaches us.
+    w.sb.arm.set_connection_status(&id, "Approved");
+    w.settle().await;
+    let tags = w.sb.arm.resource(&id).unwrap()["tags"].clone();
+    assert_eq!(tags["plautopilot-state"], "Approved", "{tags}");
+    let types = w.audit_types();
+    assert!(types.iter().filter(|t| t.ends_with("endpoint.marked")).count() >= 2, "{types:?}");
+}

@@ -14,6 +14,7 @@ pub mod config;
 pub mod effects;
 pub mod intake;
 pub mod model;
+pub mod ops;
 pub mod packaging;
 pub mod queue;
 pub mod reconcile;

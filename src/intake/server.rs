@@ -233,38 +233,46 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
         let logs = vec!["sweep: no subscriptions configured (sweep.subscriptions); nothing to do".to_owned()];
         return invocation_ok(InvocationResponse { logs, ..Default::default() });
     }
-    let listed = match crate::reconcile::sweep::list_endpoints(&app.arm, subscriptions).await {
-        Ok(ids) => ids,
+    let scope = match crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions).await {
+        Ok(s) => s,
         Err(e) => return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &format!("listing: {e}")),
     };
-    let mut ids: BTreeMap<String, ResourceId> = listed.iter().map(|id| (id.key().to_owned(), id.clone())).collect();
-    let mut orphans = 0usize;
-    match app.reconciler.owners_in_dns().await {
-        Ok(owners) => {
-            for owner in owners {
-                if !ids.contains_key(&owner)
-                    && let Ok(id) = ResourceId::parse_private_endpoint(&owner)
-                {
-                    orphans += 1;
-                    ids.insert(owner, id);
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "sweep: could not read DNS ownership; orphans wait for the next run"),
-    }
     let deadline = Duration::from_secs(app.config.sweep.deadline_secs.max(1));
-    let (mut logs, summary) = match reconcile_and_queue(&app, ids.into_values().collect(), deadline).await {
+    let total = scope.ids.len();
+    let (mut logs, summary) = match reconcile_and_queue(&app, scope.ids, deadline).await {
         Ok(r) => r,
         Err(why) => return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &why),
     };
-    let changed = summary.iter().filter(|r| r["applied"].as_array().is_some_and(|a| !a.is_empty())).count();
+    let count = |f: &dyn Fn(&Value) -> bool| summary.iter().filter(|r| f(r)).count();
+    let changed = count(&|r| r["applied"].as_array().is_some_and(|a| !a.is_empty()));
+    let removed_gone = count(&|r| r["exists"] == false && r["applied"].as_array().is_some_and(|a| !a.is_empty()));
+    let vendor_work = summary.iter().map(|r| r["vendors"].as_array().map_or(0, Vec::len)).sum::<usize>();
+    let not_done = count(&|r| r["outcome"]["outcome"] != "done");
+    let counts = json!({
+        "subscriptions": subscriptions.len(),
+        "listed": scope.listed,
+        "dns_owners_not_listed": scope.dns_owners_not_listed,
+        "vendor_registrations_not_listed": scope.vendor_registrations_not_listed,
+        "reconciled": total,
+        "changed": changed,
+        "cleaned_up_after_deleted": removed_gone,
+        "vendor_work_queued": vendor_work,
+        "not_converged_queued": not_done,
+        "elapsed_ms": started.elapsed().as_millis() as u64,
+    });
     let line = format!(
-        "sweep: {} listed, {orphans} owners not listed re-checked, {changed} changed, {} ms",
-        listed.len(),
+        "sweep: {} listed, {} owners not listed re-checked, {} vendor registrations not listed re-checked, \
+         {changed} changed, {vendor_work} vendor work queued, {not_done} not converged (queued), {} ms",
+        scope.listed,
+        scope.dns_owners_not_listed,
+        scope.vendor_registrations_not_listed,
         started.elapsed().as_millis()
     );
     tracing::info!("{line}");
     logs.insert(0, line);
+    let event =
+        crate::effects::audit::AuditEvent { kind: "sweep.completed".into(), subject: "sweep".into(), data: counts };
+    app.reconciler.publish(&[event]).await;
     invocation_ok(InvocationResponse { logs, return_value: Value::Array(summary), ..Default::default() })
 }
 

@@ -27,3 +27,61 @@ pub async fn list_endpoints(arm: &ArmClient, subscriptions: &[String]) -> Result
     }
     Ok(out.into_values().collect())
 }
+
+/// What a sweep (or `autopilot plan --subscription`) looks at.
+#[derive(Debug, Default)]
+pub struct Scope {
+    /// Listed in the subscriptions (the source of truth's view, which may lag).
+    pub listed: usize,
+    /// Own a record in DNS but were not listed: deleted, or not listed yet.
+    pub dns_owners_not_listed: usize,
+    /// Registered with a vendor (per the ledger) but not listed.
+    pub vendor_registrations_not_listed: usize,
+    /// Everything to reconcile, deduplicated, in id order.
+    pub ids: Vec<ResourceId>,
+}
+
+/// Lists the endpoints in `subscriptions` and adds every endpoint that our DNS records or
+/// our vendor ledger still name. Each one is re-read by its reconcile before anything is
+/// removed, so a lagging listing can only cost a no-op.
+pub async fn scope(
+    arm: &ArmClient,
+    reconciler: &super::Reconciler,
+    subscriptions: &[String],
+) -> Result<Scope, ArmError> {
+    let listed = list_endpoints(arm, subscriptions).await?;
+    let mut ids: std::collections::BTreeMap<String, ResourceId> =
+        listed.iter().map(|id| (id.key().to_owned(), id.clone())).collect();
+    let mut scope = Scope { listed: listed.len(), ..Scope::default() };
+    match reconciler.owners_in_dns().await {
+        Ok(owners) => {
+            for owner in owners {
+                if !ids.contains_key(&owner)
+                    && let Ok(id) = ResourceId::parse_private_endpoint(&owner)
+                {
+                    scope.dns_owners_not_listed += 1;
+                    ids.insert(owner, id);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "sweep: could not read DNS ownership; orphans wait for the next run"),
+    }
+    if let Some(sync) = reconciler.vendor_sync() {
+        match sync.ledger().list().await {
+            Ok(entries) => {
+                for entry in entries {
+                    let key = entry.endpoint.pe_id.to_ascii_lowercase();
+                    if !ids.contains_key(&key)
+                        && let Ok(id) = ResourceId::parse_private_endpoint(&entry.endpoint.pe_id)
+                    {
+                        scope.vendor_registrations_not_listed += 1;
+                        ids.insert(key, id);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sweep: could not read the vendor ledger; vendor orphans wait"),
+        }
+    }
+    scope.ids = ids.into_values().collect();
+    Ok(scope)
+}

@@ -173,3 +173,28 @@ impl VendorSync {
         })
     }
 }
+
+impl VendorSync {
+    /// Whether the vendor has the endpoint now (`autopilot status`): asks the vendor
+    /// with the identity it would be registered under (routed, or from the ledger when
+    /// the endpoint is gone). `None` when there is nothing to ask about.
+    pub async fn is_registered(
+        &self,
+        vendor: &str,
+        pe: Option<&PrivateEndpoint>,
+        id: &ResourceId,
+    ) -> Result<Option<bool>, String> {
+        let client = self.client(vendor).map_err(|e| e.to_string())?;
+        let ep = match pe {
+            Some(pe) => match self.route(vendor, pe) {
+                (ep, Route::Register { .. }) => ep,
+                (_, Route::Unmatched(_)) => return Ok(None),
+            },
+            None => match self.ledger.get(vendor, id.as_str()).await.map_err(|e| e.to_string())? {
+                Some(entry) => entry.endpoint,
+                None => return Ok(None),
+            },
+        };
+        client.is_registered(&ep).await.map(Some).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,251 @@
+//! What people run from a terminal: one endpoint's state side by side (`autopilot
+//! status`), and what a sweep would do without doing it (`autopilot plan
+//! --subscription`). Both are read-only: they reuse the reconciler's dry run, so what
+//! they show is exactly what the handlers and the sweep would do.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::app::App;
+use crate::arm::endpoints::{EndpointState, read_endpoint};
+use crate::effects::approvals::ApprovalDecision;
+use crate::effects::marks;
+use crate::effects::vendors::sync::VendorPlan;
+use crate::model::ResourceId;
+use crate::reconcile::plan::DnsAction;
+use crate::reconcile::{Mode, Outcome, Report};
+
+#[derive(Debug, Serialize)]
+pub struct DnsLine {
+    pub record: String,
+    /// `in place`, `missing`, `drifted`, `to remove`, `conflict`.
+    pub state: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VendorLine {
+    #[serde(flatten)]
+    pub plan: VendorPlan,
+    /// Unix seconds the ledger recorded the registration, if it did.
+    pub ledger_recorded_at: Option<u64>,
+    /// What the vendor says now (`None` = nothing to ask).
+    pub registered: Option<bool>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointStatus {
+    pub endpoint: String,
+    pub exists: Option<bool>,
+    pub provisioning_state: Option<String>,
+    pub connection_state: Option<String>,
+    /// Our marks on the endpoint (tags with the configured prefix).
+    pub marks: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub dns: Vec<DnsLine>,
+    pub vendors: Vec<VendorLine>,
+    pub approvals: Vec<ApprovalDecision>,
+    /// Reasons of dead-lettered work about this endpoint.
+    pub dead_letters: Vec<String>,
+    pub notes: Vec<String>,
+    pub converged: bool,
+    pub outcome: Outcome,
+}
+
+fn dns_lines(report: &Report) -> Vec<DnsLine> {
+    report
+        .plan
+        .actions
+        .iter()
+        .map(|a| {
+            let state = match a {
+                DnsAction::Unchanged { .. } => "in place",
+                DnsAction::Create { .. } => "missing",
+                DnsAction::Update { .. } => "drifted",
+                DnsAction::Delete { .. } => "to remove",
+                DnsAction::Conflict { .. } => "conflict",
+            };
+            DnsLine { record: a.key().fqdn(), state, detail: a.describe() }
+        })
+        .collect()
+}
+
+/// An endpoint's DNS, vendor and approval state side by side.
+pub async fn endpoint_status(app: &App, id: &ResourceId) -> EndpointStatus {
+    let report = app.reconciler.reconcile(id, Mode::DryRun).await;
+    let pe = match read_endpoint(&app.arm, id).await {
+        Ok(EndpointState::Present(pe)) => Some(pe),
+        _ => None,
+    };
+    let prefix = &app.config.marks.prefix;
+    let mut vendors = Vec::new();
+    for plan in &report.vendors {
+        let mut line = VendorLine { plan: plan.clone(), ledger_recorded_at: None, registered: None, error: None };
+        if let Some(sync) = app.reconciler.vendor_sync() {
+            match sync.ledger().get(&plan.vendor, id.as_str()).await {
+                Ok(entry) => line.ledger_recorded_at = entry.map(|e| e.recorded_at),
+                Err(e) => line.error = Some(e.to_string()),
+            }
+            match sync.is_registered(&plan.vendor, pe.as_deref(), id).await {
+                Ok(r) => line.registered = r,
+                Err(e) => line.error = Some(e),
+            }
+        }
+        vendors.push(line);
+    }
+    let dead_letters = match app.queue.dead_letters().await {
+        Ok(d) => d.into_iter().filter(|d| d.correlation_id.eq_ignore_ascii_case(id.key())).map(|d| d.reason).collect(),
+        Err(e) => vec![format!("(could not read dead letters: {e})")],
+    };
+    let converged = report.outcome == Outcome::Done
+        && report.plan.actions.iter().all(|a| matches!(a, DnsAction::Unchanged { .. }))
+        && vendors.iter().all(|v| v.registered != Some(false) || !v.plan.needs_work());
+    EndpointStatus {
+        endpoint: report.endpoint.clone(),
+        exists: report.exists,
+        provisioning_state: report.provisioning_state.clone(),
+        connection_state: pe.as_deref().map(marks::connection_state),
+        marks: pe
+            .as_deref()
+            .map(|p| {
+                p.tags
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(prefix.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        target: report.target.clone(),
+        dns: dns_lines(&report),
+        vendors,
+        approvals: report.approvals.clone(),
+        dead_letters,
+        notes: report.plan.notes.clone(),
+        converged,
+        outcome: report.outcome.clone(),
+    }
+}
+
+impl EndpointStatus {
+    /// The human view.
+    pub fn render(&self) -> String {
+        let mut out = format!("endpoint     {}\n", self.endpoint);
+        let exists = match self.exists {
+            Some(true) => format!(
+                "exists ({}), connection {}",
+                self.provisioning_state.as_deref().unwrap_or("?"),
+                self.connection_state.as_deref().unwrap_or("?")
+            ),
+            Some(false) => "deleted (ARM answers 404)".into(),
+            None => "unknown (ARM could not be read)".into(),
+        };
+        out.push_str(&format!("state        {exists}\n"));
+        out.push_str(&format!("target       {}\n", self.target.as_deref().unwrap_or("(not in the catalog)")));
+        if !self.marks.is_empty() {
+            let m: Vec<String> = self.marks.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!("marks        {}\n", m.join(" ")));
+        }
+        out.push_str("dns\n");
+        if self.dns.is_empty() {
+            out.push_str("  (no records)\n");
+        }
+        for d in &self.dns {
+            out.push_str(&format!("  {:<10} {:<60} {}\n", d.state, d.record, d.detail));
+        }
+        out.push_str("vendors\n");
+        if self.vendors.is_empty() {
+            out.push_str("  (none)\n");
+        }
+        for v in &self.vendors {
+            let registered = match v.registered {
+                Some(true) => "registered",
+                Some(false) => "NOT registered",
+                None => "-",
+            };
+            let ledger = v.ledger_recorded_at.map_or("no ledger entry".to_string(), |t| format!("ledger since {t}"));
+            let intent = serde_json::to_value(&v.plan)
+                .map(|j| j["intent"].as_str().unwrap_or("").to_owned())
+                .unwrap_or_default();
+            out.push_str(&format!("  {:<10} plan={intent:<10} {registered:<15} {ledger}", v.plan.vendor));
+            if let Some(e) = &v.error {
+                out.push_str(&format!("  error: {e}"));
+            }
+            out.push('\n');
+        }
+        out.push_str("approvals\n");
+        if self.approvals.is_empty() {
+            out.push_str("  (no owned target)\n");
+        }
+        for a in &self.approvals {
+            out.push_str(&format!("  {:?} {}: {}\n", a.action, a.target, a.reason));
+        }
+        for d in &self.dead_letters {
+            out.push_str(&format!("dead letter  {d}\n"));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("note         {n}\n"));
+        }
+        out.push_str(if self.converged {
+            "converged    yes\n"
+        } else {
+            "converged    NO (a reconcile would change something)\n"
+        });
+        out
+    }
+}
+
+/// The sweep's plan over `subscriptions`, computed without writing anything.
+#[derive(Debug, Serialize)]
+pub struct SweepPlan {
+    pub listed: usize,
+    pub dns_owners_not_listed: usize,
+    pub vendor_registrations_not_listed: usize,
+    /// Endpoints whose dry run would change something, with what.
+    pub changes: Vec<Report>,
+    pub unchanged: usize,
+}
+
+/// What the next sweep would do. `progress(done, total)` is called as endpoints are
+/// planned (long runs show it on stderr).
+pub async fn plan_subscriptions(
+    app: &App,
+    subscriptions: &[String],
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<SweepPlan, String> {
+    let scope =
+        crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions).await.map_err(|e| e.to_string())?;
+    let total = scope.ids.len();
+    let mut plan = SweepPlan {
+        listed: scope.listed,
+        dns_owners_not_listed: scope.dns_owners_not_listed,
+        vendor_registrations_not_listed: scope.vendor_registrations_not_listed,
+        changes: Vec::new(),
+        unchanged: 0,
+    };
+    let parallel = app.config.reconcile.max_parallel.max(1);
+    let mut done = 0usize;
+    for chunk in scope.ids.chunks(parallel) {
+        let reports =
+            futures::future::join_all(chunk.iter().map(|id| app.reconciler.reconcile(id, Mode::DryRun))).await;
+        for r in reports {
+            done += 1;
+            let changes = r.plan.actions.iter().any(|a| !matches!(a, DnsAction::Unchanged { .. }))
+                || r.vendors.iter().any(VendorPlan::needs_work)
+                || r.outcome != Outcome::Done
+                || r.marks.as_ref().is_some_and(|m| m.tags.iter().any(|_| false));
+            if changes {
+                plan.changes.push(r);
+            } else {
+                plan.unchanged += 1;
+            }
+        }
+        progress(done, total);
+    }
+    Ok(plan)
+}
+
+/// How often long runs report progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);

@@ -2,12 +2,15 @@
 //!
 //! `client` is the transport (tokens, retries honouring Retry-After, client-side token
 //! buckets that stay inside ARM's throttling budget, long-running operations);
-//! `endpoints` reads a private endpoint and its NIC into [`crate::model::PrivateEndpoint`].
+//! `endpoints` reads a private endpoint and its NIC into [`crate::model::PrivateEndpoint`];
+//! `graph` lists the private endpoints of many subscriptions at once with Resource Graph
+//! (the sweep's candidates, to be re-read through `endpoints`).
 
 pub mod budget;
 pub mod client;
 pub mod credential;
 pub mod endpoints;
+pub mod graph;
 
 pub use client::{ArmClient, ArmConfig, ArmError, ArmRequest, ArmResponse};
 pub use credential::{Secret, TokenSource};

@@ -22,6 +22,7 @@
 
 pub mod connections;
 pub mod dns;
+mod graph;
 pub mod network;
 pub mod tags;
 mod throttle;
@@ -63,6 +64,9 @@ pub struct FakeArmOptions {
     pub lro_retry_after_secs: u64,
     /// Polls of an operation status that answer `InProgress` before `Succeeded`.
     pub lro_polls: u32,
+    /// Resource Graph's per-principal quota: (queries, per window). Answers 429
+    /// `RateLimiting` with `Retry-After` once spent (the fake's `graph` module).
+    pub resource_graph_quota: (u32, Duration),
 }
 
 impl Default for FakeArmOptions {
@@ -77,6 +81,7 @@ impl Default for FakeArmOptions {
             page_size: 100,
             lro_retry_after_secs: 60,
             lro_polls: 1,
+            resource_graph_quota: (15, Duration::from_secs(5)),
         }
     }
 }
@@ -167,6 +172,8 @@ pub(crate) struct World {
     pub log: Vec<LoggedRequest>,
     pub faults: VecDeque<Fault>,
     pub next_ip: u32,
+    /// Resource Graph's quota window and the deletions it lags behind.
+    pub graph: graph::GraphState,
 }
 
 impl World {
@@ -180,7 +187,11 @@ impl World {
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Value> {
-        self.resources.remove(&id.to_ascii_lowercase()).map(|s| s.body)
+        let key = id.to_ascii_lowercase();
+        let body = self.resources.remove(&key)?.body;
+        // Resource Graph lags ARM: it keeps listing what was just removed.
+        self.graph.on_remove(&key, &body);
+        Some(body)
     }
 
     /// Direct children of `parent` whose type segment is `child_type` (both compared
@@ -498,6 +509,7 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         ["subscriptions", _, "providers", _, "locations", _, "operations", op] => operation_status(shared, op),
         ["subscriptions", _, "providers", _, "locations", _, "operationresults", op] => operation_result(shared, op),
         _ if s.contains(&"privateendpointconnections") => connections::route(shared, call, &s),
+        ["providers", "microsoft.resourcegraph", "resources"] => graph::route(shared, call),
         [.., "providers", "microsoft.resources", "tags", "default"] => tags::route(shared, call),
         [
             "subscriptions",

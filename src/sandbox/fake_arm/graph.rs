@@ -1,0 +1,364 @@
+//! Azure Resource Graph's `resources` query API, as far as the sweep uses it.
+//!
+//! `POST /providers/Microsoft.ResourceGraph/resources` answers from the fake's world
+//! without interpreting KQL: every query is taken to be "the private endpoints of these
+//! subscriptions, ordered by id" (what [`crate::arm::graph::PRIVATE_ENDPOINTS_QUERY`]
+//! asks), and the NIC join column `nicIpConfigs` is added when the query text names it.
+//! What the real service does and a client can get wrong is reproduced, following
+//! `../shared/reference/arm.md` section 6 and the official examples
+//! `ResourcesFirstPageQuery.json` / `ResourcesNextPageQuery.json`:
+//!
+//! * the answer shape: `totalRecords`, `count`, `data` (objectArray), `facets`,
+//!   `resultTruncated` as the *string* `"false"`, and `$skipToken` while rows remain; the
+//!   token is opaque (base64 of the next offset and page size) and a malformed one is a 400;
+//! * validation: `subscriptions` must be 1..=1000 strings and `options.$top` an integer
+//!   in 1..=1000, else a 400 with an ARM error body (`{"error":{"code","message"}}`).
+//!   Tenant and management-group scopes are not modelled, so a missing scope is a 400
+//!   too, and so is the `table` result format;
+//! * the per-principal quota (default 15 queries per 5 s, [`super::FakeArmOptions::resource_graph_quota`]):
+//!   a fixed window that opens with the first query, every answer carrying
+//!   `x-ms-user-quota-remaining` and `x-ms-user-quota-resets-after` (`hh:mm:ss`, rounded
+//!   up so a client that waits that long is never early), and 429 `RateLimiting` with
+//!   `Retry-After` once it is spent (a refused query does not count);
+//! * lag ([`FakeArm::set_graph_lag`]): Resource Graph is an index that trails ARM, so an
+//!   endpoint (and its NIC) deleted less than the lag ago is still listed. That is the
+//!   case the sweep must survive by re-reading ARM before it deletes anything.
+//!
+//! The fake has a single principal (its one accepted token), hence a single quota window.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+use super::{Answer, Call, FakeArm, Shared, World};
+
+const PE_TYPE: &str = "microsoft.network/privateendpoints";
+const NIC_TYPE: &str = "microsoft.network/networkinterfaces";
+/// Page size when neither `$top` nor the skip token says otherwise (the service's default).
+const DEFAULT_TOP: u64 = 100;
+const MAX_TOP: u64 = 1000;
+const MAX_SUBSCRIPTIONS: usize = 1000;
+
+/// Resource Graph's state in the fake world: the quota window and the deletions it has
+/// not caught up with yet.
+#[derive(Debug, Default)]
+pub(crate) struct GraphState {
+    window: Option<Window>,
+    lag: Duration,
+    /// Endpoints and NICs removed from ARM less than `lag` ago (only kept while a lag is set).
+    removed: Vec<Removed>,
+}
+
+#[derive(Debug)]
+struct Window {
+    opened: Instant,
+    used: u32,
+}
+
+#[derive(Debug)]
+struct Removed {
+    /// Lower-cased id.
+    key: String,
+    body: Value,
+    at: Instant,
+}
+
+impl GraphState {
+    /// Called for every resource removed from the world: Resource Graph still shows a
+    /// removed endpoint or NIC for a while.
+    pub(crate) fn on_remove(&mut self, key: &str, body: &Value) {
+        if self.lag.is_zero() || !(is_type(key, PE_TYPE) || is_type(key, NIC_TYPE)) {
+            return;
+        }
+        let now = Instant::now();
+        self.prune(now);
+        self.removed.push(Removed { key: key.to_owned(), body: body.clone(), at: now });
+    }
+
+    fn prune(&mut self, now: Instant) {
+        let lag = self.lag;
+        self.removed.retain(|r| now.saturating_duration_since(r.at) < lag);
+    }
+
+    /// Counts one query against the quota: `Ok((remaining, resets_after))` or
+    /// `Err(resets_after)` when the window's quota is spent.
+    fn take_quota(&mut self, (limit, window): (u32, Duration), now: Instant) -> Result<(u32, Duration), Duration> {
+        let window = window.max(Duration::from_millis(1));
+        let w = match &mut self.window {
+            Some(w) if now.saturating_duration_since(w.opened) < window => w,
+            slot => slot.insert(Window { opened: now, used: 0 }),
+        };
+        let resets_after = (w.opened + window).saturating_duration_since(now);
+        if w.used >= limit {
+            return Err(resets_after);
+        }
+        w.used += 1;
+        Ok((limit - w.used, resets_after))
+    }
+}
+
+impl FakeArm {
+    /// Makes Resource Graph trail ARM by `lag`: endpoints deleted less than `lag` ago are
+    /// still listed. Only deletions after this call are remembered; zero turns it off.
+    pub fn set_graph_lag(&self, lag: Duration) {
+        let mut w = self.shared().world();
+        w.graph.lag = lag;
+        w.graph.prune(Instant::now());
+    }
+}
+
+/// Whether a lower-cased id is a top-level resource of `type_path` (not a child of one).
+fn is_type(key: &str, type_path: &str) -> bool {
+    let marker = format!("/providers/{type_path}/");
+    key.split_once(&marker).is_some_and(|(_, name)| !name.is_empty() && !name.contains('/'))
+}
+
+/// `hh:mm:ss`, rounded up to the next second.
+fn hms(d: Duration) -> String {
+    let secs = ceil_secs(d);
+    format!("{:02}:{:02}:{:02}", secs / 3600, (secs / 60) % 60, secs % 60)
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `POST /providers/Microsoft.ResourceGraph/resources`.
+pub(super) fn route(shared: &Shared, call: &Call<'_>) -> Answer {
+    if *call.method != axum::http::Method::POST {
+        return Answer::error(
+            405,
+            "UnsupportedHttpMethod",
+            format!("The '{}' method is not supported for Resource Graph queries; use POST.", call.method),
+        );
+    }
+    let mut w = shared.world();
+    let now = Instant::now();
+    let quota = match w.graph.take_quota(shared.options.resource_graph_quota, now) {
+        Ok(q) => q,
+        Err(resets_after) => {
+            return Answer::error(
+                429,
+                "RateLimiting",
+                "Client application has been throttled and should not attempt to repeat the request until an amount of time has elapsed.",
+            )
+            .with_header("Retry-After", ceil_secs(resets_after).max(1).to_string())
+            .with_header("x-ms-user-quota-remaining", "0")
+            .with_header("x-ms-user-quota-resets-after", hms(resets_after));
+        }
+    };
+    let answer = match call.json_body().and_then(|b| Query::parse(&b)) {
+        Ok(q) => {
+            w.graph.prune(now);
+            q.answer(&w)
+        }
+        Err(a) => a,
+    };
+    answer
+        .with_header("x-ms-user-quota-remaining", quota.0.to_string())
+        .with_header("x-ms-user-quota-resets-after", hms(quota.1))
+}
+
+/// A validated request body.
+struct Query {
+    /// Lower-cased, deduplicated.
+    subscriptions: Vec<String>,
+    with_nic_ips: bool,
+    offset: u64,
+    top: u64,
+}
+
+fn bad_request(message: impl Into<String>) -> Answer {
+    Answer::error(400, "BadRequest", message)
+}
+
+impl Query {
+    fn parse(body: &Value) -> Result<Self, Answer> {
+        let Some(body) = body.as_object() else {
+            return Err(bad_request("The request body must be a JSON object."));
+        };
+        let subs = match body.get("subscriptions") {
+            Some(Value::Array(subs)) => subs,
+            Some(_) => return Err(bad_request("'subscriptions' must be an array of subscription ids.")),
+            None => {
+                return Err(Answer::error(
+                    400,
+                    "UnsupportedBySandbox",
+                    "The sandbox answers subscription-scoped queries only; pass 'subscriptions'.",
+                ));
+            }
+        };
+        if subs.is_empty() || subs.len() > MAX_SUBSCRIPTIONS {
+            return Err(bad_request(format!(
+                "'subscriptions' must hold between 1 and {MAX_SUBSCRIPTIONS} subscription ids; it holds {}.",
+                subs.len()
+            )));
+        }
+        let mut seen = HashSet::new();
+        let mut subscriptions = Vec::new();
+        for s in subs {
+            match s.as_str().map(str::trim) {
+                Some(s) if !s.is_empty() => {
+                    if seen.insert(s.to_ascii_lowercase()) {
+                        subscriptions.push(s.to_ascii_lowercase());
+                    }
+                }
+                _ => return Err(bad_request("Every entry of 'subscriptions' must be a non-empty string.")),
+            }
+        }
+        let query = match body.get("query") {
+            Some(Value::String(q)) if !q.trim().is_empty() => q,
+            _ => return Err(bad_request("'query' must be a non-empty string.")),
+        };
+        let empty = serde_json::Map::new();
+        let options = match body.get("options") {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(o)) => o,
+            Some(_) => return Err(bad_request("'options' must be an object.")),
+        };
+        match options.get("resultFormat").and_then(Value::as_str) {
+            None => {}
+            Some(f) if f.eq_ignore_ascii_case("objectArray") => {}
+            Some(f) => {
+                return Err(Answer::error(
+                    400,
+                    "UnsupportedBySandbox",
+                    format!("The sandbox answers in the objectArray format only, not '{f}'."),
+                ));
+            }
+        }
+        let top = match options.get("$top") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64() {
+                Some(t) if (1..=MAX_TOP).contains(&t) => Some(t),
+                _ => return Err(bad_request(format!("'$top' must be an integer between 1 and {MAX_TOP}; got {v}."))),
+            },
+        };
+        let (offset, token_top) = match options.get("$skipToken") {
+            None | Some(Value::Null) => match options.get("$skip") {
+                None | Some(Value::Null) => (0, None),
+                Some(v) => match v.as_u64() {
+                    Some(s) => (s, None),
+                    None => return Err(bad_request(format!("'$skip' must be a non-negative integer; got {v}."))),
+                },
+            },
+            Some(Value::String(t)) => decode_token(t).ok_or_else(|| bad_request("The '$skipToken' is not valid."))?,
+            Some(_) => return Err(bad_request("'$skipToken' must be a string.")),
+        };
+        Ok(Self {
+            subscriptions,
+            with_nic_ips: query.to_ascii_lowercase().contains("nicipconfigs"),
+            offset,
+            top: top.or(token_top).unwrap_or(DEFAULT_TOP),
+        })
+    }
+
+    /// The page of rows this query selects, ordered by id.
+    fn answer(&self, w: &World) -> Answer {
+        // Lower-cased id -> the endpoint's JSON; live endpoints win over remembered ones
+        // (deleted and re-created within the lag).
+        let mut endpoints: BTreeMap<String, &Value> = BTreeMap::new();
+        for r in &w.graph.removed {
+            if is_type(&r.key, PE_TYPE) && self.in_scope(&r.key) {
+                endpoints.insert(r.key.clone(), &r.body);
+            }
+        }
+        for sub in &self.subscriptions {
+            let prefix = format!("/subscriptions/{sub}/");
+            for (k, s) in w.resources.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+                if is_type(k, PE_TYPE) {
+                    endpoints.insert(k.clone(), &s.body);
+                }
+            }
+        }
+        let total = endpoints.len() as u64;
+        let offset = usize::try_from(self.offset).unwrap_or(usize::MAX);
+        let top = usize::try_from(self.top).unwrap_or(usize::MAX);
+        let data: Vec<Value> = endpoints.values().skip(offset).take(top).map(|pe| self.row(w, pe)).collect();
+        let next = self.offset.saturating_add(data.len() as u64);
+        let mut body = json!({
+            "totalRecords": total,
+            "count": data.len(),
+            "data": data,
+            "facets": [],
+            "resultTruncated": "false",
+        });
+        if next < total {
+            body["$skipToken"] = Value::String(encode_token(next, self.top));
+        }
+        Answer::json(200, body)
+    }
+
+    fn in_scope(&self, key: &str) -> bool {
+        let sub = key.split('/').nth(2).unwrap_or_default();
+        self.subscriptions.iter().any(|s| s == sub)
+    }
+
+    fn row(&self, w: &World, pe: &Value) -> Value {
+        let mut row = json!({"id": pe.get("id").cloned().unwrap_or(Value::Null)});
+        if self.with_nic_ips {
+            // The query joins the first NIC on its lower-cased id; no NIC (or one that is
+            // already gone from the index) gives null, as a leftouter join does.
+            let nic = pe
+                .pointer("/properties/networkInterfaces/0/id")
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .and_then(|nic| w.get(&nic).or_else(|| w.graph.removed.iter().find(|r| r.key == nic).map(|r| &r.body)));
+            row["nicIpConfigs"] =
+                nic.and_then(|n| n.pointer("/properties/ipConfigurations")).cloned().unwrap_or(Value::Null);
+        }
+        row
+    }
+}
+
+fn encode_token(offset: u64, top: u64) -> String {
+    B64.encode(json!({"offset": offset, "top": top}).to_string())
+}
+
+fn decode_token(token: &str) -> Option<(u64, Option<u64>)> {
+    let v: Value = serde_json::from_slice(&B64.decode(token.trim()).ok()?).ok()?;
+    let offset = v.get("offset")?.as_u64()?;
+    let top = v.get("top").and_then(Value::as_u64).filter(|t| (1..=MAX_TOP).contains(t));
+    Some((offset, top))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_garbage_is_rejected() {
+        assert_eq!(decode_token(&encode_token(1000, 1000)), Some((1000, Some(1000))));
+        assert_eq!(decode_token("not base64!"), None);
+        assert_eq!(decode_token(&B64.encode("{}")), None);
+    }
+
+    #[test]
+    fn hms_rounds_up() {
+        assert_eq!(hms(Duration::from_millis(4200)), "00:00:05");
+        assert_eq!(hms(Duration::from_secs(3723)), "01:02:03");
+        assert_eq!(hms(Duration::ZERO), "00:00:00");
+    }
+
+    #[test]
+    fn quota_window() {
+        let mut g = GraphState::default();
+        let t0 = Instant::now();
+        let q = (2, Duration::from_secs(5));
+        assert_eq!(g.take_quota(q, t0).map(|r| r.0), Ok(1));
+        assert_eq!(g.take_quota(q, t0).map(|r| r.0), Ok(0));
+        assert!(g.take_quota(q, t0 + Duration::from_secs(1)).is_err());
+        assert_eq!(g.take_quota(q, t0 + Duration::from_secs(5)).map(|r| r.0), Ok(1));
+    }
+
+    #[test]
+    fn types_are_top_level_only() {
+        let pe = "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/a";
+        assert!(is_type(pe, PE_TYPE));
+        assert!(!is_type(&format!("{pe}/privatednszonegroups/default"), PE_TYPE));
+        assert!(!is_type(pe, NIC_TYPE));
+    }
+}

@@ -227,11 +227,15 @@ pub struct SweepSettings {
     /// Time one sweep may spend reconciling before the rest is queued (the Functions
     /// timeout is 5 minutes).
     pub deadline_secs: u64,
+    /// How endpoints are listed: `resource_graph` (one query per 1,000 subscriptions and
+    /// 1,000 endpoints, its own quota) or `arm` (one paged list per subscription, from
+    /// the ARM read budget).
+    pub source: String,
 }
 
 impl Default for SweepSettings {
     fn default() -> Self {
-        Self { subscriptions: Vec::new(), deadline_secs: 240 }
+        Self { subscriptions: Vec::new(), deadline_secs: 240, source: "resource_graph".into() }
     }
 }
 
@@ -356,6 +360,9 @@ impl Config {
         }
         if !matches!(self.approvals.on_violation.as_str(), "leave_pending" | "reject") {
             return invalid("approvals.on_violation", "must be `leave_pending` or `reject`");
+        }
+        if !matches!(self.sweep.source.as_str(), "resource_graph" | "arm") {
+            return invalid("sweep.source", "must be `resource_graph` or `arm`");
         }
         match self.ledger.kind.as_str() {
             "sqlite" => {}

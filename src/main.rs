@@ -14,11 +14,11 @@ use private_link_autopilot::arm::credential::{AzureTokenSource, StaticToken};
 use private_link_autopilot::config::Config;
 use private_link_autopilot::intake::server;
 use private_link_autopilot::model::ResourceId;
-use private_link_autopilot::packaging;
 use private_link_autopilot::queue::servicebus::{ServiceBusCredentials, ServiceBusQueue};
 use private_link_autopilot::queue::{SqliteQueue, WorkQueue, worker};
 use private_link_autopilot::reconcile::Mode;
 use private_link_autopilot::telemetry;
+use private_link_autopilot::{ops, packaging};
 
 #[derive(Parser)]
 #[command(name = "autopilot", version, about = "Private endpoint DNS, vendor allowlists and approvals on autopilot")]
@@ -45,8 +45,22 @@ enum Command {
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT", default_value = "8080")]
         port: u16,
     },
-    /// Show what reconciling one private endpoint would do, without doing it.
-    Plan { endpoint: String },
+    /// Show what reconciling would do, without doing it: one endpoint, or (with
+    /// --subscription, repeatable) what the sweep would do across subscriptions.
+    Plan {
+        endpoint: Option<String>,
+        #[arg(long = "subscription")]
+        subscriptions: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One endpoint's DNS, vendor and approval state side by side (read-only).
+    Status {
+        endpoint: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Dead-lettered work: list, or replay by id (or `all`).
     Dlq {
         #[command(subcommand)]
@@ -146,14 +160,32 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             demo::run(choice).await.map(|_| ())
         }
-        Command::Plan { endpoint } => {
+        Command::Plan { endpoint, subscriptions, json } => {
+            let app = build_for_cli(config)?;
+            match (endpoint, subscriptions.is_empty()) {
+                (Some(endpoint), true) => {
+                    let id = ResourceId::parse_private_endpoint(&endpoint).map_err(|e| e.to_string())?;
+                    let report = app.reconciler.reconcile(&id, Mode::DryRun).await;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                    } else {
+                        println!("{}", server::format_report(&report));
+                    }
+                    Ok(())
+                }
+                (None, false) => plan_subscriptions(&app, &subscriptions, json).await,
+                _ => Err("give either a private endpoint id or --subscription (repeatable), not both".into()),
+            }
+        }
+        Command::Status { endpoint, json } => {
             let id = ResourceId::parse_private_endpoint(&endpoint).map_err(|e| e.to_string())?;
-            let queue = open_queue(&config)?;
-            let cred = credential(&config)?;
-            let routes = app::rfc2136_routes(&config, |k| std::env::var(k).ok())?;
-            let app = App::build(config, cred, queue, routes)?;
-            let report = app.reconciler.reconcile(&id, Mode::DryRun).await;
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            let app = build_for_cli(config)?;
+            let status = ops::endpoint_status(&app, &id).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+            } else {
+                print!("{}", status.render());
+            }
             Ok(())
         }
         Command::Dlq { action } => {
@@ -190,6 +222,46 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The application as the CLI commands use it (same wiring as `serve`, no workers).
+fn build_for_cli(config: Config) -> Result<App, String> {
+    let queue = open_queue(&config)?;
+    let cred = credential(&config)?;
+    let routes = app::rfc2136_routes(&config, |k| std::env::var(k).ok())?;
+    App::build(config, cred, queue, routes)
+}
+
+async fn plan_subscriptions(app: &App, subscriptions: &[String], json: bool) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let last = std::sync::Mutex::new(started);
+    let progress = |done: usize, total: usize| {
+        let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if done == total || last.elapsed() >= ops::PROGRESS_EVERY {
+            eprintln!("planned {done}/{total} endpoints ({} s)", started.elapsed().as_secs());
+            *last = std::time::Instant::now();
+        }
+    };
+    let plan = ops::plan_subscriptions(app, subscriptions, &progress).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "{} listed, {} more own DNS records, {} more are in the vendor ledger; {} unchanged, {} would change:",
+        plan.listed,
+        plan.dns_owners_not_listed,
+        plan.vendor_registrations_not_listed,
+        plan.unchanged,
+        plan.changes.len()
+    );
+    for report in &plan.changes {
+        println!("  {}", server::format_report(report));
+        for v in report.vendors.iter().filter(|v| v.needs_work()) {
+            println!("      vendor {}: {:?}", v.vendor, v.intent);
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config, port: u16) -> Result<(), String> {

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::arm::endpoints::{EndpointState, read_endpoint};
 use crate::effects::approvals::ApprovalDecision;
 use crate::effects::marks;
-use crate::effects::vendors::sync::VendorPlan;
+use crate::effects::vendors::sync::{VendorIntent, VendorPlan};
 use crate::model::ResourceId;
 use crate::reconcile::plan::DnsAction;
 use crate::reconcile::{Mode, Outcome, Report};
@@ -215,8 +215,9 @@ pub async fn plan_subscriptions(
     subscriptions: &[String],
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<SweepPlan, String> {
-    let scope =
-        crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions).await.map_err(|e| e.to_string())?;
+    let scope = crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions, &app.config.sweep.source)
+        .await
+        .map_err(|e| e.to_string())?;
     let total = scope.ids.len();
     let mut plan = SweepPlan {
         listed: scope.listed,
@@ -232,10 +233,24 @@ pub async fn plan_subscriptions(
             futures::future::join_all(chunk.iter().map(|id| app.reconciler.reconcile(id, Mode::DryRun))).await;
         for r in reports {
             done += 1;
+            let mut vendor_change = false;
+            for v in &r.vendors {
+                vendor_change |= match &v.intent {
+                    // The sweep re-sends registrations (look before write at the vendor);
+                    // asking every vendor here would spend their rate limits, so a plan
+                    // trusts the ledger: recorded = in place.
+                    VendorIntent::Register { .. } => match app.reconciler.vendor_sync() {
+                        Some(sync) => !matches!(sync.ledger().get(&v.vendor, &r.endpoint).await, Ok(Some(_))),
+                        None => false,
+                    },
+                    VendorIntent::Deregister => true,
+                    _ => false,
+                };
+            }
             let changes = r.plan.actions.iter().any(|a| !matches!(a, DnsAction::Unchanged { .. }))
-                || r.vendors.iter().any(VendorPlan::needs_work)
+                || vendor_change
                 || r.outcome != Outcome::Done
-                || r.marks.as_ref().is_some_and(|m| m.tags.iter().any(|_| false));
+                || r.marks.as_ref().is_some_and(|m| m.changed);
             if changes {
                 plan.changes.push(r);
             } else {

@@ -87,7 +87,7 @@ async fn sweeps_never_overlap() {
     sb.arm.put_endpoint(&clickhouse("ch-slow", [10, 1, 3, 1]));
     sb.arm.inject(Fault::delay(
         None,
-        "/providers/Microsoft.Network/privateEndpoints",
+        "/providers/Microsoft.ResourceGraph/resources",
         std::time::Duration::from_millis(600),
         1,
     ));

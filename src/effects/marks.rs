@@ -55,6 +55,8 @@ pub struct MarkReport {
     /// The tags we wanted on the endpoint.
     pub tags: BTreeMap<String, String>,
     pub written: bool,
+    /// Our tags differ from the endpoint's (a write is, or in a dry run would be, due).
+    pub changed: bool,
     /// Why we did not write (tag limit), if so.
     pub skipped: Option<String>,
     /// Pending for too long: the step that is missing.
@@ -96,8 +98,9 @@ pub async fn mark(
     let overdue = (state.eq_ignore_ascii_case("pending")
         && age(&since).is_some_and(|a| a.as_secs() >= settings.pending_warning_after_secs))
     .then(|| missing_step.to_owned());
-    let mut report = MarkReport { tags: tags.clone(), written: false, skipped: None, overdue };
-    if tags.iter().all(|(k, v)| pe.tags.get(k) == Some(v)) {
+    let changed = !tags.iter().all(|(k, v)| pe.tags.get(k) == Some(v));
+    let mut report = MarkReport { tags: tags.clone(), written: false, changed, skipped: None, overdue };
+    if !changed {
         return Ok(report);
     }
     let new_keys = tags.keys().filter(|k| !pe.tags.contains_key(*k)).count();

@@ -233,7 +233,9 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
         let logs = vec!["sweep: no subscriptions configured (sweep.subscriptions); nothing to do".to_owned()];
         return invocation_ok(InvocationResponse { logs, ..Default::default() });
     }
-    let scope = match crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions).await {
+    let scope = match crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions, &app.config.sweep.source)
+        .await
+    {
         Ok(s) => s,
         Err(e) => return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &format!("listing: {e}")),
     };

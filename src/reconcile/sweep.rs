@@ -1,8 +1,8 @@
 //! The sweep's source of truth: every private endpoint in the subscriptions in scope.
 //!
 //! Events are hints; the sweep is what makes a missed or dropped event harmless. It lists
-//! endpoints with ARM's per-subscription list (paged by `nextLink`, read budget honoured
-//! by the client) and hands the ids to the same reconcile path the events use, so a sweep
+//! endpoints with Azure Resource Graph (default) or ARM's per-subscription list (paged
+//! by `nextLink`, read budget honoured by the client) and hands the ids to the same reconcile path the events use, so a sweep
 //! can only ever do what an event for that endpoint would have done.
 
 use crate::arm::endpoints::NETWORK_API;
@@ -28,6 +28,21 @@ pub async fn list_endpoints(arm: &ArmClient, subscriptions: &[String]) -> Result
     Ok(out.into_values().collect())
 }
 
+/// The same list from Azure Resource Graph (which can lag ARM by seconds to minutes:
+/// every endpoint is re-read by its reconcile before anything is removed).
+pub async fn list_with_resource_graph(arm: &ArmClient, subscriptions: &[String]) -> Result<Vec<ResourceId>, ArmError> {
+    let mut out = std::collections::BTreeMap::new();
+    for row in crate::arm::graph::list_private_endpoints(arm, subscriptions).await? {
+        match ResourceId::parse_private_endpoint(&row.id) {
+            Ok(id) => {
+                out.insert(id.key().to_owned(), id);
+            }
+            Err(_) => tracing::warn!("sweep: skipping a Resource Graph row without a private endpoint id"),
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
 /// What a sweep (or `autopilot plan --subscription`) looks at.
 #[derive(Debug, Default)]
 pub struct Scope {
@@ -48,8 +63,13 @@ pub async fn scope(
     arm: &ArmClient,
     reconciler: &super::Reconciler,
     subscriptions: &[String],
+    source: &str,
 ) -> Result<Scope, ArmError> {
-    let listed = list_endpoints(arm, subscriptions).await?;
+    let listed = if source == "arm" {
+        list_endpoints(arm, subscriptions).await?
+    } else {
+        list_with_resource_graph(arm, subscriptions).await?
+    };
     let mut ids: std::collections::BTreeMap<String, ResourceId> =
         listed.iter().map(|id| (id.key().to_owned(), id.clone())).collect();
     let mut scope = Scope { listed: listed.len(), ..Scope::default() };

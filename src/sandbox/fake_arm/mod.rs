@@ -144,8 +144,10 @@ pub struct LoggedRequest {
 }
 
 impl LoggedRequest {
+    /// Whether the request changes state (a Resource Graph query is a POST that reads).
     pub fn is_write(&self) -> bool {
         matches!(self.method.as_str(), "PUT" | "PATCH" | "DELETE" | "POST")
+            && !self.path.to_ascii_lowercase().starts_with("/providers/microsoft.resourcegraph/")
     }
 }
 

@@ -180,3 +180,28 @@ async fn targets_we_do_not_own_are_not_touched() {
     assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Pending");
     assert!(!sb.arm.requests().iter().any(|r| r.path.contains("privateEndpointConnections")));
 }
+
+/// Deleting an endpoint clears what was approved on its behalf, whichever answer Azure
+/// gives: the connection gone already (nothing to do) or left `Disconnected` (removed).
+#[tokio::test]
+async fn deletion_removes_a_leftover_connection_whichever_way_azure_answers() {
+    for keep in [false, true] {
+        let sb = sandbox(|_| {}).await;
+        sb.arm.keep_connections_on_delete(keep);
+        let (id, _) = sb.create(&kusto_pe(&format!("adx-del-{keep}"))).await;
+        assert_eq!(status(&sb.arm.target_connection(&id).expect("connection")), "Approved");
+        sb.delete(&id).await;
+        assert!(sb.arm.target_connection(&id).is_none(), "keep={keep}: no connection left for a deleted endpoint");
+        let deletes = sb
+            .arm
+            .requests()
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.path.to_ascii_lowercase().contains("privateendpointconnections"))
+            .count();
+        assert_eq!(deletes, usize::from(keep), "keep={keep}: removed only when Azure left it");
+        // A redelivered delete event finds nothing more to do.
+        let rid = ResourceId::parse_private_endpoint(&id).unwrap();
+        let report = sb.app.reconciler.reconcile(&rid, Mode::Apply).await;
+        assert!(report.approvals.iter().all(|d| d.action != ApprovalAction::Removed), "{:?}", report.approvals);
+    }
+}

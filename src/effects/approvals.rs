@@ -71,6 +71,9 @@ pub enum ApprovalAction {
     /// Dry run: what would have been written.
     WouldApprove,
     WouldReject,
+    /// The endpoint is gone; its leftover connection on our target was removed.
+    Removed,
+    WouldRemove,
 }
 
 /// The API version to use for a target's connections (they differ per provider).
@@ -195,6 +198,56 @@ pub async fn approve_owned(
         arm.send_and_wait(ArmRequest::new(Method::Put, path, api).body(body)).await?;
         tracing::info!(endpoint = %pe.id, target = %target, connection = %name, status = new_status, %reason, "connection decided");
         out.push(decision(action, reason));
+    }
+    Ok(out)
+}
+
+/// After an endpoint is deleted: removes its leftover connection from every owned
+/// target. Whether Azure drops the target-side connection itself or leaves it
+/// `Disconnected` differs by provider and is unconfirmed, so we look: nothing left is
+/// success, anything left that names the deleted endpoint is removed (the portal's
+/// "Remove" action, a DELETE; Kusto answers it as a long-running operation).
+pub async fn clear_for_deleted(
+    arm: &ArmClient,
+    settings: &ApprovalSettings,
+    pe_id: &crate::model::ResourceId,
+    mode: Mode,
+) -> Result<Vec<ApprovalDecision>, ArmError> {
+    let mut out = Vec::new();
+    for target in &settings.owned_resources {
+        let target = target.trim_end_matches('/');
+        let api = api_version(target);
+        let list = match arm.list_all(&format!("{target}/privateEndpointConnections"), api).await {
+            Ok(l) => l,
+            // The owned resource itself is gone: nothing of ours can be left on it.
+            Err(e) if e.status() == Some(404) => continue,
+            Err(e) => return Err(e),
+        };
+        for conn in list.iter().filter(|c| {
+            c.pointer("/properties/privateEndpoint/id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| id.eq_ignore_ascii_case(pe_id.as_str()))
+        }) {
+            let name = conn["name"].as_str().unwrap_or_default().to_owned();
+            let status = conn
+                .pointer("/properties/privateLinkServiceConnectionState/status")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let reason = format!("the endpoint was deleted; its connection was left {status}");
+            let action = if mode == Mode::DryRun {
+                ApprovalAction::WouldRemove
+            } else {
+                let path = format!("{target}/privateEndpointConnections/{name}");
+                match arm.send_and_wait(ArmRequest::new(Method::Delete, path, api)).await {
+                    Ok(_) => {}
+                    Err(e) if e.status() == Some(404) => {}
+                    Err(e) => return Err(e),
+                }
+                tracing::info!(endpoint = %pe_id, target, connection = %name, "leftover connection removed");
+                ApprovalAction::Removed
+            };
+            out.push(ApprovalDecision { target: target.to_owned(), connection: name, action, reason });
+        }
     }
     Ok(out)
 }

@@ -74,6 +74,7 @@ pub fn events_for(report: &Report) -> Vec<AuditEvent> {
             ApprovalAction::Approved => "approval.approved",
             ApprovalAction::Rejected => "approval.rejected",
             ApprovalAction::LeftPending => "approval.left_pending",
+            ApprovalAction::Removed => "approval.connection_removed",
             _ => continue,
         };
         out.push(ev(kind, json!({"target": d.target, "connection": d.connection, "reason": d.reason})));

@@ -518,6 +518,12 @@ impl Reconciler {
                 }
             }
         }
+        if !self.approvals.owned_resources.is_empty() {
+            match approvals::clear_for_deleted(&self.arm, &self.approvals, id, mode).await {
+                Ok(decisions) => report.approvals = decisions,
+                Err(e) => trouble.add_arm("removing the endpoint's leftover connection", &e),
+            }
+        }
         let candidates = match self.find_owned(&endpoint).await {
             Ok(c) => c,
             Err(e) => {

@@ -88,10 +88,23 @@ pub(super) fn on_endpoint_put(w: &mut World, pe: &Value) {
     }));
 }
 
-/// Called when an endpoint is deleted: the target's connection goes away.
+/// Called when an endpoint is deleted: the target's connection goes away, or (when the
+/// world is set to keep them, the other answer Azure may give) stays `Disconnected`.
 pub(super) fn on_endpoint_delete(w: &mut World, pe_id: &str) {
-    if let Some((key, _)) = find_for_endpoint(w, pe_id) {
-        w.resources.remove(&key);
+    if let Some((key, mut conn)) = find_for_endpoint(w, pe_id) {
+        if w.keep_connections_on_delete {
+            conn["properties"]["privateLinkServiceConnectionState"]["status"] = json!("Disconnected");
+            w.put(conn);
+        } else {
+            w.resources.remove(&key);
+        }
+    }
+}
+
+impl FakeArm {
+    /// Leave a deleted endpoint's connection on its target as `Disconnected`.
+    pub fn keep_connections_on_delete(&self, keep: bool) {
+        self.shared().world().keep_connections_on_delete = keep;
     }
 }
 
@@ -114,7 +127,23 @@ pub(super) fn route(shared: &Shared, call: &Call<'_>, s: &[&str]) -> Answer {
             None => Answer::not_found(call.path),
         },
         ([_], Method::PUT) => put(shared, call, s),
-        _ => Answer::error(405, "MethodNotAllowed", "The sandbox supports GET and PUT on connections."),
+        ([_], Method::DELETE) => {
+            if shared.world().remove(call.path).is_none() {
+                return Answer::empty(204);
+            }
+            if s.contains(&"microsoft.kusto") {
+                let provider = format!("/subscriptions/{}/providers/Microsoft.Kusto/locations/sandbox", s[1]);
+                let mut a = Answer::empty(202);
+                a.headers = shared
+                    .operation_headers(&provider, ("operations", "operationResults"), "2025-02-14", None)
+                    .into_iter()
+                    .filter(|(k, _)| k != "Azure-AsyncOperation")
+                    .collect();
+                return a;
+            }
+            Answer::empty(200)
+        }
+        _ => Answer::error(405, "MethodNotAllowed", "The sandbox supports GET, PUT and DELETE on connections."),
     }
 }
 

@@ -176,6 +176,8 @@ pub(crate) struct World {
     pub next_ip: u32,
     /// Resource Graph's quota window and the deletions it lags behind.
     pub graph: graph::GraphState,
+    /// A deleted endpoint's connection stays on its target as `Disconnected`.
+    pub keep_connections_on_delete: bool,
 }
 
 impl World {

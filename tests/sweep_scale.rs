@@ -1,0 +1,94 @@
+//! A sweep of 1,000 missed endpoints stays inside ARM's budgets. The fake ARM enforces
+//! per-subscription token buckets with ARM's shape (reads: 250 burst, writes: 200 burst)
+//! and answers 429 + Retry-After past them; the client is configured with the same
+//! buckets. Refill rates are ten times ARM's on both sides (250/s reads, 100/s writes
+//! instead of 25/s and 10/s) so the test takes seconds, not minutes: the claim under
+//! test is "the client never outruns the server's buckets", which does not depend on
+//! the absolute rate. At ARM's real rates the hub's 1,000 record writes alone take
+//! 200 + 800/10 = 80 s per subscription budget.
+
+use std::time::{Duration, Instant};
+
+use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
+use private_link_autopilot::sandbox::harness::{Sandbox, SandboxOptions};
+use private_link_autopilot::sandbox::host_emulator::InvokeOutcome;
+
+const ZONE: &str = "privatelink.vaultcore.azure.net";
+const SPOKES: [&str; 4] = [
+    "30000000-0000-0000-0000-000000000001",
+    "30000000-0000-0000-0000-000000000002",
+    "30000000-0000-0000-0000-000000000003",
+    "30000000-0000-0000-0000-000000000004",
+];
+const SCALE: f64 = 10.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_of_1000_endpoints_stays_within_arms_budget() {
+    let reads = (250, 25.0 * SCALE);
+    let writes = (200, 10.0 * SCALE);
+    let sb = Sandbox::start(SandboxOptions {
+        arm: FakeArmOptions { reads, writes, deletes: writes, page_size: 100, ..FakeArmOptions::default() },
+        zones: vec![ZONE.into()],
+        configure: Box::new(move |c| {
+            c.sweep.subscriptions = SPOKES.iter().map(|s| (*s).to_owned()).collect();
+            c.arm.reads_burst = reads.0;
+            c.arm.reads_per_sec = reads.1;
+            c.arm.writes_burst = writes.0;
+            c.arm.writes_per_sec = writes.1;
+            c.arm.deletes_burst = writes.0;
+            c.arm.deletes_per_sec = writes.1;
+        }),
+        workers: 0,
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox");
+    for i in 0..1000 {
+        let sub = SPOKES[i % SPOKES.len()];
+        let vault = format!("/subscriptions/{sub}/resourceGroups/apps/providers/Microsoft.KeyVault/vaults/kv{i:04}");
+        let fqdn = format!("kv{i:04}.vault.azure.net");
+        sb.arm.put_endpoint(&EndpointSpec::resource(
+            sub,
+            "apps",
+            &format!("pe-kv{i:04}"),
+            "eastus2",
+            &vault,
+            "vault",
+            vec![MemberSpec::new("default", &[fqdn.as_str()])],
+        ));
+    }
+    sb.arm.clear_log();
+
+    let started = Instant::now();
+    let outcome = sb.host.invoke_timer("Sweep", false).await.expect("sweep invoked");
+    let elapsed = started.elapsed();
+    let logs = match outcome {
+        InvokeOutcome::Succeeded(r) => r.logs,
+        InvokeOutcome::Failed(why) => panic!("sweep failed: {why}"),
+    };
+    let requests = sb.arm.requests();
+    let throttled = requests.iter().filter(|r| r.status == 429).count();
+    let failed = requests.iter().filter(|r| r.status >= 500).count();
+    println!(
+        "1,000 endpoints swept in {:.1} s: {} ARM requests, {throttled} throttled; {}",
+        elapsed.as_secs_f64(),
+        requests.len(),
+        logs[0]
+    );
+    assert!(logs[0].starts_with("sweep: 1000 listed"), "{}", logs[0]);
+    assert!(logs[0].contains("0 not converged"), "every endpoint converged within the run: {}", logs[0]);
+    assert_eq!(throttled, 0, "the client stayed inside the buckets");
+    assert_eq!(failed, 0);
+    let records = sb.arm.all_records().into_iter().filter(|r| r.zone == ZONE).count();
+    assert_eq!(records, 1000);
+    assert_eq!(sb.app.queue.depth().await.unwrap(), 0, "nothing left for the queue");
+
+    // A second sweep over a converged estate: reads only (zone listings, no record writes).
+    sb.arm.clear_log();
+    let started = Instant::now();
+    sb.host.invoke_timer("Sweep", false).await.expect("second sweep");
+    let writes = sb.arm.requests().iter().filter(|r| r.is_write()).count();
+    println!("converged re-sweep: {:.1} s, {writes} writes", started.elapsed().as_secs_f64());
+    assert_eq!(writes, 0);
+    assert!(elapsed < Duration::from_secs(120));
+}

@@ -153,3 +153,44 @@ async fn work_queue_without_service_bus_fails_loudly() {
     let settled = sb.host.deliver_service_bus("WorkQueue", "{}", props("m1"), false).await;
     assert!(matches!(settled, SbSettlement::Abandon(_)), "{settled:?}");
 }
+
+/// In Azure: the Event Grid handler queues the vendor work on Service Bus, the host's
+/// serviceBusTrigger hands it to the `WorkQueue` function, which registers the endpoint
+/// with the vendor and (still Pending) schedules an approval re-check on Service Bus.
+#[tokio::test]
+async fn vendor_work_travels_through_service_bus() {
+    use private_link_autopilot::sandbox::vendors::SandboxVendors;
+    let (bus, queue) = fake_bus().await;
+    let vendors = SandboxVendors::start().await.unwrap();
+    let mut base = private_link_autopilot::config::Config::default();
+    vendors.configure(&mut base);
+    let section = base.vendors.clone();
+    let sb = Sandbox::start(SandboxOptions {
+        zones: vec![ZONE.into()],
+        configure: Box::new(move |c| c.vendors = section),
+        env: vendors.env(),
+        workers: 0,
+        service_bus: Some(queue),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let (id, delivery) = sb.create(&clickhouse("ch-sb", [10, 1, 5, 1])).await;
+    assert_eq!(delivery.status, 202);
+    let active = bus.queue_snapshot("work").unwrap().active;
+    assert_eq!(active.len(), 1, "one vendor work item queued");
+    let body = String::from_utf8(active[0].body.clone()).unwrap();
+    assert!(body.contains("\"kind\":\"vendor\"") && body.contains("clickhouse"), "{body}");
+    assert_eq!(vendors.clickhouse.state().services.values().flatten().count(), 0, "not called from the event handler");
+
+    let settled = sb.host.deliver_service_bus("WorkQueue", &body, props(&active[0].message_id), false).await;
+    assert_eq!(settled, SbSettlement::Complete);
+    let registered: Vec<String> = vendors.clickhouse.state().services.values().flatten().cloned().collect();
+    assert_eq!(registered.len(), 1);
+    assert!(registered[0].eq_ignore_ascii_case(&id));
+    let recheck = bus.queue_snapshot("work").unwrap().active;
+    assert!(
+        recheck.iter().any(|m| String::from_utf8_lossy(&m.body).contains("\"kind\":\"recheck\"")),
+        "a re-check is scheduled while the connection is Pending"
+    );
+}

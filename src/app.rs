@@ -15,7 +15,7 @@ use crate::effects::audit::{AuditSink, EventGridSink, JsonLinesSink};
 use crate::effects::dns::azure::{AzurePrivateDns, ZoneDirectory, ZoneLocation};
 use crate::effects::dns::{DnsProvider, DnsRouter};
 use crate::effects::vendors::build_vendors;
-use crate::effects::vendors::ledger::{Ledger, SqliteLedger};
+use crate::effects::vendors::ledger::{Ledger, SqliteLedger, TableLedger};
 use crate::effects::vendors::sync::VendorSync;
 use crate::queue::WorkQueue;
 use crate::queue::servicebus::{ServiceBusAuth, ServiceBusSettings};
@@ -100,7 +100,7 @@ impl App {
         }
         let vendors = build_vendors(&config.vendors, env)?;
         if !vendors.is_empty() {
-            let ledger = ledger(&config)?;
+            let ledger = ledger(&config, &credential)?;
             reconciler = reconciler.with_vendors(Arc::new(VendorSync::new(vendors, config.vendors.clone(), ledger)));
         }
         let mut retry = RetryPolicy::from_settings(&config.reconcile);
@@ -203,9 +203,10 @@ pub fn service_bus_settings(config: &Config) -> ServiceBusSettings {
 }
 
 /// The registration ledger `[ledger]` names.
-pub fn ledger(config: &Config) -> Result<Arc<dyn Ledger>, String> {
+pub fn ledger(config: &Config, credential: &Arc<dyn TokenSource>) -> Result<Arc<dyn Ledger>, String> {
     let l = &config.ledger;
     match l.kind.as_str() {
+        "table" => Ok(Arc::new(TableLedger::new(&l.table_endpoint, &l.table, credential.clone())?)),
         "sqlite" if l.path.trim().is_empty() => {
             Ok(Arc::new(SqliteLedger::open_in_memory().map_err(|e| e.to_string())?))
         }

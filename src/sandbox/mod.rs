@@ -7,6 +7,7 @@ pub mod demo;
 pub mod events;
 pub mod fake_arm;
 pub mod fake_servicebus;
+pub mod fake_table;
 pub mod fake_vendors;
 pub mod harness;
 pub mod host_emulator;

@@ -17,6 +17,7 @@
 //! in the function app's own storage account (managed identity) in Azure.
 
 pub mod sqlite;
+pub mod table;
 
 use std::fmt;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::VendorEndpoint;
 
 pub use sqlite::SqliteLedger;
+pub use table::TableLedger;
 
 /// One ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

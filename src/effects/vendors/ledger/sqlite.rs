@@ -121,35 +121,3 @@ impl Ledger for SqliteLedger {
         Ok(rows.into_iter().filter_map(|(v, e, t)| row_to_registration(v, e, t)).collect())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ep(id: &str) -> VendorEndpoint {
-        VendorEndpoint {
-            pe_id: id.into(),
-            pe_name: "pe".into(),
-            resource_guid: Some("0000-1111".into()),
-            subscription_id: "s".into(),
-            location: "eastus2".into(),
-            alias: None,
-            targets: vec![],
-        }
-    }
-
-    #[tokio::test]
-    async fn record_get_forget_round_trip_and_is_case_insensitive() {
-        let l = SqliteLedger::open_in_memory().unwrap();
-        let id = "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Network/privateEndpoints/PE";
-        l.record("elastic", &ep(id)).await.unwrap();
-        l.record("elastic", &ep(id)).await.unwrap();
-        let got = l.get("elastic", &id.to_ascii_lowercase()).await.unwrap().expect("recorded");
-        assert_eq!(got.endpoint.pe_id, id, "the casing ARM returned is kept");
-        assert_eq!(l.list().await.unwrap().len(), 1);
-        assert!(l.get("zilliz", id).await.unwrap().is_none());
-        l.forget("elastic", id).await.unwrap();
-        l.forget("elastic", id).await.unwrap();
-        assert!(l.list().await.unwrap().is_empty());
-    }
-}

@@ -1,0 +1,252 @@
+//! The ledger in Azure Table storage: the function app's own storage account, reached
+//! with the managed identity (bearer token for `https://storage.azure.com/.default`, role
+//! Storage Table Data Contributor), no account keys. An instance of a Flex Consumption
+//! app has no durable disk, so this is where the ledger lives in Azure.
+//!
+//! Entities: PartitionKey = vendor, RowKey = the endpoint key with `/` written as `|`
+//! (RowKey forbids `/`, `\`, `#`, `?`; ARM ids contain only `/` of those), properties
+//! `Endpoint` (the `VendorEndpoint` as JSON text) and `RecordedAt` (unix seconds, as a
+//! string: a plain JSON number would be read back as a 32-bit `Edm.Int32`).
+//! Calls: insert-or-replace `PUT`, `GET`, `DELETE` with `If-Match: *`, and a query paged by
+//! the `x-ms-continuation-NextPartitionKey/NextRowKey` headers. The table is created on
+//! first use (409 `TableAlreadyExists` is fine).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use super::{Ledger, LedgerError, Registration, endpoint_key};
+use crate::arm::TokenSource;
+use crate::effects::vendors::VendorEndpoint;
+use crate::queue::work::now_unix;
+
+pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+/// The first version that accepts OAuth bearer tokens for the Table service.
+pub const TABLE_API_VERSION: &str = "2019-02-02";
+const ACCEPT: &str = "application/json;odata=nometadata";
+/// Quick retries of transient failures inside one call (the queue retries the rest).
+const ATTEMPTS: u32 = 3;
+
+#[derive(Debug)]
+pub struct TableLedger {
+    http: reqwest::Client,
+    endpoint: String,
+    table: String,
+    tokens: Arc<dyn TokenSource>,
+    created: OnceCell<()>,
+}
+
+fn row_key(pe_id: &str) -> String {
+    endpoint_key(pe_id).replace('/', "|")
+}
+
+fn quote(key: &str) -> String {
+    let doubled = key.replace('\'', "''");
+    url::form_urlencoded::byte_serialize(doubled.as_bytes()).collect()
+}
+
+/// The OData error code and message of a failed answer, for error text.
+fn odata_error(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = &v["odata.error"];
+    match (e["code"].as_str(), e["message"]["value"].as_str()) {
+        (Some(c), Some(m)) => format!("{c}: {}", m.lines().next().unwrap_or(m)),
+        (Some(c), None) => c.to_owned(),
+        _ => String::from_utf8_lossy(body).chars().take(200).collect(),
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl TableLedger {
+    /// `endpoint` is `https://<account>.table.core.windows.net` (loopback in tests).
+    pub fn new(endpoint: &str, table: &str, tokens: Arc<dyn TokenSource>) -> Result<Self, String> {
+        let endpoint = endpoint.trim().trim_end_matches('/').to_owned();
+        match url::Url::parse(&endpoint) {
+            Ok(u) if u.scheme() == "https" || u.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost") => {}
+            _ => return Err(format!("ledger.table_endpoint {endpoint:?} must be an https:// URL")),
+        }
+        if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric()) || table.len() > 63 {
+            return Err(format!("ledger.table {table:?} must be 3-63 letters and digits"));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("ledger HTTP client: {e}"))?;
+        Ok(Self { http, endpoint, table: table.to_owned(), tokens, created: OnceCell::new() })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: bool,
+    ) -> Result<Answer, LedgerError> {
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            let token =
+                self.tokens.token(STORAGE_SCOPE).await.map_err(|e| LedgerError::Unavailable(format!("token: {e}")))?;
+            let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| LedgerError::Config("the storage token is not a valid header value".into()))?;
+            auth.set_sensitive(true);
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.endpoint))
+                .header(reqwest::header::AUTHORIZATION, auth)
+                .header("x-ms-version", TABLE_API_VERSION)
+                .header("x-ms-date", httpdate::fmt_http_date(std::time::SystemTime::now()))
+                .header(reqwest::header::ACCEPT, ACCEPT)
+                .header("DataServiceVersion", "3.0");
+            if if_match {
+                req = req.header(reqwest::header::IF_MATCH, "*");
+            }
+            if let Some(b) = &body {
+                req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.to_string());
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                        last = format!("HTTP {}: {}", status.as_u16(), odata_error(&body));
+                        continue;
+                    }
+                    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                        return Err(LedgerError::Config(format!(
+                            "table {} refused the app's identity (HTTP {}: {}); grant it Storage Table Data Contributor on the storage account",
+                            self.table,
+                            status.as_u16(),
+                            odata_error(&body)
+                        )));
+                    }
+                    return Ok(Answer { status, headers, body });
+                }
+                Err(e) => {
+                    last = format!("request failed: {}", if e.is_timeout() { "timed out" } else { "connection failed" })
+                }
+            }
+        }
+        Err(LedgerError::Unavailable(format!("table {}: {last}", self.table)))
+    }
+
+    async fn ensure_table(&self) -> Result<(), LedgerError> {
+        self.created
+            .get_or_try_init(|| async {
+                let a = self.call(Method::POST, "/Tables", Some(json!({"TableName": self.table})), false).await?;
+                match a.status.as_u16() {
+                    200..=299 | 409 => Ok(()),
+                    s => Err(LedgerError::Config(format!(
+                        "creating table {}: HTTP {s}: {}",
+                        self.table,
+                        odata_error(&a.body)
+                    ))),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn entity_path(&self, vendor: &str, pe_id: &str) -> String {
+        format!("/{}(PartitionKey='{}',RowKey='{}')", self.table, quote(vendor), quote(&row_key(pe_id)))
+    }
+
+    fn unexpected(&self, what: &str, a: &Answer) -> LedgerError {
+        LedgerError::Unavailable(format!(
+            "table {} {what}: HTTP {}: {}",
+            self.table,
+            a.status.as_u16(),
+            odata_error(&a.body)
+        ))
+    }
+}
+
+fn entity_to_registration(v: &Value) -> Option<Registration> {
+    let endpoint: VendorEndpoint = serde_json::from_str(v["Endpoint"].as_str()?).ok()?;
+    Some(Registration {
+        vendor: v["PartitionKey"].as_str()?.to_owned(),
+        endpoint,
+        recorded_at: v["RecordedAt"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0),
+    })
+}
+
+#[async_trait::async_trait]
+impl Ledger for TableLedger {
+    async fn record(&self, vendor: &str, ep: &VendorEndpoint) -> Result<(), LedgerError> {
+        self.ensure_table().await?;
+        let body = json!({
+            "PartitionKey": vendor,
+            "RowKey": row_key(&ep.pe_id),
+            "Endpoint": serde_json::to_string(ep).map_err(|e| LedgerError::Config(e.to_string()))?,
+            "RecordedAt": now_unix().to_string(),
+        });
+        let a = self.call(Method::PUT, &self.entity_path(vendor, &ep.pe_id), Some(body), false).await?;
+        if a.status.is_success() { Ok(()) } else { Err(self.unexpected("insert-or-replace", &a)) }
+    }
+
+    async fn get(&self, vendor: &str, pe_id: &str) -> Result<Option<Registration>, LedgerError> {
+        self.ensure_table().await?;
+        let a = self.call(Method::GET, &self.entity_path(vendor, pe_id), None, false).await?;
+        match a.status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+                Ok(entity_to_registration(&v))
+            }
+            _ => Err(self.unexpected("get", &a)),
+        }
+    }
+
+    async fn forget(&self, vendor: &str, pe_id: &str) -> Result<(), LedgerError> {
+        self.ensure_table().await?;
+        let a = self.call(Method::DELETE, &self.entity_path(vendor, pe_id), None, true).await?;
+        match a.status {
+            StatusCode::NOT_FOUND => Ok(()),
+            s if s.is_success() => Ok(()),
+            _ => Err(self.unexpected("delete", &a)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Registration>, LedgerError> {
+        self.ensure_table().await?;
+        let mut out = Vec::new();
+        let mut next: Option<(String, String)> = None;
+        for _ in 0..10_000 {
+            let mut path = format!("/{}()", self.table);
+            if let Some((pk, rk)) = &next {
+                let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                path.push_str(&format!("?NextPartitionKey={}&NextRowKey={}", enc(pk), enc(rk)));
+            }
+            let a = self.call(Method::GET, &path, None, false).await?;
+            if !a.status.is_success() {
+                return Err(self.unexpected("query", &a));
+            }
+            let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+            out.extend(v["value"].as_array().into_iter().flatten().filter_map(entity_to_registration));
+            let header = |n: &str| a.headers.get(n).and_then(|h| h.to_str().ok()).map(str::to_owned);
+            next = match (header("x-ms-continuation-NextPartitionKey"), header("x-ms-continuation-NextRowKey")) {
+                (Some(pk), Some(rk)) => Some((pk, rk)),
+                _ => None,
+            };
+            if next.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.vendor, endpoint_key(&a.endpoint.pe_id)).cmp(&(&b.vendor, endpoint_key(&b.endpoint.pe_id)))
+        });
+        Ok(out)
+    }
+}

@@ -252,6 +252,9 @@ var baseSettings = {
   AUTOPILOT__QUEUE__NAMESPACE: serviceBus.outputs.fullyQualifiedNamespace
   AUTOPILOT__QUEUE__NAME: serviceBus.outputs.queueName
   AUTOPILOT__AUDIT__TOPIC_ENDPOINT: auditTopic.outputs.endpoint
+  AUTOPILOT__LEDGER__KIND: 'table'
+  AUTOPILOT__LEDGER__TABLE_ENDPOINT: storage.outputs.tableEndpoint
+  AUTOPILOT__LEDGER__TABLE: storage.outputs.ledgerTableName
   AUTOPILOT__LOG__FORMAT: 'json'
 }
 // Flex Consumption sets the runtime in functionAppConfig and rejects FUNCTIONS_WORKER_RUNTIME /
@@ -335,13 +338,16 @@ var connectionApproverActions = [
   'Microsoft.Kusto/Clusters/read'
   'Microsoft.Kusto/Clusters/PrivateEndpointConnections/read'
   'Microsoft.Kusto/Clusters/PrivateEndpointConnections/write'
+  'Microsoft.Kusto/Clusters/PrivateEndpointConnections/delete'
   'Microsoft.Kusto/Clusters/PrivateLinkResources/read'
   'Microsoft.Network/privateLinkServices/read'
   'Microsoft.Network/privateLinkServices/privateEndpointConnections/read'
   'Microsoft.Network/privateLinkServices/privateEndpointConnections/write'
+  'Microsoft.Network/privateLinkServices/privateEndpointConnections/delete'
   'Microsoft.Monitor/accounts/read'
   'Microsoft.Monitor/accounts/privateEndpointConnections/read'
   'Microsoft.Monitor/accounts/privateEndpointConnections/write'
+  'Microsoft.Monitor/accounts/privateEndpointConnections/delete'
   'Microsoft.Monitor/accounts/privateEndpointConnections/operationResults/read'
   'Microsoft.Monitor/accounts/privateLinkResources/read'
 ]

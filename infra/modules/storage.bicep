@@ -26,6 +26,9 @@ param deploymentContainerName string
 @description('Container Event Grid writes undeliverable events to.')
 param deadLetterContainerName string
 
+@description('Table holding the vendor registration ledger (what was registered with each vendor).')
+param ledgerTableName string = 'vendorregistrations'
+
 @description('Replication. Geo-redundant by default so dead-lettered events survive a regional outage.')
 @allowed([
   'Standard_ZRS'
@@ -95,6 +98,31 @@ resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: ledgerTableName
+}
+
+// Storage Table Data Contributor on the ledger table only (not the account): the app reads
+// and writes its vendor registrations and nothing else in table storage.
+var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+
+resource appLedgerWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(ledgerTable.id, appPrincipalId, storageTableDataContributor)
+  scope: ledgerTable
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Vendor registration ledger (deregistration after ARM has forgotten the endpoint).'
+  }
+}
+
 resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(account.id, appPrincipalId, storageBlobDataOwner)
   scope: account
@@ -109,5 +137,7 @@ resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 output id string = account.id
 output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
+output tableEndpoint string = account.properties.primaryEndpoints.table
+output ledgerTableName string = ledgerTable.name
 output deploymentContainerName string = deploymentContainer.name
 output deadLetterContainerName string = deadLetterContainer.name

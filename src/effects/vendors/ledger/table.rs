@@ -8,8 +8,9 @@
 //! `Endpoint` (the `VendorEndpoint` as JSON text) and `RecordedAt` (unix seconds, as a
 //! string: a plain JSON number would be read back as a 32-bit `Edm.Int32`).
 //! Calls: insert-or-replace `PUT`, `GET`, `DELETE` with `If-Match: *`, and a query paged by
-//! the `x-ms-continuation-NextPartitionKey/NextRowKey` headers. The table is created on
-//! first use (409 `TableAlreadyExists` is fine).
+//! the `x-ms-continuation-NextPartitionKey/NextRowKey` headers. infra/ creates the table and
+//! scopes the role to it; the client also tries to create it on first use (409
+//! `TableAlreadyExists` and a 403 from a table-scoped role are both fine).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,7 +146,16 @@ impl TableLedger {
     async fn ensure_table(&self) -> Result<(), LedgerError> {
         self.created
             .get_or_try_init(|| async {
-                let a = self.call(Method::POST, "/Tables", Some(json!({"TableName": self.table})), false).await?;
+                let a = match self.call(Method::POST, "/Tables", Some(json!({"TableName": self.table})), false).await {
+                    Ok(a) => a,
+                    // A role scoped to the table itself (what infra/ grants) may not create
+                    // tables: infra created it; the entity calls report real trouble.
+                    Err(LedgerError::Config(why)) => {
+                        tracing::debug!(%why, "cannot create the ledger table; assuming it exists");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
                 match a.status.as_u16() {
                     200..=299 | 409 => Ok(()),
                     s => Err(LedgerError::Config(format!(

@@ -268,3 +268,33 @@ async fn a_vendor_that_approves_after_some_rechecks_gets_the_endpoint_marked() {
     let types = w.audit_types();
     assert!(types.iter().filter(|t| t.ends_with("endpoint.marked")).count() >= 2, "{types:?}");
 }
+
+#[tokio::test]
+async fn a_dead_lettered_vendor_item_is_replayed_once_the_cause_is_fixed() {
+    let w = world(|c| {
+        no_rechecks(c);
+        c.reconcile.retry_window_secs = 2;
+    })
+    .await;
+    // ClickHouse is down for longer than the retry window.
+    w.vendors.clickhouse.inject(Fault::ServerError, 1000);
+    w.sb.create(&clickhouse("ch-down")).await;
+    w.settle().await;
+    let dead = w.sb.app.queue.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].reason.contains("still failing after") && dead[0].reason.contains("HTTP 500"),
+        "{}",
+        dead[0].reason
+    );
+
+    // The operator fixes the cause (ClickHouse is back) and replays: registered once.
+    w.vendors.clickhouse.clear_faults();
+    // One last hiccup after the replay: a fresh retry window, so it is retried.
+    w.vendors.clickhouse.inject(Fault::ServerError, 1);
+    w.sb.app.queue.replay(&dead[0].message_id).await.unwrap();
+    assert!(w.sb.app.queue.replay(&dead[0].message_id).await.is_err(), "a second replay finds nothing");
+    w.settle().await;
+    assert_eq!(w.vendors.clickhouse.state().services.values().flatten().count(), 1);
+    assert!(w.sb.app.queue.dead_letters().await.unwrap().is_empty());
+}

@@ -507,12 +507,20 @@ impl WorkQueue for SqliteQueue {
         // The `state = 'dead'` guard makes a second replay of the same id a no-op.
         let updated = self
             .run(move |c| {
+                let body: Option<String> = c
+                    .prepare_cached("SELECT body FROM messages WHERE id = ?1 AND state = 'dead'")
+                    .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
+                    .map_err(db_err("replay"))?;
+                let Some(body) = body else { return Ok(0) };
+                let fresh = serde_json::from_str::<serde_json::Value>(&body)
+                    .map(|v| super::work::restart_window(&v).to_string())
+                    .unwrap_or(body);
                 c.prepare_cached(
-                    "UPDATE messages SET state = 'ready', delivery_count = 0, visible_at = ?2,
+                    "UPDATE messages SET state = 'ready', delivery_count = 0, visible_at = ?2, body = ?3,
                          lock_token = NULL, locked_until = NULL, dead_reason = NULL, dead_at = NULL
                      WHERE id = ?1 AND state = 'dead'",
                 )
-                .and_then(|mut s| s.execute(params![id, now]))
+                .and_then(|mut s| s.execute(params![id, now, fresh]))
                 .map_err(db_err("replay"))
             })
             .await?;

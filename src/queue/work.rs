@@ -155,6 +155,22 @@ pub fn recheck(endpoint: &ResourceId, reason: &str, delay: Duration) -> NewMessa
     .message(endpoint, delay)
 }
 
+/// A replayed dead letter gets a fresh retry window: a person fixed the cause, so its
+/// first transient hiccup must be retried, not dead-lettered again at once. Bodies that
+/// are not our envelope are returned unchanged.
+pub fn restart_window(body: &serde_json::Value) -> serde_json::Value {
+    let Ok(mut env) = serde_json::from_value::<Envelope>(body.clone()) else { return body.clone() };
+    match &mut env.work {
+        Work::Reconcile { attempt, first_failed_at, .. }
+        | Work::Vendor { attempt, first_failed_at, .. }
+        | Work::Recheck { attempt, first_failed_at, .. } => {
+            *attempt = 0;
+            *first_failed_at = now_unix();
+        }
+    }
+    serde_json::to_value(env).unwrap_or_else(|_| body.clone())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
     #[error("message body is not a work envelope: {0}")]

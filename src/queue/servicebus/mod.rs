@@ -633,7 +633,8 @@ impl WorkQueue for ServiceBusQueue {
             return Err(QueueError::NotFound(message_id.to_owned()));
         };
         let (native, target) = &locked[pos];
-        let dead = Self::to_dead_letter(*native, target);
+        let mut dead = Self::to_dead_letter(*native, target);
+        dead.body = super::work::restart_window(&dead.body);
         let salt = format!("replay:{}:{}", if *native { "broker" } else { "parked" }, target.props.sequence_number);
         let out = Outgoing {
             body: &dead.body,

@@ -48,6 +48,10 @@ macro_rules! common_fake_api {
         pub fn inject(&self, fault: Fault, count: usize) {
             self.inner.gate.inject(fault, count);
         }
+        /// Drops the faults not yet served (the vendor is back).
+        pub fn clear_faults(&self) {
+            self.inner.gate.clear_faults();
+        }
     };
 }
 
@@ -133,6 +137,10 @@ impl Gate {
     pub(crate) fn inject(&self, fault: Fault, count: usize) {
         let mut q = lock(&self.faults);
         q.extend(std::iter::repeat_n(fault, count));
+    }
+
+    pub(crate) fn clear_faults(&self) {
+        lock(&self.faults).clear();
     }
 
     pub(crate) fn take_fault(&self) -> Option<Fault> {

@@ -312,6 +312,7 @@ var endpointReaderActions = [
   'Microsoft.Network/privateEndpoints/privateDnsZoneGroups/read'
   'Microsoft.Network/networkInterfaces/read'
   'Microsoft.ResourceGraph/resources/read'
+  'Microsoft.Resources/subscriptions/read'
 ]
 // (c): mark endpoints through the Tags API (PATCH <pe>/providers/Microsoft.Resources/tags/default):
 // a PE has no PATCH, and a PE PUT would need privateEndpoints/write and re-emit a write event.

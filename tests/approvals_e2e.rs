@@ -205,3 +205,62 @@ async fn deletion_removes_a_leftover_connection_whichever_way_azure_answers() {
         assert!(report.approvals.iter().all(|d| d.action != ApprovalAction::Removed), "{:?}", report.approvals);
     }
 }
+
+/// The tenant policy table: allowed tenant, another tenant, a subscription we cannot read
+/// (unknown tenant), and `reject` for violations.
+#[tokio::test]
+async fn tenant_policy_allowed_denied_and_unknown() {
+    const T1: &str = "aaaaaaaa-0000-0000-0000-000000000001";
+    const T2: &str = "bbbbbbbb-0000-0000-0000-000000000002";
+    let (s_t1, s_t2, s_hidden) = (
+        "44444444-0000-0000-0000-000000000001",
+        "44444444-0000-0000-0000-000000000002",
+        "44444444-0000-0000-0000-000000000003",
+    );
+    let pe_in = |sub: &str, name: &str| {
+        EndpointSpec::resource(
+            sub,
+            "apps",
+            name,
+            "eastus2",
+            &kusto_id(),
+            "cluster",
+            vec![MemberSpec::new("Engine", &["adxowned.eastus2.kusto.windows.net"])],
+        )
+        .manual()
+    };
+    for on_violation in ["leave_pending", "reject"] {
+        let sb = sandbox(move |c| {
+            c.approvals.allowed_tenants = vec![T1.into()];
+            c.approvals.on_violation = on_violation.into();
+        })
+        .await;
+        sb.arm.set_subscription_tenant(s_t1, T1);
+        sb.arm.set_subscription_tenant(s_t2, T2);
+        sb.arm.deny_subscription(s_hidden);
+        let (ok1, _) = sb.create(&pe_in(s_t1, "adx-t1-a")).await;
+        let (ok2, _) = sb.create(&pe_in(s_t1, "adx-t1-b")).await;
+        let (other, _) = sb.create(&pe_in(s_t2, "adx-t2")).await;
+        let (hidden, _) = sb.create(&pe_in(s_hidden, "adx-hidden")).await;
+        assert_eq!(status(&sb.arm.target_connection(&ok1).unwrap()), "Approved");
+        assert_eq!(status(&sb.arm.target_connection(&ok2).unwrap()), "Approved");
+        let denied = if on_violation == "reject" { "Rejected" } else { "Pending" };
+        assert_eq!(status(&sb.arm.target_connection(&other).unwrap()), denied, "{on_violation}");
+        assert_eq!(status(&sb.arm.target_connection(&hidden).unwrap()), denied, "{on_violation}");
+        let lookups = |sub: &str| {
+            sb.arm.requests().iter().filter(|r| r.path.eq_ignore_ascii_case(&format!("/subscriptions/{sub}"))).count()
+        };
+        assert_eq!(lookups(s_t1), 1, "the tenant is read once per subscription");
+        if on_violation == "leave_pending" {
+            let reconciler = &sb.app.reconciler;
+            let reason = async |id: &str| {
+                let rid = ResourceId::parse(id).unwrap();
+                reconciler.reconcile(&rid, Mode::DryRun).await.approvals[0].reason.clone()
+            };
+            let r = reason(&other).await;
+            assert!(r.contains(T2) && r.contains("allowed_tenants"), "{r}");
+            let r = reason(&hidden).await;
+            assert!(r.contains("unknown tenant") && r.contains("403"), "{r}");
+        }
+    }
+}

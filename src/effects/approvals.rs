@@ -26,6 +26,11 @@ pub struct ApprovalSettings {
     /// Resource ids whose private endpoint connections we approve (ADX clusters, Azure
     /// Monitor workspaces, Private Link Services, any resource with connections).
     pub owned_resources: Vec<String>,
+    /// Requester tenants allowed; empty = any. The requester's tenant is the tenant of
+    /// the subscription its endpoint lives in (`GET /subscriptions/{id}`); a subscription
+    /// this identity cannot read (another tenant, typically) is an unknown tenant, which
+    /// is a violation: approving it would trust what we cannot see.
+    pub allowed_tenants: Vec<String>,
     /// Requester subscriptions allowed; empty = any.
     pub allowed_subscriptions: Vec<String>,
     /// Virtual network id prefixes the endpoint's subnet must be in; empty = any.
@@ -42,6 +47,7 @@ impl Default for ApprovalSettings {
     fn default() -> Self {
         Self {
             owned_resources: Vec::new(),
+            allowed_tenants: Vec::new(),
             allowed_subscriptions: Vec::new(),
             allowed_vnets: Vec::new(),
             request_message_pattern: String::new(),
@@ -98,9 +104,25 @@ impl ApprovalSettings {
         self.owned_resources.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(target))
     }
 
-    /// `None` when the endpoint may be approved, else why not.
-    pub fn violation(&self, pe: &PrivateEndpoint, request_message: &str) -> Option<String> {
+    /// `None` when the endpoint may be approved, else why not. `tenant` is the requester's
+    /// tenant as looked up (`Err` = why it could not be), when `allowed_tenants` is set.
+    pub fn violation(
+        &self,
+        pe: &PrivateEndpoint,
+        request_message: &str,
+        tenant: Option<&Result<String, String>>,
+    ) -> Option<String> {
         let sub = pe.id.subscription();
+        if !self.allowed_tenants.is_empty() {
+            match tenant {
+                Some(Ok(t)) if self.allowed_tenants.iter().any(|a| a.eq_ignore_ascii_case(t)) => {}
+                Some(Ok(t)) => {
+                    return Some(format!("tenant {t} (of subscription {sub}) is not in approvals.allowed_tenants"));
+                }
+                Some(Err(why)) => return Some(format!("unknown tenant: {why}")),
+                None => return Some(format!("unknown tenant: the tenant of subscription {sub} was not looked up")),
+            }
+        }
         if !self.allowed_subscriptions.is_empty()
             && !self.allowed_subscriptions.iter().any(|s| s.eq_ignore_ascii_case(sub))
         {
@@ -172,7 +194,9 @@ pub async fn approve_owned(
             out.push(decision(ApprovalAction::Unchanged, format!("connection is {}", status.as_str())));
             continue;
         }
-        let (new_status, action, reason) = match settings.violation(pe, &link.request_message) {
+        let tenant =
+            if settings.allowed_tenants.is_empty() { None } else { Some(tenant_of(arm, pe.id.subscription()).await?) };
+        let (new_status, action, reason) = match settings.violation(pe, &link.request_message, tenant.as_ref()) {
             None => ("Approved", ApprovalAction::Approved, "policy satisfied".to_owned()),
             Some(why) if settings.on_violation == "reject" => ("Rejected", ApprovalAction::Rejected, why),
             Some(why) => {
@@ -200,6 +224,36 @@ pub async fn approve_owned(
         out.push(decision(action, reason));
     }
     Ok(out)
+}
+
+pub const SUBSCRIPTIONS_API: &str = "2022-12-01";
+
+/// Subscription -> tenant, per ARM endpoint (a tenant never changes for a subscription,
+/// so a burst of approvals reads each subscription once per process).
+static TENANTS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+    std::sync::OnceLock::new();
+
+/// The tenant of `subscription`: `Ok(Ok(tenant))`, `Ok(Err(why))` when this identity may
+/// not read it (403/404: another tenant's subscription), `Err` for transient trouble.
+pub async fn tenant_of(arm: &ArmClient, subscription: &str) -> Result<Result<String, String>, ArmError> {
+    let key = format!("{}|{}", arm.base_url(), subscription.to_ascii_lowercase());
+    let cache = TENANTS.get_or_init(Default::default);
+    if let Some(t) = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+        return Ok(Ok(t.clone()));
+    }
+    match arm.send(ArmRequest::get(format!("/subscriptions/{subscription}"), SUBSCRIPTIONS_API)).await {
+        Ok(r) => match r.body["tenantId"].as_str() {
+            Some(t) => {
+                cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, t.to_owned());
+                Ok(Ok(t.to_owned()))
+            }
+            None => Ok(Err(format!("subscription {subscription} has no tenantId in ARM's answer"))),
+        },
+        Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {
+            Ok(Err(format!("the tenant of subscription {subscription} could not be read ({e})")))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// After an endpoint is deleted: removes its leftover connection from every owned

@@ -24,6 +24,7 @@ pub mod connections;
 pub mod dns;
 mod graph;
 pub mod network;
+mod subscriptions;
 pub mod tags;
 mod throttle;
 
@@ -178,6 +179,8 @@ pub(crate) struct World {
     pub graph: graph::GraphState,
     /// A deleted endpoint's connection stays on its target as `Disconnected`.
     pub keep_connections_on_delete: bool,
+    /// Subscription (lower case) -> its tenant, or `None` = we may not read it.
+    pub subscription_tenants: BTreeMap<String, Option<String>>,
 }
 
 impl World {
@@ -515,6 +518,7 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         _ if s.contains(&"privateendpointconnections") => connections::route(shared, call, &s),
         ["providers", "microsoft.resourcegraph", "resources"] => graph::route(shared, call),
         [.., "providers", "microsoft.resources", "tags", "default"] => tags::route(shared, call),
+        ["subscriptions", sub] if *call.method == Method::GET => subscriptions::get(shared, sub),
         [
             "subscriptions",
             _,

@@ -1,0 +1,43 @@
+//! `GET /subscriptions/{id}`: the subscription's `tenantId`, which the approval policy
+//! uses to tell the requester's tenant. A test sets which tenant owns a subscription, or
+//! makes one unreadable (403 `AuthorizationFailed`, as another tenant's subscription is
+//! to our identity); unknown ones answer 404 `SubscriptionNotFound`.
+
+use serde_json::json;
+
+use super::{Answer, FakeArm, Shared};
+
+impl FakeArm {
+    pub fn set_subscription_tenant(&self, subscription: &str, tenant: &str) {
+        self.shared().world().subscription_tenants.insert(subscription.to_ascii_lowercase(), Some(tenant.to_owned()));
+    }
+    /// Our identity may not read this subscription.
+    pub fn deny_subscription(&self, subscription: &str) {
+        self.shared().world().subscription_tenants.insert(subscription.to_ascii_lowercase(), None);
+    }
+}
+
+pub(super) fn get(shared: &Shared, subscription: &str) -> Answer {
+    match shared.world().subscription_tenants.get(subscription) {
+        Some(Some(tenant)) => Answer::json(
+            200,
+            json!({
+                "id": format!("/subscriptions/{subscription}"),
+                "subscriptionId": subscription,
+                "tenantId": tenant,
+                "displayName": format!("sandbox {subscription}"),
+                "state": "Enabled",
+            }),
+        ),
+        Some(None) => Answer::error(
+            403,
+            "AuthorizationFailed",
+            format!(
+                "The client does not have authorization to perform action 'Microsoft.Resources/subscriptions/read' over scope '/subscriptions/{subscription}'."
+            ),
+        ),
+        None => {
+            Answer::error(404, "SubscriptionNotFound", format!("The subscription '{subscription}' could not be found."))
+        }
+    }
+}

@@ -1,11 +1,9 @@
 //! A sweep of 1,000 missed endpoints stays inside ARM's budgets. The fake ARM enforces
-//! per-subscription token buckets with ARM's shape (reads: 250 burst, writes: 200 burst)
-//! and answers 429 + Retry-After past them; the client is configured with the same
-//! buckets. Refill rates are ten times ARM's on both sides (250/s reads, 100/s writes
-//! instead of 25/s and 10/s) so the test takes seconds, not minutes: the claim under
-//! test is "the client never outruns the server's buckets", which does not depend on
-//! the absolute rate. At ARM's real rates the hub's 1,000 record writes alone take
-//! 200 + 800/10 = 80 s per subscription budget.
+//! ARM's per-subscription token buckets (reads: 250 burst + 25/s, writes and deletes:
+//! 200 burst + 10/s) and answers 429 + Retry-After past them; the client runs with its
+//! defaults, which are the same numbers. The hub subscription (all the zones) takes the
+//! 1,000 record writes: 200 at once, then 10 per second, so the run takes about 80 s,
+//! inside the sweep's 240 s deadline.
 
 use std::time::{Duration, Instant};
 
@@ -20,23 +18,17 @@ const SPOKES: [&str; 4] = [
     "30000000-0000-0000-0000-000000000003",
     "30000000-0000-0000-0000-000000000004",
 ];
-const SCALE: f64 = 10.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_of_1000_endpoints_stays_within_arms_budget() {
-    let reads = (250, 25.0 * SCALE);
-    let writes = (200, 10.0 * SCALE);
+    let arm = FakeArmOptions::default();
+    assert_eq!((arm.reads, arm.writes, arm.deletes), ((250, 25.0), (200, 10.0), (200, 10.0)), "ARM's numbers");
     let sb = Sandbox::start(SandboxOptions {
-        arm: FakeArmOptions { reads, writes, deletes: writes, page_size: 100, ..FakeArmOptions::default() },
+        arm: FakeArmOptions { page_size: 100, ..arm },
         zones: vec![ZONE.into()],
         configure: Box::new(move |c| {
             c.sweep.subscriptions = SPOKES.iter().map(|s| (*s).to_owned()).collect();
-            c.arm.reads_burst = reads.0;
-            c.arm.reads_per_sec = reads.1;
-            c.arm.writes_burst = writes.0;
-            c.arm.writes_per_sec = writes.1;
-            c.arm.deletes_burst = writes.0;
-            c.arm.deletes_per_sec = writes.1;
+            assert_eq!((c.arm.reads_burst, c.arm.writes_burst), (250, 200), "the client's defaults match ARM");
         }),
         workers: 0,
         ..SandboxOptions::default()
@@ -90,5 +82,5 @@ async fn a_sweep_of_1000_endpoints_stays_within_arms_budget() {
     let writes = sb.arm.requests().iter().filter(|r| r.is_write()).count();
     println!("converged re-sweep: {:.1} s, {writes} writes", started.elapsed().as_secs_f64());
     assert_eq!(writes, 0);
-    assert!(elapsed < Duration::from_secs(120));
+    assert!(elapsed < Duration::from_secs(240), "inside the sweep deadline");
 }

@@ -52,6 +52,7 @@ fn spawn(port: u16, dir: &std::path::Path, arm_url: &str) -> Child {
         .env("AUTOPILOT__DNS__DEFAULT_RESOURCE_GROUP", HUB_RESOURCE_GROUP)
         .env("AUTOPILOT_ARM_STATIC_TOKEN", SANDBOX_TOKEN)
         .env("AUTOPILOT_LOG", "warn")
+        .env("AUTOPILOT__MARKS__ENABLED", std::env::var("BENCH_MARKS").unwrap_or("true".into()))
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -229,8 +229,8 @@ pub async fn plan_subscriptions(
     let parallel = app.config.reconcile.max_parallel.max(1);
     let mut done = 0usize;
     for chunk in scope.ids.chunks(parallel) {
-        let reports =
-            futures::future::join_all(chunk.iter().map(|id| app.reconciler.reconcile(id, Mode::DryRun))).await;
+        let dry_runs = futures::future::join_all(chunk.iter().map(|id| app.reconciler.reconcile(id, Mode::DryRun)));
+        let reports = crate::reconcile::snapshot::DnsSnapshot::scope(scope.dns.clone(), dry_runs).await;
         for r in reports {
             done += 1;
             let mut vendor_change = false;

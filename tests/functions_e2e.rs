@@ -81,6 +81,49 @@ async fn sweep_converges_missed_events_drift_and_orphans() {
     assert_eq!(sb.arm.writes_to("/A/"), 0);
 }
 
+/// The sweep plans from the zone listing it already made (no GET per record), and a
+/// listing that went stale before the write cannot clobber: the write is conditional on
+/// the listed ETag, is refused, and the retry reads the record itself.
+#[tokio::test]
+async fn sweep_reads_records_from_its_listing_and_a_stale_listing_cannot_clobber() {
+    let sb = sandbox(None).await;
+    let zone = sb.zone_id(ZONE);
+    for (i, name) in ["ch-l1", "ch-l2"].iter().enumerate() {
+        sb.arm.put_endpoint(&clickhouse(name, [10, 1, 4, 10 + i as u8]));
+    }
+    sb.host.invoke_timer("Sweep", false).await.unwrap();
+    let want = vec![Ipv4Addr::new(10, 1, 4, 10), Ipv4Addr::new(10, 1, 4, 11)];
+    assert_eq!(sb.arm.record(&zone, "*").unwrap().addresses, want);
+
+    // A converged re-sweep: the zone is listed, no record set is read one by one.
+    sb.arm.clear_log();
+    sb.host.invoke_timer("Sweep", false).await.unwrap();
+    let record_gets = sb.arm.requests().iter().filter(|r| r.method == "GET" && r.path.contains("/A/")).count();
+    assert_eq!(record_gets, 0, "{:?}", sb.arm.requests());
+    assert_eq!(sb.arm.writes_to("/A/"), 0);
+
+    // The listing sees a hand edit; a second edit lands before the sweep writes.
+    let rec = sb.arm.record(&zone, "*").unwrap();
+    let meta = serde_json::Value::Object(rec.metadata.clone());
+    sb.arm.put_record(&zone, "*", &[Ipv4Addr::new(10, 9, 9, 9)], meta.clone());
+    let listing = std::sync::Arc::new(sb.app.reconciler.dns_snapshot().await.unwrap());
+    sb.arm.put_record(&zone, "*", &[Ipv4Addr::new(10, 8, 8, 8)], meta);
+    sb.arm.clear_log();
+    let id = ResourceId::parse_private_endpoint(&format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/privateEndpoints/ch-l1"
+    ))
+    .unwrap();
+    let reconcile = sb.app.reconciler.reconcile(&id, private_link_autopilot::reconcile::Mode::Apply);
+    let report = private_link_autopilot::reconcile::snapshot::DnsSnapshot::scope(Some(listing), reconcile).await;
+    assert_eq!(report.outcome, private_link_autopilot::reconcile::Outcome::Done, "{report:?}");
+    let log = sb.arm.requests();
+    let refused: Vec<_> = log.iter().filter(|r| r.path.contains("/A/") && r.status == 412).collect();
+    assert_eq!(refused.len(), 1, "the write with the listed ETag was refused: {log:?}");
+    assert!(log.iter().any(|r| r.method == "GET" && r.path.contains("/A/")), "then the record was read itself");
+    let after = sb.arm.record(&zone, "*").unwrap().addresses;
+    assert_eq!(after, vec![Ipv4Addr::new(10, 1, 4, 10), Ipv4Addr::new(10, 1, 4, 11)], "converged");
+}
+
 #[tokio::test]
 async fn sweeps_never_overlap() {
     let sb = sandbox(None).await;

@@ -91,7 +91,7 @@ async fn an_endpoint_pending_too_long_raises_a_warning_naming_the_missing_step()
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("a.jsonl");
     let sb = sandbox(&audit, 0).await;
-    sb.create(&EndpointSpec::alias(SUB, RG, "ch-waiting", "eastus2", ALIAS)).await;
+    let (id, _) = sb.create(&EndpointSpec::alias(SUB, RG, "ch-waiting", "eastus2", ALIAS)).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let lines: Vec<serde_json::Value> =
         std::fs::read_to_string(&audit).unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
@@ -101,4 +101,21 @@ async fn an_endpoint_pending_too_long_raises_a_warning_naming_the_missing_step()
         .expect("overdue warning");
     let step = warn["data"]["missing_step"].as_str().unwrap();
     assert!(step.contains("not registered with clickhouse") || step.contains("approved"), "{step}");
+    let tags = sb.arm.resource(&id).unwrap()["tags"].clone();
+    assert_eq!(tags["plautopilot-overdue"], step, "the missing step is on the endpoint too: {tags}");
+
+    // Still overdue on the next events: the warning is not repeated.
+    let redeliver = || sb.deliver(vec![events::event_grid(ResourceEvent::WriteSuccess, &id)]);
+    redeliver().await;
+    redeliver().await;
+    let count = |t: &str| audit_types(&audit).iter().filter(|x| x.ends_with(t)).count();
+    assert_eq!(count("endpoint.pending_overdue"), 1, "one warning per overdue spell");
+
+    // Approved: the overdue tag is emptied (Merge cannot delete a tag).
+    sb.arm.set_connection_status(&id, "Approved");
+    redeliver().await;
+    let tags = sb.arm.resource(&id).unwrap()["tags"].clone();
+    assert_eq!(tags["plautopilot-state"], "Approved");
+    assert_eq!(tags["plautopilot-overdue"], "", "{tags}");
+    assert_eq!(count("endpoint.pending_overdue"), 1);
 }

@@ -115,6 +115,24 @@ async fn clickhouse_deregister_removes_from_services_and_organization() {
 }
 
 #[tokio::test]
+async fn clickhouse_withdraw_leaves_other_services_and_the_organization() {
+    let fake = clickhouse_fake(2).await;
+    let client = clickhouse_client(&clickhouse_config(&fake, 2), CH_SECRET);
+    let ep = endpoint();
+    client.register(&ep).await.unwrap();
+    fake.clear_requests();
+    assert_eq!(client.withdraw(&ep, &["svc-1".into()]).await.unwrap(), Change::Applied);
+    let st = fake.state();
+    assert!(st.services["svc-1"].is_empty(), "{st:?}");
+    assert_eq!(st.services["svc-2"], vec![PE_ID.to_string()], "the other service keeps it");
+    assert_eq!(st.org_private_endpoints.len(), 1, "the organization entry belongs to the endpoint: kept");
+    assert_eq!(count_writes(&fake.requests()), 1);
+    fake.clear_requests();
+    assert_eq!(client.withdraw(&ep, &["svc-1".into()]).await.unwrap(), Change::AlreadyInPlace);
+    assert_eq!(count_writes(&fake.requests()), 0, "already withdrawn: no write");
+}
+
+#[tokio::test]
 async fn clickhouse_resource_guid_mode() {
     let fake = clickhouse_fake(1).await;
     let mut cfg = clickhouse_config(&fake, 1);
@@ -390,6 +408,25 @@ async fn elastic_delete_disassociates_then_deletes_and_gone_is_success() {
 
     fake.clear_requests();
     assert_eq!(client.deregister(&ep).await.unwrap(), Change::AlreadyInPlace);
+    assert_eq!(count_writes(&fake.requests()), 0);
+}
+
+#[tokio::test]
+async fn elastic_withdraw_disassociates_only_the_dropped_deployment() {
+    let fake = elastic_fake().await;
+    let client = elastic_client(&elastic_config(&fake), ES_KEY);
+    let ep = endpoint();
+    client.register(&ep).await.unwrap();
+    let id = fake.state().rulesets.keys().next().unwrap().clone();
+    fake.clear_requests();
+    assert_eq!(client.withdraw(&ep, &["d2".into()]).await.unwrap(), Change::Applied);
+    let writes: Vec<_> = fake.requests().into_iter().filter(|r| r.is_write()).collect();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].path, format!("/api/v1/deployments/traffic-filter/rulesets/{id}/associations/deployment/d2"));
+    let st = fake.state();
+    assert_eq!(st.rulesets[&id].deployments, vec![DEPLOYMENT.to_string()], "the ruleset stays for the other");
+    fake.clear_requests();
+    assert_eq!(client.withdraw(&ep, &["d2".into()]).await.unwrap(), Change::AlreadyInPlace);
     assert_eq!(count_writes(&fake.requests()), 0);
 }
 

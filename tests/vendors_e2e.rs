@@ -7,6 +7,7 @@ use std::time::Duration;
 use private_link_autopilot::config::Config;
 use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions};
 use private_link_autopilot::sandbox::fake_vendors::Fault;
+use private_link_autopilot::sandbox::fake_vendors::clickhouse::ClickHouseFakeOptions;
 use private_link_autopilot::sandbox::fake_vendors::elastic::Hide;
 use private_link_autopilot::sandbox::harness::{
     SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
@@ -57,7 +58,15 @@ impl World {
 }
 
 async fn world(configure: impl FnOnce(&mut Config) + Send + 'static) -> World {
-    let vendors = SandboxVendors::start().await.expect("fake vendors start");
+    world_with(|_| {}, configure).await
+}
+
+/// A world whose fake ClickHouse has been adjusted first (e.g. more services).
+async fn world_with(
+    clickhouse_fake: impl FnOnce(&mut ClickHouseFakeOptions),
+    configure: impl FnOnce(&mut Config) + Send + 'static,
+) -> World {
+    let vendors = SandboxVendors::start_with(|ch, _, _| clickhouse_fake(ch)).await.expect("fake vendors start");
     let audit = tempfile::NamedTempFile::new().expect("temp").into_temp_path();
     let audit_path = audit.to_string_lossy().to_string();
     let mut base = Config::default();
@@ -223,6 +232,39 @@ async fn a_register_message_for_a_deleted_endpoint_deregisters() {
     w.sb.app.queue.enqueue(private_link_autopilot::queue::work::vendor_work(&rid, "elastic", "stale")).await.unwrap();
     w.settle().await;
     assert!(w.vendors.elastic.state().rulesets.is_empty(), "re-read ARM, so it became a deregistration");
+}
+
+#[tokio::test]
+async fn a_routing_change_withdraws_the_endpoint_from_the_targets_it_left() {
+    const SECOND: &str = "svc-second";
+    let w = world_with(|ch| ch.service_ids.push(SECOND.into()), no_rechecks).await;
+    let first = ClickHouseFakeOptions::default().service_ids[0].clone();
+    let (id, _) = w.sb.create(&clickhouse("ch-moves")).await;
+    w.settle().await;
+    let st = w.vendors.clickhouse.state();
+    assert!(st.services.values().all(|ids| ids.len() == 1), "both default services have it: {st:?}");
+
+    // The team narrows it to the second service with the targets tag.
+    let moved = clickhouse("ch-moves").with_tag("autopilot.vendor.targets", SECOND);
+    w.sb.create(&moved).await;
+    w.settle().await;
+    let st = w.vendors.clickhouse.state();
+    assert!(st.services[&first].is_empty(), "withdrawn from the service it left: {st:?}");
+    assert_eq!(st.services[SECOND].len(), 1, "kept where it still goes: {st:?}");
+    let ledger = w.sb.app.reconciler.vendor_sync().unwrap().ledger().list().await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].endpoint.targets, vec![SECOND.to_string()], "the ledger follows the route");
+    let lines = w.audit_lines();
+    let withdrawn: Vec<_> =
+        lines.iter().filter(|e| e["type"].as_str().unwrap().ends_with("vendor.withdrawn")).collect();
+    assert_eq!(withdrawn.len(), 1, "{lines:?}");
+    assert_eq!(withdrawn[0]["data"]["detail"]["targets"], serde_json::json!([first]));
+
+    // Deleting it then leaves nothing anywhere.
+    w.sb.delete(&id).await;
+    w.settle().await;
+    assert!(w.vendors.clickhouse.state().services.values().all(Vec::is_empty));
+    assert!(w.sb.app.reconciler.vendor_sync().unwrap().ledger().list().await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -98,7 +98,7 @@ pub fn events_for(report: &Report) -> Vec<AuditEvent> {
         if let Some(why) = &m.skipped {
             out.push(ev("endpoint.mark_skipped", json!({"reason": why})));
         }
-        if let Some(step) = &m.overdue {
+        if let Some(step) = m.overdue.as_ref().filter(|_| m.newly_overdue) {
             out.push(ev("endpoint.pending_overdue", json!({"missing_step": step, "tags": m.tags})));
         }
     }

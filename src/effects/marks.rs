@@ -10,7 +10,11 @@
 //!
 //! `<prefix>state` is the connection state, `<prefix>done` what we did (`dns`,
 //! `approval`), `<prefix>since` when the state last changed: a Pending endpoint older than
-//! `pending_warning_after_secs` is reported as overdue with the step that is missing.
+//! `pending_warning_after_secs` is reported as overdue with the step that is missing, and
+//! `<prefix>overdue` holds that step. The tag is what makes the warning fire once per
+//! overdue spell rather than on every reconcile (events, re-checks, sweeps): the warning
+//! is raised when the tag is first written. Merge cannot remove a tag, so when the
+//! endpoint leaves Pending the tag is emptied.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,7 +65,12 @@ pub struct MarkReport {
     pub skipped: Option<String>,
     /// Pending for too long: the step that is missing.
     pub overdue: Option<String>,
+    /// `overdue` is new (not yet on the endpoint): raise the warning now.
+    pub newly_overdue: bool,
 }
+
+/// Azure's limit on a tag value.
+const MAX_TAG_VALUE: usize = 256;
 
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
@@ -86,6 +95,7 @@ pub async fn mark(
 ) -> Result<MarkReport, ArmError> {
     let p = &settings.prefix;
     let (k_state, k_done, k_since) = (format!("{p}state"), format!("{p}done"), format!("{p}since"));
+    let k_overdue = format!("{p}overdue");
     let current_state = pe.tags.get(&k_state).cloned().unwrap_or_default();
     let since = match pe.tags.get(&k_since) {
         Some(s) if current_state.eq_ignore_ascii_case(state) => s.clone(),
@@ -97,9 +107,20 @@ pub async fn mark(
     tags.insert(k_since.clone(), since.clone());
     let overdue = (state.eq_ignore_ascii_case("pending")
         && age(&since).is_some_and(|a| a.as_secs() >= settings.pending_warning_after_secs))
-    .then(|| missing_step.to_owned());
+    .then(|| missing_step.chars().take(MAX_TAG_VALUE).collect::<String>());
+    let marked_overdue = pe.tags.get(&k_overdue).filter(|v| !v.is_empty());
+    match &overdue {
+        Some(step) => {
+            tags.insert(k_overdue.clone(), step.clone());
+        }
+        None if marked_overdue.is_some() => {
+            tags.insert(k_overdue.clone(), String::new());
+        }
+        None => {}
+    }
+    let newly_overdue = overdue.is_some() && marked_overdue != overdue.as_ref();
     let changed = !tags.iter().all(|(k, v)| pe.tags.get(k) == Some(v));
-    let mut report = MarkReport { tags: tags.clone(), written: false, changed, skipped: None, overdue };
+    let mut report = MarkReport { tags: tags.clone(), written: false, changed, skipped: None, overdue, newly_overdue };
     if !changed {
         return Ok(report);
     }

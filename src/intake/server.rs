@@ -29,6 +29,7 @@ use crate::app::App;
 use crate::model::ResourceId;
 use crate::queue::worker::{self, Settlement};
 use crate::queue::{trigger, work};
+use crate::reconcile::snapshot::DnsSnapshot;
 use crate::reconcile::{Mode, Outcome, Report};
 use crate::telemetry::Stats;
 
@@ -132,7 +133,7 @@ async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Re
         }
     }
     let deadline = app.deadline();
-    match reconcile_and_queue(&app, endpoints.into_values().collect(), deadline).await {
+    match reconcile_and_queue(&app, endpoints.into_values().collect(), deadline, None).await {
         Ok((mut lines, summary)) => {
             logs.append(&mut lines);
             invocation_ok(InvocationResponse { logs, return_value: Value::Array(summary), ..Default::default() })
@@ -148,8 +149,9 @@ pub async fn reconcile_and_queue(
     app: &Arc<App>,
     ids: Vec<ResourceId>,
     deadline: Duration,
+    dns: Option<Arc<DnsSnapshot>>,
 ) -> Result<(Vec<String>, Vec<Value>), String> {
-    let results = reconcile_all(app, ids, deadline).await;
+    let results = reconcile_all(app, ids, deadline, dns).await;
     let mut logs = Vec::new();
     let mut summary = Vec::new();
     for (id, result) in results {
@@ -241,7 +243,7 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
     };
     let deadline = Duration::from_secs(app.config.sweep.deadline_secs.max(1));
     let total = scope.ids.len();
-    let (mut logs, summary) = match reconcile_and_queue(&app, scope.ids, deadline).await {
+    let (mut logs, summary) = match reconcile_and_queue(&app, scope.ids, deadline, scope.dns.clone()).await {
         Ok(r) => r,
         Err(why) => return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &why),
     };
@@ -306,21 +308,24 @@ pub fn format_report(r: &Report) -> String {
 }
 
 /// Reconciles endpoints concurrently within the invocation deadline and the process's
-/// parallelism bound. `Err` = did not finish in time.
+/// parallelism bound. `Err` = did not finish in time. `dns` = the sweep's zone listing
+/// (events pass `None`: they read each record).
 pub async fn reconcile_all(
     app: &Arc<App>,
     ids: Vec<ResourceId>,
     deadline: Duration,
+    dns: Option<Arc<DnsSnapshot>>,
 ) -> Vec<(ResourceId, Result<Report, String>)> {
     let limit = deadline;
     let deadline = tokio::time::Instant::now() + deadline;
     let mut tasks = tokio::task::JoinSet::new();
     for id in ids {
-        let app = app.clone();
+        let (app, dns) = (app.clone(), dns.clone());
         tasks.spawn(async move {
             let work = async {
                 let _permit = app.parallel.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-                Ok::<Report, String>(app.reconciler.reconcile(&id, Mode::Apply).await)
+                let reconcile = app.reconciler.reconcile(&id, Mode::Apply);
+                Ok::<Report, String>(DnsSnapshot::scope(dns, reconcile).await)
             };
             let result = match tokio::time::timeout_at(deadline, work).await {
                 Ok(r) => r,

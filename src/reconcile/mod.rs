@@ -10,6 +10,7 @@
 pub mod locks;
 pub mod plan;
 pub mod reconciler;
+pub mod snapshot;
 pub mod sweep;
 
 pub use plan::{DnsAction, Plan};

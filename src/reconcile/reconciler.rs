@@ -396,11 +396,14 @@ impl Reconciler {
         match result {
             Ok(done) => {
                 match &done {
-                    VendorDone::Registered { change, targets } => {
+                    VendorDone::Registered { change, targets, withdrawn } => {
                         Stats::inc(&self.stats.vendor_calls_ok);
-                        tracing::info!(endpoint = %id, vendor, ?change, "vendor registration converged");
+                        tracing::info!(endpoint = %id, vendor, ?change, ?withdrawn, "vendor registration converged");
                         if *change == Change::Applied {
                             events.push(event("vendor.registered", serde_json::json!({"targets": targets})));
+                        }
+                        if !withdrawn.is_empty() {
+                            events.push(event("vendor.withdrawn", serde_json::json!({"targets": withdrawn})));
                         }
                         run.needs_recheck =
                             register.is_some_and(|pe| marks::connection_state(pe).eq_ignore_ascii_case("pending"));
@@ -555,8 +558,13 @@ impl Reconciler {
     ) -> Result<(), DnsError> {
         let provider = self.dns.provider_for(&key.zone)?;
         let mut last = None;
-        for _ in 0..MAX_PRECONDITION_ROUNDS {
-            let actual = provider.get(key).await?;
+        for round in 0..MAX_PRECONDITION_ROUNDS {
+            // In a sweep the first read comes from its zone listing (see `snapshot.rs`);
+            // a lost race always re-reads the backend.
+            let actual = match super::snapshot::listed(key).filter(|_| round == 0) {
+                Some(listed) => listed,
+                None => provider.get(key).await?,
+            };
             let action = decide(actual.as_ref());
             if mode == Mode::DryRun || !action.is_write() {
                 if let DnsAction::Conflict { reason, .. } = &action
@@ -584,6 +592,7 @@ impl Reconciler {
                     }
                     // Our own write makes any cached listing of this zone stale.
                     self.zone_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&key.zone);
+                    super::snapshot::written(key);
                     tracing::info!(endpoint = %report.endpoint, provider = provider.kind(), "{}", action.describe());
                     report.applied.push(Applied { action: action.describe(), error: None });
                     report.plan.actions.push(action);
@@ -622,19 +631,16 @@ impl Reconciler {
         Ok(out)
     }
 
-    /// Every endpoint (lower-cased id) that owns a record in a zone we know: the sweep
-    /// compares this with the endpoints that exist to find orphans.
-    pub async fn owners_in_dns(&self) -> Result<BTreeSet<String>, DnsError> {
+    /// Every zone we know, listed now: the sweep finds orphans in it (endpoints owning a
+    /// record that no longer exist) and plans from it instead of reading each record.
+    pub async fn dns_snapshot(&self) -> Result<super::snapshot::DnsSnapshot, DnsError> {
         self.invalidate_caches();
-        let mut owners = BTreeSet::new();
+        let mut snapshot = super::snapshot::DnsSnapshot::default();
         for zone in self.known_zones().await? {
-            for set in self.zone_sets(&zone).await? {
-                if let crate::effects::dns::Ownership::Managed(m) = &set.ownership {
-                    owners.extend(m.keys().cloned());
-                }
-            }
+            let sets = self.zone_sets(&zone).await?;
+            snapshot.add_zone(&zone, sets);
         }
-        Ok(owners)
+        Ok(snapshot)
     }
 
     /// A zone's record sets, from a short-lived cache (invalidated by our own writes).

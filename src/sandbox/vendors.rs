@@ -27,10 +27,19 @@ impl std::fmt::Debug for SandboxVendors {
 impl SandboxVendors {
     /// Fakes for region `eastus2` (the demo's region).
     pub async fn start() -> std::io::Result<Self> {
-        let ch = ClickHouseFakeOptions { region: "eastus2".into(), ..ClickHouseFakeOptions::default() };
-        let es = ElasticFakeOptions::default();
+        Self::start_with(|_, _, _| {}).await
+    }
+
+    /// Like [`start`](Self::start), after `adjust` changed the fakes' options (the
+    /// benchmarks lift the vendors' rate limits to measure the worker, not the limits).
+    pub async fn start_with(
+        adjust: impl FnOnce(&mut ClickHouseFakeOptions, &mut ElasticFakeOptions, &mut ZillizFakeOptions),
+    ) -> std::io::Result<Self> {
+        let mut ch = ClickHouseFakeOptions { region: "eastus2".into(), ..ClickHouseFakeOptions::default() };
+        let mut es = ElasticFakeOptions::default();
         let mut zz = ZillizFakeOptions::default();
         zz.region_ids.push("az-eastus2".into());
+        adjust(&mut ch, &mut es, &mut zz);
         Ok(Self {
             clickhouse: ClickHouseFake::start(ch.clone()).await?,
             elastic: ElasticFake::start(es.clone()).await?,

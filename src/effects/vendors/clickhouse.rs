@@ -241,6 +241,32 @@ impl ClickHouse {
     }
 }
 
+impl ClickHouse {
+    /// Removes every id form of the endpoint from these services' `privateEndpointIds`.
+    async fn remove_from_services(&self, ep: &VendorEndpoint, services: &[String]) -> Result<Change, VendorError> {
+        let ids = Self::known_ids(ep);
+        let mut change = Change::AlreadyInPlace;
+        for service in services {
+            let current = self.get_service(service, ep).await?;
+            // Send the ids back exactly as ClickHouse stores them.
+            let present: Vec<String> = current
+                .private_endpoint_ids
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|x| ids.iter().any(|id| id.eq_ignore_ascii_case(x)))
+                .collect();
+            if present.is_empty() {
+                continue;
+            }
+            let ctx = format!("clickhouse: PATCH service {service} (remove private endpoint {})", ep.pe_id);
+            let body = json!({ "privateEndpointIds": { "remove": present } });
+            let _: Service = self.call(Method::PATCH, &self.service_path(service), Some(body), &ctx).await?;
+            change = Change::Applied;
+        }
+        Ok(change)
+    }
+}
+
 fn contains(list: &[String], id: &str) -> bool {
     list.iter().any(|x| x.eq_ignore_ascii_case(id))
 }
@@ -269,24 +295,7 @@ impl Vendor for ClickHouse {
 
     async fn deregister(&self, ep: &VendorEndpoint) -> Result<Change, VendorError> {
         let ids = Self::known_ids(ep);
-        let mut change = Change::AlreadyInPlace;
-        for service in self.services_for(ep)? {
-            let current = self.get_service(service, ep).await?;
-            // Send the ids back exactly as ClickHouse stores them.
-            let present: Vec<String> = current
-                .private_endpoint_ids
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|x| ids.iter().any(|id| id.eq_ignore_ascii_case(x)))
-                .collect();
-            if present.is_empty() {
-                continue;
-            }
-            let ctx = format!("clickhouse: PATCH service {service} (remove private endpoint {})", ep.pe_id);
-            let body = json!({ "privateEndpointIds": { "remove": present } });
-            let _: Service = self.call(Method::PATCH, &self.service_path(service), Some(body), &ctx).await?;
-            change = Change::Applied;
-        }
+        let mut change = self.remove_from_services(ep, self.services_for(ep)?).await?;
 
         let org_path = format!("/v1/organizations/{}", self.organization_id);
         let ctx = format!("clickhouse: GET organization {} for private endpoint {}", self.organization_id, ep.pe_id);
@@ -325,5 +334,11 @@ impl Vendor for ClickHouse {
             }
         }
         Ok(true)
+    }
+
+    /// Only the services' lists: the organization-level entry (deprecated) belongs to
+    /// the endpoint, not to a service, and is removed on deregistration.
+    async fn withdraw(&self, ep: &VendorEndpoint, targets: &[String]) -> Result<Change, VendorError> {
+        self.remove_from_services(ep, targets).await
     }
 }

@@ -396,6 +396,29 @@ impl Vendor for Elastic {
         let deployments = self.deployments_for(ep)?;
         Ok(found.first().is_some_and(|r| deployments.iter().all(|d| Self::associated(r, d))))
     }
+
+    /// Disassociates the endpoint's ruleset from these deployments; the ruleset stays
+    /// for the deployments it still serves.
+    async fn withdraw(&self, ep: &VendorEndpoint, targets: &[String]) -> Result<Change, VendorError> {
+        let guid = ep.require_guid("elastic", "is needed to find the endpoint's Elastic ruleset")?;
+        let mut change = Change::AlreadyInPlace;
+        for ruleset in self.find(ep, guid, &self.region_for(ep)).await? {
+            for deployment in targets.iter().filter(|d| Self::associated(&ruleset, d)) {
+                let ctx = format!(
+                    "elastic: disassociate ruleset {} from deployment {deployment} for private endpoint {}",
+                    ruleset.id, ep.pe_id
+                );
+                let path = format!("{RULESETS}/{}/associations/deployment/{deployment}", ruleset.id);
+                let raw = self.send(Method::DELETE, &path, None, &ctx).await?;
+                match raw.status {
+                    s if s.is_success() => change = Change::Applied,
+                    StatusCode::NOT_FOUND => {}
+                    _ => return Err(self.fail(&raw, &ctx)),
+                }
+            }
+        }
+        Ok(change)
+    }
 }
 
 #[cfg(test)]

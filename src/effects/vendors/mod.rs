@@ -202,6 +202,9 @@ pub trait Vendor: Send + Sync + fmt::Debug {
     async fn deregister(&self, ep: &VendorEndpoint) -> Result<Change, VendorError>;
     /// Whether `register` would write nothing.
     async fn is_registered(&self, ep: &VendorEndpoint) -> Result<bool, VendorError>;
+    /// Removes the endpoint from these targets only (its routing moved away from them),
+    /// leaving its registration with its other targets. "Already gone" is success.
+    async fn withdraw(&self, ep: &VendorEndpoint, targets: &[String]) -> Result<Change, VendorError>;
 }
 
 /// The `[vendors]` configuration section; each vendor is off unless `enabled`.

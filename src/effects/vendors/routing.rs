@@ -53,7 +53,8 @@ impl VendorRule {
 /// Where an endpoint goes, or why nowhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// Register with these targets (empty = the vendor's defaults), chosen by `by`.
+    /// Register with these targets (always spelled out; empty only for Zilliz, whose
+    /// endpoints go to its one configured project), chosen by `by`.
     Register { targets: Vec<String>, by: String },
     /// Not registered; a person must add a rule or fix the tag.
     Unmatched(String),
@@ -93,14 +94,21 @@ pub fn route(cfg: &VendorsConfig, vendor: &str, ep: &VendorEndpoint, tags: &BTre
         return Route::Register { targets: wanted, by: format!("tag {TARGETS_TAG}") };
     }
     if let Some((i, rule)) = cfg.rules.iter().enumerate().find(|(_, r)| r.matches(vendor, ep)) {
-        let targets = if vendor == "zilliz" { vec![] } else { rule.targets.clone() };
-        if vendor != "zilliz" && targets.is_empty() && defaults.is_empty() {
+        let targets = match vendor {
+            "zilliz" => vec![],
+            _ if rule.targets.is_empty() => defaults.clone(),
+            _ => rule.targets.clone(),
+        };
+        if vendor != "zilliz" && targets.is_empty() {
             return Route::Unmatched(format!("[[vendors.rules]] entry {} for {vendor} lists no targets", i + 1));
         }
         return Route::Register { targets, by: format!("[[vendors.rules]] entry {}", i + 1) };
     }
     if !defaults.is_empty() {
-        return Route::Register { targets: vec![], by: format!("[vendors.{vendor}] defaults") };
+        // Spelled out (not "empty = defaults"), so the ledger records exactly where the
+        // endpoint went and a later change of defaults can be withdrawn from.
+        let targets = if vendor == "zilliz" { vec![] } else { defaults };
+        return Route::Register { targets, by: format!("[vendors.{vendor}] defaults") };
     }
     Route::Unmatched(format!(
         "no [[vendors.rules]] entry for {vendor} matches (alias {}, region {}, subscription {}) and [vendors.{vendor}] has no defaults",
@@ -174,7 +182,11 @@ mod tests {
             Route::Register { targets: vec!["svc-west".into()], by: "[[vendors.rules]] entry 1".into() }
         );
         let east = ep(Some("production-eastus2-0-0.abc.eastus2.azure.privatelinkservice"), "eastus2");
-        assert!(matches!(route(&c, "clickhouse", &east, &none), Route::Register { targets, .. } if targets.is_empty()));
+        assert_eq!(
+            route(&c, "clickhouse", &east, &none),
+            Route::Register { targets: vec!["svc-default".into()], by: "[vendors.clickhouse] defaults".into() },
+            "defaults are spelled out, so the ledger knows where the endpoint went"
+        );
         let tags = BTreeMap::from([(TARGETS_TAG.to_string(), "svc-default, svc-west".to_string())]);
         assert!(matches!(route(&c, "clickhouse", &east, &tags), Route::Register { targets, .. } if targets.len() == 2));
     }

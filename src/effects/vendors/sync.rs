@@ -24,7 +24,7 @@ use crate::model::{PrivateEndpoint, ResourceId};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "intent", rename_all = "snake_case")]
 pub enum VendorIntent {
-    /// Queue a registration with these targets (empty = the vendor's defaults).
+    /// Queue a registration with these targets (empty for Zilliz: its one project).
     Register { targets: Vec<String>, by: String },
     /// Queue a deregistration (the endpoint is gone; the ledger says it was registered).
     Deregister,
@@ -55,6 +55,9 @@ pub enum VendorDone {
     Registered {
         change: Change,
         targets: Vec<String>,
+        /// Targets the endpoint was registered with before and no longer routes to,
+        /// from which it was just removed.
+        withdrawn: Vec<String>,
     },
     Deregistered {
         change: Change,
@@ -148,9 +151,29 @@ impl VendorSync {
         if let Route::Unmatched(why) = route {
             return Ok(VendorDone::Nothing { why });
         }
-        self.ledger.record(vendor, &ep).await.map_err(SyncError::Ledger)?;
-        let change = client.register(&ep).await.map_err(SyncError::Vendor)?;
-        Ok(VendorDone::Registered { change, targets: ep.targets })
+        // Routing may have moved (a rule, a tag or the defaults changed): the targets the
+        // ledger holds and the route no longer names are withdrawn after the new
+        // registration. Until then the ledger holds both sets (too much, never too little).
+        let previous = self.ledger.get(vendor, &ep.pe_id).await.map_err(SyncError::Ledger)?;
+        let dropped: Vec<String> = previous
+            .as_ref()
+            .map(|p| {
+                let kept = |t: &String| ep.targets.iter().any(|n| n.eq_ignore_ascii_case(t));
+                p.endpoint.targets.iter().filter(|t| !kept(t)).cloned().collect()
+            })
+            .unwrap_or_default();
+        let mut record = ep.clone();
+        record.targets.extend(dropped.iter().cloned());
+        self.ledger.record(vendor, &record).await.map_err(SyncError::Ledger)?;
+        let mut change = client.register(&ep).await.map_err(SyncError::Vendor)?;
+        if !dropped.is_empty() {
+            let old = previous.map(|p| p.endpoint).unwrap_or_else(|| ep.clone());
+            if client.withdraw(&old, &dropped).await.map_err(SyncError::Vendor)? == Change::Applied {
+                change = Change::Applied;
+            }
+            self.ledger.record(vendor, &ep).await.map_err(SyncError::Ledger)?;
+        }
+        Ok(VendorDone::Registered { change, targets: ep.targets, withdrawn: dropped })
     }
 
     /// Deregisters what the ledger says we registered for `id` with `vendor`, then

@@ -331,4 +331,10 @@ impl Vendor for Zilliz {
         let id = Self::id_for(ep)?;
         Ok(Self::find(&self.list_endpoints(ep).await?, &id, &self.region_for(ep)).is_some())
     }
+
+    /// Zilliz endpoints belong to the one configured project: routing never gives Zilliz
+    /// targets, so there is nothing to withdraw from.
+    async fn withdraw(&self, _ep: &VendorEndpoint, _targets: &[String]) -> Result<Change, VendorError> {
+        Ok(Change::AlreadyInPlace)
+    }
 }

@@ -135,6 +135,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     inner.gate.record(&method, &uri);
+    inner.gate.pause().await;
     match inner.gate.take_fault() {
         Some(Fault::ServerError) => return error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "injected failure"),
         Some(Fault::TooManyRequests { retry_after }) => {

@@ -146,6 +146,7 @@ async fn handle(
 
 async fn gated(inner: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
     inner.gate.record(method, uri);
+    inner.gate.pause().await;
     match inner.gate.take_fault() {
         Some(Fault::ServerError) => {
             return error(

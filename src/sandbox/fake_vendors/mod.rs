@@ -17,6 +17,7 @@
 //! - `inject(fault, n)` makes the next `n` requests fail (500, 429 with Retry-After, or a
 //!   response slower than any sane client timeout).
 //! - A per-key rate limit like the vendor's (answering 429), checked after authentication.
+//! - `set_latency(d)`: every answer waits `d` first (benchmarks).
 //!
 //! Request handling order: log, injected fault, authentication (401), rate limit (429),
 //! then the route.
@@ -51,6 +52,10 @@ macro_rules! common_fake_api {
         /// Drops the faults not yet served (the vendor is back).
         pub fn clear_faults(&self) {
             self.inner.gate.clear_faults();
+        }
+        /// Every answer waits this long first (benchmarks: "a vendor at fixed latency").
+        pub fn set_latency(&self, latency: std::time::Duration) {
+            self.inner.gate.set_latency(latency);
         }
     };
 }
@@ -109,6 +114,7 @@ pub(crate) struct Gate {
     faults: Mutex<VecDeque<Fault>>,
     limit: Option<(usize, Duration)>,
     arrivals: Mutex<HashMap<String, VecDeque<Instant>>>,
+    latency: Mutex<Duration>,
 }
 
 impl Gate {
@@ -118,6 +124,7 @@ impl Gate {
             faults: Mutex::new(VecDeque::new()),
             limit: limit.map(|(n, w)| ((n as usize).max(1), w)),
             arrivals: Mutex::new(HashMap::new()),
+            latency: Mutex::new(Duration::ZERO),
         }
     }
 
@@ -141,6 +148,18 @@ impl Gate {
 
     pub(crate) fn clear_faults(&self) {
         lock(&self.faults).clear();
+    }
+
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        *lock(&self.latency) = latency;
+    }
+
+    /// Waits the configured latency (none by default).
+    pub(crate) async fn pause(&self) {
+        let latency = *lock(&self.latency);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
     }
 
     pub(crate) fn take_fault(&self) -> Option<Fault> {

@@ -127,6 +127,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     inner.gate.record(&method, &uri);
+    inner.gate.pause().await;
     match inner.gate.take_fault() {
         Some(Fault::ServerError) => return fail(StatusCode::INTERNAL_SERVER_ERROR, 500, "injected failure"),
         Some(Fault::TooManyRequests { retry_after }) => {

@@ -2,7 +2,7 @@
 //!
 //! 1. The embedded queue alone: enqueue, receive and complete 10,000 messages on a file
 //!    (SQLite in WAL mode, as `serve` uses it), one consumer and four, median of 3 runs.
-//! 2. The vendor worker: 300 vendor work items (100 endpoints each for ClickHouse, Elastic
+//! 2. The vendor worker: 900 vendor work items (300 endpoints each for ClickHouse, Elastic
 //!    and Zilliz) queued at once, drained by the embedded queue's 4 workers, each item
 //!    re-reading the endpoint from the fake ARM, writing the ledger and calling the fake
 //!    vendor (look, then write), against fakes answering after a fixed latency. Median of
@@ -36,7 +36,7 @@ const ZONES: [&str; 3] = [
     "az-eastus2.vectordb.zillizcloud.com",
 ];
 const QUEUE_MESSAGES: usize = 10_000;
-const PER_VENDOR: usize = 100;
+const PER_VENDOR: usize = 300;
 const WORKERS: usize = 4;
 
 fn median(mut v: Vec<f64>) -> f64 {

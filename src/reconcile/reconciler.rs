@@ -405,8 +405,9 @@ impl Reconciler {
                         if !withdrawn.is_empty() {
                             events.push(event("vendor.withdrawn", serde_json::json!({"targets": withdrawn})));
                         }
-                        run.needs_recheck =
-                            register.is_some_and(|pe| marks::connection_state(pe).eq_ignore_ascii_case("pending"));
+                        // `recheck_window_secs = 0` turns re-checks off (the sweep still looks).
+                        run.needs_recheck = self.marks.recheck_window_secs > 0
+                            && register.is_some_and(|pe| marks::connection_state(pe).eq_ignore_ascii_case("pending"));
                     }
                     VendorDone::Deregistered { change } => {
                         Stats::inc(&self.stats.vendor_calls_ok);

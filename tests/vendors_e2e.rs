@@ -5,10 +5,12 @@
 use std::time::Duration;
 
 use private_link_autopilot::config::Config;
+use private_link_autopilot::model::ResourceId;
+use private_link_autopilot::queue::{Delivery, work, worker};
 use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions};
-use private_link_autopilot::sandbox::fake_vendors::Fault;
 use private_link_autopilot::sandbox::fake_vendors::clickhouse::ClickHouseFakeOptions;
 use private_link_autopilot::sandbox::fake_vendors::elastic::Hide;
+use private_link_autopilot::sandbox::fake_vendors::{Fault, count_writes};
 use private_link_autopilot::sandbox::harness::{
     SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
 };
@@ -58,12 +60,14 @@ impl World {
 }
 
 async fn world(configure: impl FnOnce(&mut Config) + Send + 'static) -> World {
-    world_with(|_| {}, configure).await
+    world_with(|_| {}, 2, configure).await
 }
 
-/// A world whose fake ClickHouse has been adjusted first (e.g. more services).
+/// A world whose fake ClickHouse has been adjusted first (e.g. more services), with
+/// `workers` queue workers (0: the test drives the queue).
 async fn world_with(
     clickhouse_fake: impl FnOnce(&mut ClickHouseFakeOptions),
+    workers: usize,
     configure: impl FnOnce(&mut Config) + Send + 'static,
 ) -> World {
     let vendors = SandboxVendors::start_with(|ch, _, _| clickhouse_fake(ch)).await.expect("fake vendors start");
@@ -83,11 +87,42 @@ async fn world_with(
             configure(c);
         }),
         env: vendors.env(),
-        workers: 2,
+        workers,
         ..SandboxOptions::default()
     };
     let sb = Sandbox::start(options).await.expect("sandbox starts");
     World { sb, vendors, audit }
+}
+
+impl World {
+    /// Starts one queue worker, as `serve` does (for worlds started with none).
+    fn start_worker(&self) -> tokio::sync::watch::Sender<bool> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let app = &self.sb.app;
+        tokio::spawn(worker::run(
+            app.queue.clone(),
+            app.reconciler.clone(),
+            app.retry.clone(),
+            Duration::from_secs(1),
+            stopped,
+        ));
+        stop
+    }
+
+    /// The next queued vendor work item (skipping anything else), locked for `lock`.
+    async fn take_vendor_item(&self, lock: Duration) -> Delivery {
+        loop {
+            let d = self.sb.app.queue.receive(Duration::from_secs(5), lock).await.unwrap().expect("a queued item");
+            if d.dedupe_key.starts_with("vendor:") {
+                return d;
+            }
+            self.sb.app.queue.complete(&d).await.unwrap();
+        }
+    }
+}
+
+fn pe_id(id: &str) -> ResourceId {
+    ResourceId::parse_private_endpoint(id).unwrap()
 }
 
 /// Stop approval re-checks at once: these tests are about the vendor calls.
@@ -126,7 +161,6 @@ async fn create_registers_with_each_vendor_and_delete_deregisters() {
     w.sb.create(&elastic("es-1")).await;
     w.sb.create(&zilliz("zz-1")).await;
     w.settle().await;
-    use private_link_autopilot::sandbox::fake_vendors::count_writes;
     assert_eq!(count_writes(&w.vendors.clickhouse.requests()), 0);
     assert_eq!(count_writes(&w.vendors.elastic.requests()), 0);
     assert_eq!(count_writes(&w.vendors.zilliz.requests()), 0);
@@ -158,6 +192,115 @@ async fn transient_failures_are_retried_until_they_pass() {
     let stats = w.sb.app.stats.snapshot();
     assert!(stats["vendor_calls_failed"].as_u64().unwrap() >= 3, "{stats}");
     assert_eq!(stats["dead_lettered"], 0, "{stats}");
+}
+
+#[tokio::test]
+async fn a_vendor_503_three_times_then_200_gives_exactly_one_registration() {
+    let w = world(no_rechecks).await;
+    w.vendors.clickhouse.inject(Fault::Status(503), 3);
+    w.sb.create(&clickhouse("ch-503")).await;
+    w.settle().await;
+    let ids: Vec<String> = w.vendors.clickhouse.state().services.values().flatten().cloned().collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let requests = w.vendors.clickhouse.requests();
+    assert_eq!(count_writes(&requests), 1, "one PATCH: the 503s hit the reads before it: {requests:?}");
+    let stats = w.sb.app.stats.snapshot();
+    assert_eq!(stats["vendor_calls_failed"], 3, "{stats}");
+    assert_eq!(stats["dead_lettered"], 0, "{stats}");
+}
+
+#[tokio::test]
+async fn a_worker_killed_after_the_vendor_call_leaves_one_registration_after_redelivery() {
+    let w = world_with(|_| {}, 0, no_rechecks).await;
+    let (id, _) = w.sb.create(&clickhouse("ch-crash")).await;
+    // A worker takes the item, makes the vendor call, and dies before completing it.
+    let d = w.take_vendor_item(Duration::from_millis(500)).await;
+    let (item, endpoint) = work::parse(&d.body).unwrap();
+    assert_eq!(endpoint, pe_id(&id));
+    worker::execute(&w.sb.app.reconciler, &item, &endpoint).await;
+    assert_eq!(w.vendors.clickhouse.state().services.values().flatten().count(), 1);
+    drop(d);
+    // The lock expires; a new worker gets the item again and finds it already done.
+    let _stop = w.start_worker();
+    w.settle().await;
+    assert_eq!(w.vendors.clickhouse.state().services.values().flatten().count(), 1);
+    let requests = w.vendors.clickhouse.requests();
+    assert_eq!(count_writes(&requests), 1, "the redelivery read, saw it there, wrote nothing: {requests:?}");
+    assert_eq!(requests.len(), 3, "GET+PATCH, then the redelivery's GET: {requests:?}");
+    assert!(w.sb.app.queue.dead_letters().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_same_message_twice_gives_one_registration() {
+    let w = world_with(|_| {}, 0, no_rechecks).await;
+    let (id, _) = w.sb.create(&zilliz("zz-twice")).await;
+    // The message the handler queued, sent again (a retried send) and delivered twice.
+    let again = work::vendor_work(&pe_id(&id), "zilliz", "sent again");
+    w.sb.app.queue.enqueue(again).await.unwrap();
+    assert_eq!(w.sb.app.queue.depth().await.unwrap(), 1, "duplicate detection keeps one");
+    let d = w.take_vendor_item(Duration::from_secs(30)).await;
+    let (item, endpoint) = work::parse(&d.body).unwrap();
+    worker::execute(&w.sb.app.reconciler, &item, &endpoint).await;
+    worker::execute(&w.sb.app.reconciler, &item, &endpoint).await;
+    w.sb.app.queue.complete(&d).await.unwrap();
+    let st = w.vendors.zilliz.state();
+    assert_eq!(st.endpoints.len(), 1, "{st:?}");
+    let creates = w
+        .vendors
+        .zilliz
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/privateEndpoints"))
+        .count();
+    assert_eq!(creates, 1, "the second run looked first and wrote nothing");
+}
+
+#[tokio::test]
+async fn a_delete_before_the_register_is_processed_leaves_nothing_registered() {
+    let w = world_with(|_| {}, 0, no_rechecks).await;
+    let (ch, _) = w.sb.create(&clickhouse("ch-early-delete")).await;
+    let (es, _) = w.sb.create(&elastic("es-early-delete")).await;
+    assert_eq!(w.sb.app.queue.depth().await.unwrap(), 2, "two register items waiting");
+    w.sb.delete(&ch).await;
+    w.sb.delete(&es).await;
+    let _stop = w.start_worker();
+    w.settle().await;
+    assert!(w.vendors.clickhouse.state().services.values().all(Vec::is_empty));
+    assert!(w.vendors.elastic.state().rulesets.is_empty());
+    assert_eq!(count_writes(&w.vendors.clickhouse.requests()), 0, "never registered, so nothing to undo");
+    assert_eq!(count_writes(&w.vendors.elastic.requests()), 0);
+    assert!(w.sb.app.reconciler.vendor_sync().unwrap().ledger().list().await.unwrap().is_empty());
+}
+
+/// ClickHouse's limit shape (10 requests per window per key) on a 200 ms window, on both
+/// the fake and the client: 200 endpoints need 400 requests, so at least ~8 s of pacing,
+/// and not one of them may be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_200_endpoints_stays_inside_the_vendor_rate_limit() {
+    const WINDOW_MS: u64 = 200;
+    let w = world_with(
+        |ch| ch.rate_limit = Some((10, Duration::from_millis(WINDOW_MS))),
+        4,
+        |c| {
+            no_rechecks(c);
+            c.vendors.clickhouse.rate_limit_window_ms = WINDOW_MS;
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        let id = w.sb.arm.put_endpoint(&clickhouse(&format!("ch-burst-{i:03}")));
+        w.sb.app.queue.enqueue(work::vendor_work(&pe_id(&id), "clickhouse", "burst")).await.unwrap();
+    }
+    assert!(w.sb.drain(Duration::from_secs(90)).await, "queue drained");
+    let elapsed = started.elapsed();
+    let ids = w.vendors.clickhouse.state().services.values().flatten().count();
+    assert_eq!(ids, 200);
+    let stats = w.sb.app.stats.snapshot();
+    assert_eq!(stats["vendor_calls_failed"], 0, "no 429 (it would be a failed call): {stats}");
+    assert_eq!(w.vendors.clickhouse.requests().len(), 400);
+    let min = Duration::from_millis(WINDOW_MS * (400 / 10 - 1));
+    assert!(elapsed >= min, "paced: {elapsed:?} >= {min:?}");
 }
 
 #[tokio::test]
@@ -237,7 +380,7 @@ async fn a_register_message_for_a_deleted_endpoint_deregisters() {
 #[tokio::test]
 async fn a_routing_change_withdraws_the_endpoint_from_the_targets_it_left() {
     const SECOND: &str = "svc-second";
-    let w = world_with(|ch| ch.service_ids.push(SECOND.into()), no_rechecks).await;
+    let w = world_with(|ch| ch.service_ids.push(SECOND.into()), 2, no_rechecks).await;
     let first = ClickHouseFakeOptions::default().service_ids[0].clone();
     let (id, _) = w.sb.create(&clickhouse("ch-moves")).await;
     w.settle().await;

@@ -138,6 +138,10 @@ async fn handle(
     inner.gate.pause().await;
     match inner.gate.take_fault() {
         Some(Fault::ServerError) => return error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "injected failure"),
+        Some(Fault::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return error(status, "INJECTED", "injected failure");
+        }
         Some(Fault::TooManyRequests { retry_after }) => {
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", "rate limit exceeded");
             if let Some(d) = retry_after {

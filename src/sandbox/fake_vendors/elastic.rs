@@ -155,6 +155,10 @@ async fn gated(inner: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, b
                 "injected failure",
             );
         }
+        Some(Fault::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return error(status, "root.injected_failure", "injected failure");
+        }
         Some(Fault::TooManyRequests { retry_after }) => {
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "root.too_many_requests", "rate limit exceeded");
             if let Some(d) = retry_after {

@@ -76,6 +76,8 @@ use tokio::time::Instant;
 pub enum Fault {
     /// HTTP 500 with the vendor's error envelope.
     ServerError,
+    /// This HTTP status (e.g. 503, 401) with the vendor's error envelope.
+    Status(u16),
     /// HTTP 429 with the vendor's error envelope and, if given, `Retry-After` in seconds.
     TooManyRequests { retry_after: Option<Duration> },
     /// Answer only after this delay (then 504): exercises client timeouts.

@@ -130,6 +130,10 @@ async fn handle(
     inner.gate.pause().await;
     match inner.gate.take_fault() {
         Some(Fault::ServerError) => return fail(StatusCode::INTERNAL_SERVER_ERROR, 500, "injected failure"),
+        Some(Fault::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return fail(status, i64::from(code), "injected failure");
+        }
         Some(Fault::TooManyRequests { retry_after }) => {
             let mut r = fail(StatusCode::TOO_MANY_REQUESTS, 429, "Too many requests");
             if let Some(d) = retry_after {

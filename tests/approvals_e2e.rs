@@ -264,3 +264,16 @@ async fn tenant_policy_allowed_denied_and_unknown() {
         }
     }
 }
+
+/// A missed event: the endpoint was created while the handler was down. The sweep finds
+/// it and approves its Pending connection on the owned cluster, like the event would have.
+#[tokio::test]
+async fn the_sweep_approves_a_connection_whose_event_was_missed() {
+    let sb = sandbox(|c| c.sweep.subscriptions = vec![SUB.into()]).await;
+    let id = sb.arm.put_endpoint(&kusto_pe("adx-missed"));
+    assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Pending");
+    let out = sb.host.invoke_timer("Sweep", false).await.unwrap();
+    assert!(matches!(out, private_link_autopilot::sandbox::host_emulator::InvokeOutcome::Succeeded(_)), "{out:?}");
+    assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Approved");
+    assert!(sb.arm.record(&sb.zone_id("privatelink.eastus2.kusto.windows.net"), "adxowned").is_some());
+}

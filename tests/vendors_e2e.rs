@@ -410,6 +410,36 @@ async fn a_routing_change_withdraws_the_endpoint_from_the_targets_it_left() {
     assert!(w.sb.app.reconciler.vendor_sync().unwrap().ledger().list().await.unwrap().is_empty());
 }
 
+/// Vendor drift the sweep repairs: someone removed a live endpoint from the vendor's
+/// list (re-registered), and an endpoint was deleted without its event reaching us
+/// (deregistered, found through the ledger).
+#[tokio::test]
+async fn the_sweep_re_registers_vendor_drift_and_deregisters_vendor_orphans() {
+    let w = world(|c| {
+        no_rechecks(c);
+        c.sweep.subscriptions = vec![SUB.into()];
+    })
+    .await;
+    let (live, _) = w.sb.create(&clickhouse("ch-live")).await;
+    let (gone, _) = w.sb.create(&zilliz("zz-gone")).await;
+    w.settle().await;
+    // Drift: the ClickHouse list is edited by hand; the Zilliz endpoint is deleted silently.
+    let mut st = w.vendors.clickhouse.state();
+    for ids in st.services.values_mut() {
+        ids.clear();
+    }
+    w.vendors.clickhouse.set_state(st);
+    w.sb.arm.delete_endpoint(&gone);
+    w.sb.host.invoke_timer("Sweep", false).await.unwrap();
+    w.settle().await;
+    let ids: Vec<String> = w.vendors.clickhouse.state().services.values().flatten().cloned().collect();
+    assert_eq!(ids.len(), 1, "re-registered: {ids:?}");
+    assert!(ids[0].eq_ignore_ascii_case(&live));
+    assert!(w.vendors.zilliz.state().endpoints.is_empty(), "the orphan was deregistered");
+    let ledger = w.sb.app.reconciler.vendor_sync().unwrap().ledger().list().await.unwrap();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+}
+
 #[tokio::test]
 async fn an_endpoint_matching_no_rule_is_reported_not_registered() {
     let w = world(|c| {

@@ -119,3 +119,22 @@ async fn an_endpoint_pending_too_long_raises_a_warning_naming_the_missing_step()
     assert_eq!(tags["plautopilot-overdue"], "", "{tags}");
     assert_eq!(count("endpoint.pending_overdue"), 1);
 }
+
+#[tokio::test]
+async fn at_the_tag_limit_the_overdue_tag_gives_way_to_the_state_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("a.jsonl");
+    let sb = sandbox(&audit, 0).await;
+    let mut spec = EndpointSpec::alias(SUB, RG, "ch-47", "eastus2", ALIAS);
+    for i in 0..47 {
+        spec = spec.with_tag(&format!("t{i:02}"), "x");
+    }
+    let (id, _) = sb.create(&spec).await;
+    let tags = sb.arm.resource(&id).unwrap()["tags"].clone();
+    assert_eq!(tags.as_object().unwrap().len(), 50, "47 + state, done, since: {tags}");
+    assert_eq!(tags["plautopilot-state"], "Pending");
+    assert!(tags.get("plautopilot-overdue").is_none(), "no room for it: {tags}");
+    let types = audit_types(&audit);
+    assert!(types.iter().any(|t| t.ends_with("endpoint.pending_overdue")), "{types:?}");
+    assert!(!types.iter().any(|t| t.ends_with("endpoint.mark_skipped")), "the marks were written: {types:?}");
+}

@@ -133,6 +133,16 @@ async fn clickhouse_withdraw_leaves_other_services_and_the_organization() {
 }
 
 #[tokio::test]
+async fn clickhouse_withdraw_from_a_service_that_is_gone_is_done() {
+    let fake = clickhouse_fake(1).await;
+    let client = clickhouse_client(&clickhouse_config(&fake, 1), CH_SECRET);
+    let ep = endpoint();
+    client.register(&ep).await.unwrap();
+    assert_eq!(client.withdraw(&ep, &["svc-retired".into()]).await.unwrap(), Change::AlreadyInPlace);
+    assert_eq!(fake.state().services["svc-1"], vec![PE_ID.to_string()], "the live service keeps it");
+}
+
+#[tokio::test]
 async fn clickhouse_resource_guid_mode() {
     let fake = clickhouse_fake(1).await;
     let mut cfg = clickhouse_config(&fake, 1);
@@ -428,6 +438,17 @@ async fn elastic_withdraw_disassociates_only_the_dropped_deployment() {
     fake.clear_requests();
     assert_eq!(client.withdraw(&ep, &["d2".into()]).await.unwrap(), Change::AlreadyInPlace);
     assert_eq!(count_writes(&fake.requests()), 0);
+}
+
+#[tokio::test]
+async fn elastic_withdraw_matches_deployment_ids_whatever_their_case() {
+    let fake = elastic_fake().await;
+    let client = elastic_client(&elastic_config(&fake), ES_KEY);
+    let ep = endpoint();
+    client.register(&ep).await.unwrap();
+    assert_eq!(client.withdraw(&ep, &["D2".into()]).await.unwrap(), Change::Applied);
+    let st = fake.state();
+    assert_eq!(st.rulesets.values().next().unwrap().deployments, vec![DEPLOYMENT.to_string()]);
 }
 
 #[tokio::test]

@@ -440,6 +440,29 @@ async fn the_sweep_re_registers_vendor_drift_and_deregisters_vendor_orphans() {
     assert_eq!(ledger.len(), 1, "{ledger:?}");
 }
 
+/// A ledger entry written before targets were spelled out says `[]` for "the defaults":
+/// a routing change still withdraws the endpoint from the defaults it left.
+#[tokio::test]
+async fn a_routing_change_from_an_old_ledger_entry_withdraws_from_the_defaults() {
+    const SECOND: &str = "svc-second";
+    let w = world_with(|ch| ch.service_ids.push(SECOND.into()), 2, no_rechecks).await;
+    let first = ClickHouseFakeOptions::default().service_ids[0].clone();
+    w.sb.create(&clickhouse("ch-legacy")).await;
+    w.settle().await;
+    let ledger = w.sb.app.reconciler.vendor_sync().unwrap().ledger().clone();
+    let mut entry = ledger.list().await.unwrap().remove(0);
+    entry.endpoint.targets.clear();
+    ledger.record("clickhouse", &entry.endpoint).await.unwrap();
+
+    w.sb.create(&clickhouse("ch-legacy").with_tag("autopilot.vendor.targets", &SECOND.to_uppercase())).await;
+    w.settle().await;
+    let st = w.vendors.clickhouse.state();
+    assert!(st.services[&first].is_empty(), "{st:?}");
+    assert_eq!(st.services[SECOND].len(), 1, "{st:?}");
+    let entry = ledger.list().await.unwrap().remove(0);
+    assert_eq!(entry.endpoint.targets, vec![SECOND.to_string()], "the tag's id in the configuration's spelling");
+}
+
 #[tokio::test]
 async fn an_endpoint_matching_no_rule_is_reported_not_registered() {
     let w = world(|c| {

@@ -119,12 +119,18 @@ pub async fn mark(
         None => {}
     }
     let newly_overdue = overdue.is_some() && marked_overdue != overdue.as_ref();
+    let new_key_count = |tags: &BTreeMap<String, String>| tags.keys().filter(|k| !pe.tags.contains_key(*k)).count();
+    if pe.tags.len() + new_key_count(&tags) > MAX_TAGS && !pe.tags.contains_key(&k_overdue) {
+        // The overdue tag matters least: at the limit, keep the state marks and lose only
+        // the once-per-spell de-duplication of the warning.
+        tags.remove(&k_overdue);
+    }
     let changed = !tags.iter().all(|(k, v)| pe.tags.get(k) == Some(v));
     let mut report = MarkReport { tags: tags.clone(), written: false, changed, skipped: None, overdue, newly_overdue };
     if !changed {
         return Ok(report);
     }
-    let new_keys = tags.keys().filter(|k| !pe.tags.contains_key(*k)).count();
+    let new_keys = new_key_count(&tags);
     if pe.tags.len() + new_keys > MAX_TAGS {
         report.skipped = Some(format!(
             "the endpoint has {} tags; adding {new_keys} would pass Azure's limit of {MAX_TAGS}",

@@ -639,7 +639,8 @@ impl Reconciler {
         let mut snapshot = super::snapshot::DnsSnapshot::default();
         for zone in self.known_zones().await? {
             let sets = self.zone_sets(&zone).await?;
-            snapshot.add_zone(&zone, sets);
+            let complete = self.dns.provider_for(&zone)?.listing_is_complete();
+            snapshot.add_zone(&zone, sets, complete);
         }
         Ok(snapshot)
     }

@@ -31,22 +31,25 @@ tokio::task_local! {
 /// Record sets of the zones listed at the start of a sweep.
 #[derive(Debug, Default)]
 pub struct DnsSnapshot {
-    zones: HashMap<String, HashMap<String, ARecordSet>>,
+    /// Zone -> (name -> set, whether a name missing from the listing is absent).
+    zones: HashMap<String, (HashMap<String, ARecordSet>, bool)>,
     /// Keys whose listed copy must not be used any more (we wrote them).
     stale: Mutex<HashSet<RecordKey>>,
 }
 
 impl DnsSnapshot {
-    /// Adds a zone's listing. A zone not added is read record by record, as usual.
-    pub fn add_zone(&mut self, zone: &str, sets: Vec<ARecordSet>) {
+    /// Adds a zone's listing. A zone not added is read record by record, as usual. With
+    /// `complete` false (see `DnsProvider::listing_is_complete`) only the listed names
+    /// are taken from it; a name it lacks is read from the backend.
+    pub fn add_zone(&mut self, zone: &str, sets: Vec<ARecordSet>, complete: bool) {
         let by_name = sets.into_iter().map(|s| (s.key.name.clone(), s)).collect();
-        self.zones.insert(RecordKey::new(zone, "@").zone, by_name);
+        self.zones.insert(RecordKey::new(zone, "@").zone, (by_name, complete));
     }
 
     /// Every endpoint (lower-cased id) owning a record in the listed zones.
     pub fn owners(&self) -> BTreeSet<String> {
         let mut owners = BTreeSet::new();
-        for set in self.zones.values().flat_map(HashMap::values) {
+        for set in self.zones.values().flat_map(|(sets, _)| sets.values()) {
             if let Ownership::Managed(m) = &set.ownership {
                 owners.extend(m.keys().cloned());
             }
@@ -61,11 +64,15 @@ impl DnsSnapshot {
     /// The listed copy of `key`: `Some(None)` = the zone was listed and has no such set,
     /// `None` = not covered (read the backend).
     fn lookup(&self, key: &RecordKey) -> Option<Option<ARecordSet>> {
-        let zone = self.zones.get(&key.zone)?;
+        let (sets, complete) = self.zones.get(&key.zone)?;
         if self.stale.lock().unwrap_or_else(|p| p.into_inner()).contains(key) {
             return None;
         }
-        Some(zone.get(&key.name).cloned())
+        match sets.get(&key.name) {
+            Some(set) => Some(Some(set.clone())),
+            None if *complete => Some(None),
+            None => None,
+        }
     }
 
     fn forget(&self, key: &RecordKey) {
@@ -109,7 +116,8 @@ mod tests {
     #[tokio::test]
     async fn lookups_only_inside_the_scope_and_fresh_after_a_write() {
         let mut snap = DnsSnapshot::default();
-        snap.add_zone("Zone.Example", vec![set("zone.example", "*")]);
+        snap.add_zone("Zone.Example", vec![set("zone.example", "*")], true);
+        snap.add_zone("partial.example", vec![set("partial.example", "a")], false);
         assert_eq!(snap.owners().len(), 1);
         let snap = Arc::new(snap);
         let (star, other, unknown) =
@@ -119,6 +127,8 @@ mod tests {
             assert!(listed(&star).is_some_and(|s| s.is_some()));
             assert_eq!(listed(&other), Some(None), "listed zone, no such set");
             assert_eq!(listed(&unknown), None, "zone not listed: read the backend");
+            assert!(listed(&RecordKey::new("partial.example", "a")).is_some_and(|s| s.is_some()));
+            assert_eq!(listed(&RecordKey::new("partial.example", "b")), None, "incomplete listing: a miss is read");
             written(&star);
             assert_eq!(listed(&star), None, "after our write, read fresh");
         })

@@ -200,6 +200,11 @@ impl DnsProvider for AzurePrivateDns {
         "azure-private-dns"
     }
 
+    /// `get` reads the A record set only; the listing holds every A record set.
+    fn listing_is_complete(&self) -> bool {
+        true
+    }
+
     async fn get(&self, key: &RecordKey) -> Result<Option<ARecordSet>, DnsError> {
         let path = self.record_path(key)?;
         match self.arm.send(ArmRequest::get(path, PRIVATE_DNS_API)).await {

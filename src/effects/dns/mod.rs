@@ -155,6 +155,14 @@ pub trait DnsProvider: Send + Sync + fmt::Debug {
     /// and orphan detection.
     async fn list(&self, zone: &str) -> Result<Vec<ARecordSet>, DnsError>;
 
+    /// Whether `list` shows everything `get` would report, so a name missing from a
+    /// listing is absent. Planning from a listing trusts its misses only then (RFC 2136:
+    /// `get` also reports a CNAME, or our ownership TXT without its A, which an A-only
+    /// listing does not show).
+    fn listing_is_complete(&self) -> bool {
+        false
+    }
+
     /// Creates `set` only if no A record set exists at its key
     /// (`PreconditionFailed` otherwise). `set.ownership` must be `Managed`.
     async fn create(&self, set: &ARecordSet) -> Result<(), DnsError>;

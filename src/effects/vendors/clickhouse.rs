@@ -243,11 +243,22 @@ impl ClickHouse {
 
 impl ClickHouse {
     /// Removes every id form of the endpoint from these services' `privateEndpointIds`.
-    async fn remove_from_services(&self, ep: &VendorEndpoint, services: &[String]) -> Result<Change, VendorError> {
+    /// With `gone_is_done`, a service that no longer exists (404) has nothing to remove
+    /// (withdrawing from a retired service); otherwise a 404 is the configuration's error.
+    async fn remove_from_services(
+        &self,
+        ep: &VendorEndpoint,
+        services: &[String],
+        gone_is_done: bool,
+    ) -> Result<Change, VendorError> {
         let ids = Self::known_ids(ep);
         let mut change = Change::AlreadyInPlace;
         for service in services {
-            let current = self.get_service(service, ep).await?;
+            let current = match self.get_service(service, ep).await {
+                Ok(s) => s,
+                Err(e) if gone_is_done && e.status == Some(404) => continue,
+                Err(e) => return Err(e),
+            };
             // Send the ids back exactly as ClickHouse stores them.
             let present: Vec<String> = current
                 .private_endpoint_ids
@@ -295,7 +306,7 @@ impl Vendor for ClickHouse {
 
     async fn deregister(&self, ep: &VendorEndpoint) -> Result<Change, VendorError> {
         let ids = Self::known_ids(ep);
-        let mut change = self.remove_from_services(ep, self.services_for(ep)?).await?;
+        let mut change = self.remove_from_services(ep, self.services_for(ep)?, false).await?;
 
         let org_path = format!("/v1/organizations/{}", self.organization_id);
         let ctx = format!("clickhouse: GET organization {} for private endpoint {}", self.organization_id, ep.pe_id);
@@ -339,6 +350,6 @@ impl Vendor for ClickHouse {
     /// Only the services' lists: the organization-level entry (deprecated) belongs to
     /// the endpoint, not to a service, and is removed on deregistration.
     async fn withdraw(&self, ep: &VendorEndpoint, targets: &[String]) -> Result<Change, VendorError> {
-        self.remove_from_services(ep, targets).await
+        self.remove_from_services(ep, targets, true).await
     }
 }

@@ -295,7 +295,7 @@ impl Elastic {
             .as_deref()
             .unwrap_or_default()
             .iter()
-            .any(|a| a.entity_type == "deployment" && a.id == deployment)
+            .any(|a| a.entity_type == "deployment" && a.id.eq_ignore_ascii_case(deployment))
     }
 }
 
@@ -403,7 +403,15 @@ impl Vendor for Elastic {
         let guid = ep.require_guid("elastic", "is needed to find the endpoint's Elastic ruleset")?;
         let mut change = Change::AlreadyInPlace;
         for ruleset in self.find(ep, guid, &self.region_for(ep)).await? {
-            for deployment in targets.iter().filter(|d| Self::associated(&ruleset, d)) {
+            let dropped = ruleset
+                .associations
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .filter(|a| a.entity_type == "deployment" && targets.iter().any(|t| t.eq_ignore_ascii_case(&a.id)));
+            for assoc in dropped {
+                // The id as Elastic stores it, whatever spelling the ledger has.
+                let deployment = &assoc.id;
                 let ctx = format!(
                     "elastic: disassociate ruleset {} from deployment {deployment} for private endpoint {}",
                     ruleset.id, ep.pe_id

@@ -142,17 +142,37 @@ pub struct VendorError {
     /// new connection yet): stop retrying once this much time has passed since the work
     /// item first failed with it. `None` = the queue's normal retry window.
     pub give_up_after: Option<Duration>,
+    /// The HTTP status, when the vendor answered with one.
+    pub status: Option<u16>,
 }
 
 impl VendorError {
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { kind: VendorErrorKind::Transient, message: message.into(), retry_after: None, give_up_after: None }
+        Self {
+            kind: VendorErrorKind::Transient,
+            message: message.into(),
+            retry_after: None,
+            give_up_after: None,
+            status: None,
+        }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: VendorErrorKind::Permanent, message: message.into(), retry_after: None, give_up_after: None }
+        Self {
+            kind: VendorErrorKind::Permanent,
+            message: message.into(),
+            retry_after: None,
+            give_up_after: None,
+            status: None,
+        }
     }
     pub fn config(message: impl Into<String>) -> Self {
-        Self { kind: VendorErrorKind::Config, message: message.into(), retry_after: None, give_up_after: None }
+        Self {
+            kind: VendorErrorKind::Config,
+            message: message.into(),
+            retry_after: None,
+            give_up_after: None,
+            status: None,
+        }
     }
     pub fn is_transient(&self) -> bool {
         self.kind == VendorErrorKind::Transient
@@ -170,6 +190,7 @@ impl VendorError {
             s => Self::permanent(format!("{context}: HTTP {s}: {detail}")),
         };
         err.retry_after = retry_after;
+        err.status = Some(status.as_u16());
         err
     }
 }

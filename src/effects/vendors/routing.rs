@@ -61,7 +61,7 @@ pub enum Route {
 }
 
 /// The vendor section's default ids (empty when it has none).
-fn defaults(cfg: &VendorsConfig, vendor: &str) -> Vec<String> {
+pub(crate) fn defaults(cfg: &VendorsConfig, vendor: &str) -> Vec<String> {
     let ids = match vendor {
         "clickhouse" => cfg.clickhouse.service_ids.clone(),
         "elastic" => cfg.elastic.deployment_ids.clone(),
@@ -77,21 +77,33 @@ pub fn route(cfg: &VendorsConfig, vendor: &str, ep: &VendorEndpoint, tags: &BTre
     let tag = tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(TARGETS_TAG)).map(|(_, v)| v.as_str());
     if let Some(value) = tag.filter(|_| vendor != "zilliz") {
         let wanted: Vec<String> = value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        // An allowed id in the configuration's spelling (ids compare case-insensitively,
+        // and the ledger must name a target exactly as it was registered).
         let allowed = |id: &String| {
-            defaults.iter().any(|d| d.eq_ignore_ascii_case(id))
-                || cfg.rules.iter().any(|r| {
-                    r.vendor.eq_ignore_ascii_case(vendor) && r.targets.iter().any(|t| t.eq_ignore_ascii_case(id))
-                })
+            defaults
+                .iter()
+                .chain(
+                    cfg.rules.iter().filter(|r| r.vendor.eq_ignore_ascii_case(vendor)).flat_map(|r| r.targets.iter()),
+                )
+                .find(|t| t.trim().eq_ignore_ascii_case(id))
+                .map(|t| t.trim().to_string())
         };
         if wanted.is_empty() {
             return Route::Unmatched(format!("tag {TARGETS_TAG} is present but names no {vendor} target"));
         }
-        if let Some(bad) = wanted.iter().find(|id| !allowed(id)) {
-            return Route::Unmatched(format!(
-                "tag {TARGETS_TAG} names {bad:?}, which no [vendors.{vendor}] default or [[vendors.rules]] entry allows"
-            ));
+        let mut targets = Vec::new();
+        for id in &wanted {
+            match allowed(id) {
+                Some(t) if !targets.contains(&t) => targets.push(t),
+                Some(_) => {}
+                None => {
+                    return Route::Unmatched(format!(
+                        "tag {TARGETS_TAG} names {id:?}, which no [vendors.{vendor}] default or [[vendors.rules]] entry allows"
+                    ));
+                }
+            }
         }
-        return Route::Register { targets: wanted, by: format!("tag {TARGETS_TAG}") };
+        return Route::Register { targets, by: format!("tag {TARGETS_TAG}") };
     }
     if let Some((i, rule)) = cfg.rules.iter().enumerate().find(|(_, r)| r.matches(vendor, ep)) {
         let targets = match vendor {

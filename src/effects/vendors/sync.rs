@@ -55,8 +55,8 @@ pub enum VendorDone {
     Registered {
         change: Change,
         targets: Vec<String>,
-        /// Targets the endpoint was registered with before and no longer routes to,
-        /// from which it was just removed.
+        /// Targets the endpoint was registered with before and no longer routes to, from
+        /// which it was just removed (empty when there was nothing left to remove).
         withdrawn: Vec<String>,
     },
     Deregistered {
@@ -158,22 +158,30 @@ impl VendorSync {
         let dropped: Vec<String> = previous
             .as_ref()
             .map(|p| {
+                // Entries written before targets were spelled out say `[]` for "the
+                // defaults"; the current defaults are the best reading of them.
+                let before = if p.endpoint.targets.is_empty() && vendor != "zilliz" {
+                    routing::defaults(&self.config, vendor)
+                } else {
+                    p.endpoint.targets.clone()
+                };
                 let kept = |t: &String| ep.targets.iter().any(|n| n.eq_ignore_ascii_case(t));
-                p.endpoint.targets.iter().filter(|t| !kept(t)).cloned().collect()
+                before.into_iter().filter(|t| !kept(t)).collect()
             })
             .unwrap_or_default();
         let mut record = ep.clone();
         record.targets.extend(dropped.iter().cloned());
         self.ledger.record(vendor, &record).await.map_err(SyncError::Ledger)?;
-        let mut change = client.register(&ep).await.map_err(SyncError::Vendor)?;
+        let change = client.register(&ep).await.map_err(SyncError::Vendor)?;
+        let mut withdrawn = Vec::new();
         if !dropped.is_empty() {
             let old = previous.map(|p| p.endpoint).unwrap_or_else(|| ep.clone());
             if client.withdraw(&old, &dropped).await.map_err(SyncError::Vendor)? == Change::Applied {
-                change = Change::Applied;
+                withdrawn = dropped;
             }
             self.ledger.record(vendor, &ep).await.map_err(SyncError::Ledger)?;
         }
-        Ok(VendorDone::Registered { change, targets: ep.targets, withdrawn: dropped })
+        Ok(VendorDone::Registered { change, targets: ep.targets, withdrawn })
     }
 
     /// Deregisters what the ledger says we registered for `id` with `vendor`, then

@@ -311,3 +311,46 @@ async fn a_server_that_never_answers_is_a_transient_timeout() {
     assert!(err.message.contains(ZONE) && err.message.contains(&addr.to_string()), "{err}");
     hold.abort();
 }
+
+/// The sweep plans from zone listings. An RFC 2136 listing (AXFR, A records only) cannot
+/// show a CNAME, so a name missing from it is read from the server: the sweep's plan
+/// reports the CNAME as a conflict instead of planning a create, and the sweep itself
+/// leaves the CNAME alone.
+#[tokio::test]
+async fn a_sweep_reads_the_names_an_rfc2136_listing_cannot_show() {
+    use private_link_autopilot::reconcile::DnsAction;
+    use private_link_autopilot::sandbox::fake_arm::EndpointSpec;
+    use private_link_autopilot::sandbox::harness::{
+        SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
+    };
+    const ES_ALIAS: &str =
+        "eastus2-prod-002-privatelink-service.64359fdd-7893-4215-9929-ece3287e1371.eastus2.azure.privatelinkservice";
+    let Some(b) = start().await else { return };
+    let fqdn = format!("*.{ZONE}");
+    b.nsupdate(&format!("update add {fqdn} 300 CNAME elsewhere.example."));
+    let p: std::sync::Arc<dyn DnsProvider> = std::sync::Arc::new(provider(&b));
+    let sb = Sandbox::start(SandboxOptions {
+        extra_routes: vec![(ZONE.to_owned(), p)],
+        configure: Box::new(|c| c.sweep.subscriptions = vec![SUB.to_owned()]),
+        workers: 0,
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox");
+    sb.arm.put_endpoint(&EndpointSpec::alias(SUB, RG, "es-cname", "eastus2", ES_ALIAS));
+
+    let plan =
+        private_link_autopilot::ops::plan_subscriptions(&sb.app, &[SUB.to_owned()], &|_, _| {}).await.expect("plan");
+    let id = private_link_autopilot::model::ResourceId::parse_private_endpoint(&format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/privateEndpoints/es-cname"
+    ))
+    .unwrap();
+    let direct = sb.app.reconciler.reconcile(&id, private_link_autopilot::reconcile::Mode::DryRun).await;
+    let mut all: Vec<&DnsAction> = plan.changes.iter().flat_map(|r| r.plan.actions.iter()).collect();
+    all.extend(direct.plan.actions.iter());
+    assert!(!all.iter().any(|a| matches!(a, DnsAction::Create { .. })), "no create beside a CNAME: {all:?}");
+    assert!(direct.plan.actions.iter().any(|a| matches!(a, DnsAction::Conflict { .. })), "{:?}", direct.plan);
+
+    sb.host.invoke_timer("Sweep", false).await.expect("sweep");
+    assert_eq!(dig(&b, &fqdn, "CNAME").await, "elsewhere.example.", "the CNAME is left alone");
+}

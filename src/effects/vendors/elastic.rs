@@ -290,6 +290,31 @@ impl Elastic {
             .collect())
     }
 
+    /// Removes one association of our ruleset; already gone is success.
+    async fn disassociate(
+        &self,
+        ruleset: &Ruleset,
+        assoc: &Association,
+        ep: &VendorEndpoint,
+    ) -> Result<Change, VendorError> {
+        let ctx = format!(
+            "elastic: disassociate ruleset {} from {} {} for private endpoint {}",
+            ruleset.id, assoc.entity_type, assoc.id, ep.pe_id
+        );
+        let path = format!("{RULESETS}/{}/associations/{}/{}", ruleset.id, assoc.entity_type, assoc.id);
+        self.delete(&path, &ctx).await
+    }
+
+    /// A DELETE where 404 means "already gone".
+    async fn delete(&self, path: &str, ctx: &str) -> Result<Change, VendorError> {
+        let raw = self.send(Method::DELETE, path, None, ctx).await?;
+        match raw.status {
+            s if s.is_success() => Ok(Change::Applied),
+            StatusCode::NOT_FOUND => Ok(Change::AlreadyInPlace),
+            _ => Err(self.fail(&raw, ctx)),
+        }
+    }
+
     fn associated(r: &Ruleset, deployment: &str) -> bool {
         r.associations
             .as_deref()
@@ -366,26 +391,11 @@ impl Vendor for Elastic {
         let mut change = Change::AlreadyInPlace;
         for ruleset in self.find(ep, guid, &region).await? {
             for assoc in ruleset.associations.as_deref().unwrap_or_default() {
-                let ctx = format!(
-                    "elastic: disassociate ruleset {} from {} {} for private endpoint {}",
-                    ruleset.id, assoc.entity_type, assoc.id, ep.pe_id
-                );
-                let path = format!("{RULESETS}/{}/associations/{}/{}", ruleset.id, assoc.entity_type, assoc.id);
-                let raw = self.send(Method::DELETE, &path, None, &ctx).await?;
-                match raw.status {
-                    s if s.is_success() => change = Change::Applied,
-                    StatusCode::NOT_FOUND => {}
-                    _ => return Err(self.fail(&raw, &ctx)),
-                }
+                change = change.merge(self.disassociate(&ruleset, assoc, ep).await?);
             }
             let ctx = format!("elastic: delete ruleset {} for private endpoint {}", ruleset.id, ep.pe_id);
             let path = format!("{RULESETS}/{}?ignore_associations=false", ruleset.id);
-            let raw = self.send(Method::DELETE, &path, None, &ctx).await?;
-            match raw.status {
-                s if s.is_success() => change = Change::Applied,
-                StatusCode::NOT_FOUND => {}
-                _ => return Err(self.fail(&raw, &ctx)),
-            }
+            change = change.merge(self.delete(&path, &ctx).await?);
         }
         Ok(change)
     }
@@ -409,20 +419,9 @@ impl Vendor for Elastic {
                 .unwrap_or_default()
                 .iter()
                 .filter(|a| a.entity_type == "deployment" && targets.iter().any(|t| t.eq_ignore_ascii_case(&a.id)));
+            // Disassociated by the id as Elastic stores it, whatever spelling the ledger has.
             for assoc in dropped {
-                // The id as Elastic stores it, whatever spelling the ledger has.
-                let deployment = &assoc.id;
-                let ctx = format!(
-                    "elastic: disassociate ruleset {} from deployment {deployment} for private endpoint {}",
-                    ruleset.id, ep.pe_id
-                );
-                let path = format!("{RULESETS}/{}/associations/deployment/{deployment}", ruleset.id);
-                let raw = self.send(Method::DELETE, &path, None, &ctx).await?;
-                match raw.status {
-                    s if s.is_success() => change = Change::Applied,
-                    StatusCode::NOT_FOUND => {}
-                    _ => return Err(self.fail(&raw, &ctx)),
-                }
+                change = change.merge(self.disassociate(&ruleset, assoc, ep).await?);
             }
         }
         Ok(change)

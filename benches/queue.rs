@@ -23,18 +23,10 @@ use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions};
 use private_link_autopilot::sandbox::harness::{
     SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
 };
-use private_link_autopilot::sandbox::vendors::SandboxVendors;
+use private_link_autopilot::sandbox::vendors::{
+    CLICKHOUSE_ALIAS as CH_ALIAS, ELASTIC_ALIAS as ES_ALIAS, SandboxVendors, ZILLIZ_ALIAS as ZZ_ALIAS, ZONES,
+};
 
-const CH_ALIAS: &str = "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice";
-const ES_ALIAS: &str =
-    "eastus2-prod-002-privatelink-service.64359fdd-7893-4215-9929-ece3287e1371.eastus2.azure.privatelinkservice";
-const ZZ_ALIAS: &str =
-    "zilliz-prod-eastus2-privatelink.6a90fc24-0000-4000-8000-000000000000.eastus2.azure.privatelinkservice";
-const ZONES: [&str; 3] = [
-    "eastus2.privatelink.azure.clickhouse.cloud",
-    "privatelink.eastus2.azure.elastic-cloud.com",
-    "az-eastus2.vectordb.zillizcloud.com",
-];
 const QUEUE_MESSAGES: usize = 10_000;
 const PER_VENDOR: usize = 300;
 const WORKERS: usize = 4;

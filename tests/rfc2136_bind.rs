@@ -323,8 +323,7 @@ async fn a_sweep_reads_the_names_an_rfc2136_listing_cannot_show() {
     use private_link_autopilot::sandbox::harness::{
         SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
     };
-    const ES_ALIAS: &str =
-        "eastus2-prod-002-privatelink-service.64359fdd-7893-4215-9929-ece3287e1371.eastus2.azure.privatelinkservice";
+    use private_link_autopilot::sandbox::vendors::ELASTIC_ALIAS as ES_ALIAS;
     let Some(b) = start().await else { return };
     let fqdn = format!("*.{ZONE}");
     b.nsupdate(&format!("update add {fqdn} 300 CNAME elsewhere.example."));

@@ -78,44 +78,17 @@ fn endpoints() -> Vec<(&'static str, EndpointSpec)> {
     vec![
         (
             "ClickHouse Cloud",
-            EndpointSpec::alias(
-                SUB,
-                RG,
-                "ch-analytics-1",
-                "eastus2",
-                "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice",
-            ),
+            EndpointSpec::alias(SUB, RG, "ch-analytics-1", "eastus2", super::vendors::CLICKHOUSE_ALIAS),
         ),
         (
             "ClickHouse Cloud, second VNet (shares the regional wildcard)",
-            EndpointSpec::alias(
-                SUB,
-                RG,
-                "ch-analytics-2",
-                "eastus2",
-                "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice",
-            ),
+            EndpointSpec::alias(SUB, RG, "ch-analytics-2", "eastus2", super::vendors::CLICKHOUSE_ALIAS),
         ),
-        (
-            "Elastic Cloud",
-            EndpointSpec::alias(
-                SUB,
-                RG,
-                "es-logs",
-                "eastus2",
-                "eastus2-prod-002-privatelink-service.64359fdd-7893-4215-9929-ece3287e1371.eastus2.azure.privatelinkservice",
-            ),
-        ),
+        ("Elastic Cloud", EndpointSpec::alias(SUB, RG, "es-logs", "eastus2", super::vendors::ELASTIC_ALIAS)),
         (
             "Zilliz Cloud",
-            EndpointSpec::alias(
-                SUB,
-                RG,
-                "zilliz-vectors",
-                "eastus2",
-                "zilliz-prod-eastus2-privatelink.6a90fc24-0000-4000-8000-000000000000.eastus2.azure.privatelinkservice",
-            )
-            .with_tag("autopilot.zilliz.clusters", "in01-3f2a9c"),
+            EndpointSpec::alias(SUB, RG, "zilliz-vectors", "eastus2", super::vendors::ZILLIZ_ALIAS)
+                .with_tag("autopilot.zilliz.clusters", "in01-3f2a9c"),
         ),
         (
             "Zilliz Cloud in a region where the project has no Private Link (dead-lettered)",

@@ -9,6 +9,20 @@ use super::fake_vendors::elastic::{ElasticFake, ElasticFakeOptions};
 use super::fake_vendors::zilliz::{ZillizFake, ZillizFakeOptions};
 use crate::config::Config;
 
+/// Private Link Service aliases of the three vendors in the sandbox's region (`eastus2`),
+/// as the catalog recognises them, and the private DNS zones their records go to.
+pub const CLICKHOUSE_ALIAS: &str =
+    "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice";
+pub const ELASTIC_ALIAS: &str =
+    "eastus2-prod-002-privatelink-service.64359fdd-7893-4215-9929-ece3287e1371.eastus2.azure.privatelinkservice";
+pub const ZILLIZ_ALIAS: &str =
+    "zilliz-prod-eastus2-privatelink.6a90fc24-0000-4000-8000-000000000000.eastus2.azure.privatelinkservice";
+pub const ZONES: [&str; 3] = [
+    "eastus2.privatelink.azure.clickhouse.cloud",
+    "privatelink.eastus2.azure.elastic-cloud.com",
+    "az-eastus2.vectordb.zillizcloud.com",
+];
+
 pub struct SandboxVendors {
     pub clickhouse: ClickHouseFake,
     pub elastic: ElasticFake,

@@ -2,26 +2,40 @@
 //!
 //! Events are hints; the sweep is what makes a missed or dropped event harmless. It lists
 //! endpoints with Azure Resource Graph (default) or ARM's per-subscription list (paged
-//! by `nextLink`, read budget honoured by the client) and hands the ids to the same reconcile path the events use, so a sweep
-//! can only ever do what an event for that endpoint would have done.
+//! by `nextLink`, read budget honoured by the client) and hands the ids to the same
+//! reconcile path the events use, so a sweep can only ever do what an event for that
+//! endpoint would have done.
+
+use std::collections::BTreeMap;
 
 use crate::arm::endpoints::NETWORK_API;
 use crate::arm::{ArmClient, ArmError};
 use crate::model::ResourceId;
 
+/// Private endpoint ids by their lower-cased key.
+type Ids = BTreeMap<String, ResourceId>;
+
+/// Adds `raw` unless its endpoint is there already: `Some(true)` = added, `Some(false)`
+/// = already there, `None` = not a private endpoint id.
+fn insert_new(ids: &mut Ids, raw: &str) -> Option<bool> {
+    let id = ResourceId::parse_private_endpoint(raw).ok()?;
+    if ids.contains_key(id.key()) {
+        return Some(false);
+    }
+    ids.insert(id.key().to_owned(), id);
+    Some(true)
+}
+
 /// Ids of every private endpoint in `subscriptions`, deduplicated, in id order. Items
 /// that do not parse as a private endpoint id are skipped with a warning (ARM would not
 /// send them; a proxy or a fake might).
 pub async fn list_endpoints(arm: &ArmClient, subscriptions: &[String]) -> Result<Vec<ResourceId>, ArmError> {
-    let mut out = std::collections::BTreeMap::new();
+    let mut out = Ids::new();
     for sub in subscriptions {
         let path = format!("/subscriptions/{}/providers/Microsoft.Network/privateEndpoints", sub.trim());
         for item in arm.list_all(&path, NETWORK_API).await? {
-            match item.get("id").and_then(|v| v.as_str()).map(ResourceId::parse_private_endpoint) {
-                Some(Ok(id)) => {
-                    out.insert(id.key().to_owned(), id);
-                }
-                _ => tracing::warn!(subscription = %sub, "sweep: skipping a listed item without a private endpoint id"),
+            if insert_new(&mut out, item.get("id").and_then(|v| v.as_str()).unwrap_or_default()).is_none() {
+                tracing::warn!(subscription = %sub, "sweep: skipping a listed item without a private endpoint id");
             }
         }
     }
@@ -31,13 +45,10 @@ pub async fn list_endpoints(arm: &ArmClient, subscriptions: &[String]) -> Result
 /// The same list from Azure Resource Graph (which can lag ARM by seconds to minutes:
 /// every endpoint is re-read by its reconcile before anything is removed).
 pub async fn list_with_resource_graph(arm: &ArmClient, subscriptions: &[String]) -> Result<Vec<ResourceId>, ArmError> {
-    let mut out = std::collections::BTreeMap::new();
+    let mut out = Ids::new();
     for row in crate::arm::graph::list_private_endpoints(arm, subscriptions).await? {
-        match ResourceId::parse_private_endpoint(&row.id) {
-            Ok(id) => {
-                out.insert(id.key().to_owned(), id);
-            }
-            Err(_) => tracing::warn!("sweep: skipping a Resource Graph row without a private endpoint id"),
+        if insert_new(&mut out, &row.id).is_none() {
+            tracing::warn!("sweep: skipping a Resource Graph row without a private endpoint id");
         }
     }
     Ok(out.into_values().collect())
@@ -74,19 +85,12 @@ pub async fn scope(
     } else {
         list_with_resource_graph(arm, subscriptions).await?
     };
-    let mut ids: std::collections::BTreeMap<String, ResourceId> =
-        listed.iter().map(|id| (id.key().to_owned(), id.clone())).collect();
     let mut scope = Scope { listed: listed.len(), ..Scope::default() };
+    let mut ids: Ids = listed.into_iter().map(|id| (id.key().to_owned(), id)).collect();
     match reconciler.dns_snapshot().await {
         Ok(snapshot) => {
-            for owner in snapshot.owners() {
-                if !ids.contains_key(&owner)
-                    && let Ok(id) = ResourceId::parse_private_endpoint(&owner)
-                {
-                    scope.dns_owners_not_listed += 1;
-                    ids.insert(owner, id);
-                }
-            }
+            scope.dns_owners_not_listed =
+                snapshot.owners().iter().filter(|owner| insert_new(&mut ids, owner) == Some(true)).count();
             scope.dns = Some(std::sync::Arc::new(snapshot));
         }
         Err(e) => tracing::warn!(error = %e, "sweep: could not read DNS ownership; orphans wait for the next run"),
@@ -94,15 +98,8 @@ pub async fn scope(
     if let Some(sync) = reconciler.vendor_sync() {
         match sync.ledger().list().await {
             Ok(entries) => {
-                for entry in entries {
-                    let key = entry.endpoint.pe_id.to_ascii_lowercase();
-                    if !ids.contains_key(&key)
-                        && let Ok(id) = ResourceId::parse_private_endpoint(&entry.endpoint.pe_id)
-                    {
-                        scope.vendor_registrations_not_listed += 1;
-                        ids.insert(key, id);
-                    }
-                }
+                scope.vendor_registrations_not_listed =
+                    entries.iter().filter(|e| insert_new(&mut ids, &e.endpoint.pe_id) == Some(true)).count();
             }
             Err(e) => tracing::warn!(error = %e, "sweep: could not read the vendor ledger; vendor orphans wait"),
         }
@@ -119,8 +116,7 @@ pub async fn scope(
 /// other. Interleaved, every bucket is drawn at once: a 4-subscription sweep then takes
 /// about a quarter of the time when reads dominate.
 pub fn interleave(ids: Vec<ResourceId>) -> Vec<ResourceId> {
-    let mut by_subscription: std::collections::BTreeMap<String, std::collections::VecDeque<ResourceId>> =
-        std::collections::BTreeMap::new();
+    let mut by_subscription: BTreeMap<String, std::collections::VecDeque<ResourceId>> = BTreeMap::new();
     for id in ids {
         by_subscription.entry(id.subscription().to_ascii_lowercase()).or_default().push_back(id);
     }

@@ -239,9 +239,7 @@ impl ClickHouse {
         let ctx = format!("clickhouse: GET service {service} for private endpoint {}", ep.pe_id);
         self.call(Method::GET, &self.service_path(service), None, &ctx).await
     }
-}
 
-impl ClickHouse {
     /// Removes every id form of the endpoint from these services' `privateEndpointIds`.
     /// With `gone_is_done`, a service that no longer exists (404) has nothing to remove
     /// (withdrawing from a retired service); otherwise a 404 is the configuration's error.

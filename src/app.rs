@@ -64,7 +64,17 @@ impl App {
     ) -> Result<Self, String> {
         let arm = ArmClient::new(arm_config(&config), credential.clone()).map_err(|e| format!("ARM client: {e}"))?;
         let catalog_file = (!config.catalog.file.is_empty()).then(|| Path::new(&config.catalog.file));
-        let catalog = Catalog::load(catalog_file, config.catalog.include_builtin).map_err(|e| e.to_string())?;
+        let catalog = Catalog::load(catalog_file, config.catalog.include_builtin)
+            .map_err(|e| e.to_string())?
+            .with_share_across_vnets(config.dns.share_across_vnets);
+        catalog.learn(|known| {
+            for (vendor, aliases) in &config.catalog.vendor_aliases {
+                known.add_aliases(vendor, aliases.iter());
+            }
+            for (vendor, names) in &config.catalog.vendor_names {
+                known.add_items(vendor, names.iter());
+            }
+        });
         let mut directory = ZoneDirectory::default();
         if !config.dns.default_subscription.is_empty() && !config.dns.default_resource_group.is_empty() {
             directory.default = Some(ZoneLocation {

@@ -82,6 +82,11 @@ pub struct DnsSettings {
     pub zones: Vec<ZoneSettings>,
     /// RFC 2136 servers that `zones` can point at.
     pub servers: Vec<DnsServerSettings>,
+    /// Shared names (a vendor's regional wildcard) take endpoints from every VNet: the
+    /// record then holds addresses in several VNets, so every client VNet must route to
+    /// every other VNet's endpoints. Off by default: endpoints in another VNet are
+    /// reported as conflicts (give each VNet its own zone instead).
+    pub share_across_vnets: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -138,11 +143,23 @@ pub struct CatalogSettings {
     /// matched before the built-ins.
     pub file: String,
     pub include_builtin: bool,
+    /// Exact Private Link Service aliases per vendor (`clickhouse = ["production-…"]`),
+    /// for targets with `aliases_from = "vendor"`, in addition to what the vendors'
+    /// APIs publish. Never patterns.
+    pub vendor_aliases: std::collections::BTreeMap<String, Vec<String>>,
+    /// Names an endpoint's tag may ask for, per vendor (`zilliz = ["in01-…"]`: the
+    /// project's cluster ids), for `names` targets with `items_known = "vendor"`.
+    pub vendor_names: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for CatalogSettings {
     fn default() -> Self {
-        Self { file: String::new(), include_builtin: true }
+        Self {
+            file: String::new(),
+            include_builtin: true,
+            vendor_aliases: Default::default(),
+            vendor_names: Default::default(),
+        }
     }
 }
 
@@ -160,6 +177,8 @@ pub struct ReconcileSettings {
     pub retry_window_secs: u64,
     /// How long a zone listing may be reused when looking for a deleted endpoint's records.
     pub zone_scan_cache_secs: u64,
+    /// How often the vendors are asked for their published aliases (`reconcile/known.rs`).
+    pub known_names_refresh_secs: u64,
 }
 
 impl Default for ReconcileSettings {
@@ -171,6 +190,7 @@ impl Default for ReconcileSettings {
             retry_max_secs: 900,
             retry_window_secs: 24 * 3600,
             zone_scan_cache_secs: 10,
+            known_names_refresh_secs: 600,
         }
     }
 }
@@ -343,11 +363,8 @@ impl Config {
         let invalid = |setting: &str, message: &str| {
             Err(ConfigError::Invalid { setting: setting.into(), message: message.into() })
         };
-        if !(self.arm.base_url.starts_with("https://")
-            || self.arm.base_url.starts_with("http://127.")
-            || self.arm.base_url.starts_with("http://localhost"))
-        {
-            return invalid("arm.base_url", "must be https:// (plain http only for loopback fakes)");
+        if let Err(why) = crate::model::endpoint_url::credential_url(&self.arm.base_url) {
+            return invalid("arm.base_url", &format!("{why} (the ARM token is sent there)"));
         }
         if self.arm.max_concurrency == 0 {
             return invalid("arm.max_concurrency", "must be at least 1");

@@ -110,8 +110,8 @@ const STATIC_TOKEN_ENV: &str = "AUTOPILOT_ARM_STATIC_TOKEN";
 
 fn credential(config: &Config) -> Result<Arc<dyn TokenSource>, String> {
     if let Ok(token) = std::env::var(STATIC_TOKEN_ENV) {
-        let host = url::Url::parse(&config.arm.base_url).ok().and_then(|u| u.host_str().map(str::to_owned));
-        if !matches!(host.as_deref(), Some("127.0.0.1" | "localhost" | "[::1]")) {
+        let loopback = url::Url::parse(&config.arm.base_url).is_ok_and(|u| private_link_autopilot::model::endpoint_url::is_loopback(&u));
+        if !loopback {
             return Err(format!("{STATIC_TOKEN_ENV} is only accepted when arm.base_url is a loopback address"));
         }
         return Ok(Arc::new(StaticToken(Secret::new(token))));

@@ -156,7 +156,7 @@ async fn private_endpoint_and_nic_have_the_real_shape() {
         "rg1",
         "pe1",
         "eastus2",
-        "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice",
+        "production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice",
     ));
     let (status, _, pe) = c.send(reqwest::Method::GET, &id, None).await;
     assert_eq!(status, StatusCode::OK);

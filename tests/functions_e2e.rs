@@ -21,10 +21,10 @@ use private_link_autopilot::sandbox::host_emulator::{InvokeOutcome, SbSettlement
 use serde_json::json;
 
 const ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
-const ALIAS: &str = "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice";
+const ALIAS: &str = "production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice";
 
 fn clickhouse(name: &str, ip: [u8; 4]) -> EndpointSpec {
-    EndpointSpec::alias(SUB, RG, name, "eastus2", ALIAS).with_ip(Ipv4Addr::from(ip))
+    EndpointSpec::alias(SUB, RG, name, "eastus2", ALIAS).approved().with_ip(Ipv4Addr::from(ip))
 }
 
 async fn sandbox(service_bus: Option<Arc<ServiceBusQueue>>) -> Sandbox {
@@ -218,7 +218,8 @@ async fn vendor_work_travels_through_service_bus() {
     })
     .await
     .unwrap();
-    let (id, delivery) = sb.create(&clickhouse("ch-sb", [10, 1, 5, 1])).await;
+    let pending = EndpointSpec::alias(SUB, RG, "ch-sb", "eastus2", ALIAS).with_ip(Ipv4Addr::from([10, 1, 5, 1]));
+    let (id, delivery) = sb.create(&pending).await;
     assert_eq!(delivery.status, 202);
     let active = bus.queue_snapshot("work").unwrap().active;
     assert_eq!(active.len(), 1, "one vendor work item queued");

@@ -11,7 +11,7 @@ use private_link_autopilot::sandbox::harness::{
 };
 
 const ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
-const ALIAS: &str = "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice";
+const ALIAS: &str = "production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice";
 
 async fn sandbox(audit: &std::path::Path, overdue_after: u64) -> Sandbox {
     let audit = audit.display().to_string();

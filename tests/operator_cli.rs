@@ -15,7 +15,7 @@ use private_link_autopilot::sandbox::harness::{
 use private_link_autopilot::sandbox::vendors::SandboxVendors;
 
 const CH_ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
-const CH_ALIAS: &str = "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice";
+const CH_ALIAS: &str = "production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice";
 
 async fn world() -> (Sandbox, SandboxVendors) {
     let vendors = SandboxVendors::start().await.unwrap();
@@ -42,7 +42,7 @@ async fn world() -> (Sandbox, SandboxVendors) {
 #[tokio::test]
 async fn status_shows_dns_vendor_and_approval_side_by_side() {
     let (sb, vendors) = world().await;
-    let (id, _) = sb.create(&EndpointSpec::alias(SUB, RG, "ch-status", "eastus2", CH_ALIAS)).await;
+    let (id, _) = sb.create(&EndpointSpec::alias(SUB, RG, "ch-status", "eastus2", CH_ALIAS).approved()).await;
     assert!(sb.drain(Duration::from_secs(20)).await);
     let rid = ResourceId::parse_private_endpoint(&id).unwrap();
 
@@ -74,11 +74,11 @@ async fn status_shows_dns_vendor_and_approval_side_by_side() {
 #[tokio::test]
 async fn plan_over_subscriptions_reports_what_the_sweep_would_do_and_writes_nothing() {
     let (sb, vendors) = world().await;
-    let (a, _) = sb.create(&EndpointSpec::alias(SUB, RG, "ch-a", "eastus2", CH_ALIAS)).await;
-    let (b, _) = sb.create(&EndpointSpec::alias(SUB, RG, "ch-b", "eastus2", CH_ALIAS)).await;
+    let (a, _) = sb.create(&EndpointSpec::alias(SUB, RG, "ch-a", "eastus2", CH_ALIAS).approved()).await;
+    let (b, _) = sb.create(&EndpointSpec::alias(SUB, RG, "ch-b", "eastus2", CH_ALIAS).approved()).await;
     assert!(sb.drain(Duration::from_secs(20)).await);
     // A missed event (an endpoint nobody told us about) and a deletion without an event.
-    sb.arm.put_endpoint(&EndpointSpec::alias(SUB, RG, "ch-missed", "eastus2", CH_ALIAS));
+    sb.arm.put_endpoint(&EndpointSpec::alias(SUB, RG, "ch-missed", "eastus2", CH_ALIAS).approved());
     sb.arm.delete_endpoint(&b);
     sb.arm.clear_log();
     vendors.clickhouse.clear_requests();

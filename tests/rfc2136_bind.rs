@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use private_link_autopilot::arm::Secret;
 use private_link_autopilot::effects::dns::rfc2136::{Rfc2136Config, Rfc2136Provider};
-use private_link_autopilot::effects::dns::{ARecordSet, DnsErrorKind, DnsProvider, Ownership, RecordKey};
+use private_link_autopilot::effects::dns::{ARecordSet, DnsErrorKind, DnsProvider, Ownership, RecordKey, Share, opaque_ref};
 
 const ZONE: &str = "privatelink.eastus2.azure.elastic-cloud.com";
 const PE_A: &str = "/subscriptions/s/resourceGroups/RG/providers/Microsoft.Network/privateEndpoints/pe-a";
@@ -28,7 +28,8 @@ fn provider(b: &bind::Bind) -> Rfc2136Provider {
 
 fn owned(key: &RecordKey, pe: &str, ips: &[[u8; 4]]) -> ARecordSet {
     let ips: BTreeSet<Ipv4Addr> = ips.iter().map(|o| Ipv4Addr::from(*o)).collect();
-    ARecordSet::managed(key.clone(), 300, BTreeMap::from([(pe.to_ascii_lowercase(), ips)]))
+    // The TXT publishes owners in their opaque form, so that is how they read back.
+    ARecordSet::managed(key.clone(), 300, BTreeMap::from([(opaque_ref(pe), Share::new(ips, "", ""))]))
 }
 
 async fn dig(b: &bind::Bind, name: &str, rtype: &str) -> String {
@@ -127,8 +128,8 @@ async fn wildcard_answers_any_name_and_is_listed() {
     let p = provider(&b);
     let key = RecordKey::new(ZONE, "*.es");
     let mut owners = BTreeMap::new();
-    owners.insert(PE_A.to_ascii_lowercase(), BTreeSet::from([Ipv4Addr::new(10, 2, 0, 4)]));
-    owners.insert("/subscriptions/s/x/pe-b".to_string(), BTreeSet::from([Ipv4Addr::new(10, 2, 0, 5)]));
+    owners.insert(opaque_ref(PE_A), Share::new(BTreeSet::from([Ipv4Addr::new(10, 2, 0, 4)]), "", ""));
+    owners.insert(opaque_ref("/subscriptions/s/x/pe-b"), Share::new(BTreeSet::from([Ipv4Addr::new(10, 2, 0, 5)]), "", ""));
     let set = ARecordSet::managed(key.clone(), 60, owners.clone());
     p.create(&set).await.expect("create wildcard");
     assert_eq!(dig(&b, &format!("abc.es.{ZONE}"), "A").await, "10.2.0.4\n10.2.0.5");
@@ -336,7 +337,7 @@ async fn a_sweep_reads_the_names_an_rfc2136_listing_cannot_show() {
     })
     .await
     .expect("sandbox");
-    sb.arm.put_endpoint(&EndpointSpec::alias(SUB, RG, "es-cname", "eastus2", ES_ALIAS));
+    sb.arm.put_endpoint(&EndpointSpec::alias(SUB, RG, "es-cname", "eastus2", ES_ALIAS).approved());
 
     let plan =
         private_link_autopilot::ops::plan_subscriptions(&sb.app, &[SUB.to_owned()], &|_, _| {}).await.expect("plan");

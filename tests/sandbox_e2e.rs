@@ -17,10 +17,10 @@ use private_link_autopilot::sandbox::harness::{
 use serde_json::json;
 
 const CH_ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
-const CH_ALIAS: &str = "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice";
+const CH_ALIAS: &str = "production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice";
 
 fn clickhouse(name: &str) -> EndpointSpec {
-    EndpointSpec::alias(SUB, RG, name, "eastus2", CH_ALIAS)
+    EndpointSpec::alias(SUB, RG, name, "eastus2", CH_ALIAS).approved()
 }
 
 async fn sandbox(configure: impl FnOnce(&mut private_link_autopilot::config::Config) + Send + 'static) -> Sandbox {

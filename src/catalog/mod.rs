@@ -41,8 +41,15 @@ pub struct Target {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Matcher {
+    /// Exact Private Link Service aliases (case-insensitive).
     pub aliases: Vec<String>,
+    /// Refused at load: the first label of an alias is the PLS name, which whoever
+    /// creates the PLS chooses, so a pattern would let a look-alike in.
     pub alias_globs: Vec<String>,
+    /// `"vendor"`: the exact aliases of the target's vendor, learnt from its API
+    /// (ClickHouse `privateEndpointConfig.endpointServiceId`, Zilliz's endpoint services)
+    /// or configured (`[vendors.<name>] aliases`); see [`KnownNames`].
+    pub aliases_from: String,
     pub resource_types: Vec<String>,
     pub group_ids: Vec<String>,
 }
@@ -65,10 +72,72 @@ pub struct DnsRule {
     pub items_tag: String,
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// Several endpoints (to the same target) may own this name: a vendor's regional
+    /// wildcard. Otherwise a name has one owner and a second endpoint is a conflict.
+    #[serde(default)]
+    pub shared: bool,
+    /// Write records while the connection is still Pending. Off by default: a record is
+    /// a claim on a name for every VNet linked to the zone, and only the target's
+    /// approval grants it. A target type with a real reason to resolve before approval
+    /// can turn it on in a user catalog.
+    #[serde(default)]
+    pub before_approval: bool,
+    /// Mode `names`: where items from `items_tag` must be known before they become
+    /// records. `"vendor"` = the vendor's own list (Zilliz: clusters of the configured
+    /// project) or `[vendors.<name>] names`; empty = only `items` of this rule. A tag
+    /// is a request, never a grant.
+    #[serde(default)]
+    pub items_known: String,
+    /// Mode `names`: at most this many items per endpoint (a tag cannot ask for a
+    /// hundred names and spend the hub's write budget).
+    #[serde(default = "default_max_items")]
+    pub max_items: usize,
 }
 
 fn default_ttl() -> u32 {
     300
+}
+
+fn default_max_items() -> usize {
+    8
+}
+
+/// How a desired record may share its name with other endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    /// One owner (`shared = false`).
+    Exclusive,
+    /// Shared among endpoints to the same target in the same VNet.
+    SameVnet,
+    /// Shared among endpoints to the same target in any VNet (`dns.share_across_vnets`:
+    /// every client VNet must route to every other VNet's endpoint).
+    AnyVnet,
+}
+
+/// Names the catalog may match or write that only the vendors (or the configuration)
+/// know: exact aliases and valid `names`-mode items, per vendor, lower-cased.
+#[derive(Debug, Clone, Default)]
+pub struct KnownNames {
+    pub aliases: BTreeMap<String, BTreeSet<String>>,
+    pub items: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl KnownNames {
+    pub fn add_aliases<'a>(&mut self, vendor: &str, aliases: impl IntoIterator<Item = &'a String>) {
+        let set = self.aliases.entry(vendor.to_ascii_lowercase()).or_default();
+        set.extend(aliases.into_iter().map(|a| a.trim().to_ascii_lowercase()).filter(|a| !a.is_empty()));
+    }
+    pub fn add_items<'a>(&mut self, vendor: &str, items: impl IntoIterator<Item = &'a String>) {
+        let set = self.items.entry(vendor.to_ascii_lowercase()).or_default();
+        set.extend(items.into_iter().map(|a| a.trim().to_ascii_lowercase()).filter(|a| !a.is_empty()));
+    }
+    fn has_alias(&self, vendor: &str, alias: &str) -> bool {
+        self.aliases.get(&vendor.to_ascii_lowercase()).is_some_and(|s| s.contains(&alias.to_ascii_lowercase()))
+    }
+    fn has_item(&self, vendor: &str, item: &str) -> bool {
+        self.items.get(&vendor.to_ascii_lowercase()).is_some_and(|s| s.contains(&item.to_ascii_lowercase()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -85,6 +154,11 @@ pub struct DesiredRecord {
     pub key: RecordKey,
     pub ttl: u32,
     pub addresses: BTreeSet<Ipv4Addr>,
+    /// What the endpoint points at (`dns::target_ref`), recorded in its share.
+    pub target: String,
+    /// The endpoint's virtual network (`dns::vnet_ref`), recorded in its share.
+    pub vnet: String,
+    pub sharing: Sharing,
 }
 
 /// What the catalog says about one endpoint.
@@ -96,6 +170,8 @@ pub struct Desired {
     pub records: Vec<DesiredRecord>,
     /// Why something expected is missing (no FQDNs, no items tag, zone group ...).
     pub notes: Vec<String>,
+    /// Records wait for the connection's approval (the default; `before_approval`).
+    pub after_approval: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,9 +180,18 @@ pub enum CatalogError {
     Parse { source_name: String, message: String },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Catalog {
     targets: Vec<Target>,
+    /// `dns.share_across_vnets`: shared names take endpoints from every VNet.
+    share_across_vnets: bool,
+    known: std::sync::RwLock<KnownNames>,
+}
+
+impl Clone for Catalog {
+    fn clone(&self) -> Self {
+        Self { targets: self.targets.clone(), share_across_vnets: self.share_across_vnets, known: self.known().into() }
+    }
 }
 
 impl Catalog {
@@ -132,8 +217,46 @@ impl Catalog {
             if t.dns.ttl == 0 {
                 return Err(bad("ttl must be positive"));
             }
+            if !t.matcher.alias_globs.is_empty() {
+                return Err(bad(
+                    "alias_globs are not accepted: an alias's first label is the PLS name its creator chooses, \
+                     so a pattern lets a look-alike in; list exact `aliases`, or set aliases_from = \"vendor\"",
+                ));
+            }
+            if !matches!(t.matcher.aliases_from.as_str(), "" | "vendor") {
+                return Err(bad("aliases_from must be \"vendor\" or absent"));
+            }
+            if !t.matcher.aliases_from.is_empty() && t.vendor.is_none() {
+                return Err(bad("aliases_from = \"vendor\" needs `vendor`"));
+            }
+            if !matches!(t.dns.items_known.as_str(), "" | "vendor") {
+                return Err(bad("items_known must be \"vendor\" or absent"));
+            }
+            if t.dns.max_items == 0 {
+                return Err(bad("max_items must be positive"));
+            }
         }
-        Ok(Self { targets: file.targets })
+        Ok(Self::with_targets(file.targets))
+    }
+
+    fn with_targets(targets: Vec<Target>) -> Self {
+        Self { targets, share_across_vnets: false, known: Default::default() }
+    }
+
+    /// `dns.share_across_vnets` (see [`Sharing::AnyVnet`]).
+    pub fn with_share_across_vnets(mut self, on: bool) -> Self {
+        self.share_across_vnets = on;
+        self
+    }
+
+    /// Adds names learnt from the vendors or the configuration.
+    pub fn learn(&self, update: impl FnOnce(&mut KnownNames)) {
+        update(&mut self.known.write().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Replaces what one vendor's API said (configured names are added back by the caller).
+    pub fn known(&self) -> KnownNames {
+        self.known.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// User targets first, then (optionally) the built-ins.
@@ -147,7 +270,7 @@ impl Catalog {
         if include_builtin {
             targets.extend(Self::builtin().targets);
         }
-        Ok(Self { targets })
+        Ok(Self::with_targets(targets))
     }
 
     pub fn targets(&self) -> &[Target] {
@@ -157,7 +280,8 @@ impl Catalog {
     /// The first target matching the endpoint's connection.
     pub fn match_target(&self, pe: &PrivateEndpoint) -> Option<&Target> {
         let conn = pe.connections.first()?;
-        self.targets.iter().find(|t| t.matcher.matches(&conn.target, &conn.group_ids))
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        self.targets.iter().find(|t| t.matcher.matches(&conn.target, &conn.group_ids, t.vendor.as_deref(), &known))
     }
 
     /// The records `pe` needs. Zones that the endpoint's own private DNS zone group
@@ -175,8 +299,31 @@ impl Catalog {
                 ..Default::default()
             };
         };
-        let mut out =
-            Desired { target_id: Some(target.id.clone()), vendor: target.vendor.clone(), ..Default::default() };
+        let mut out = Desired {
+            target_id: Some(target.id.clone()),
+            vendor: target.vendor.clone(),
+            after_approval: !target.dns.before_approval,
+            ..Default::default()
+        };
+        let target_ref = match pe.target() {
+            Some(LinkTarget::Alias(a)) => crate::effects::dns::target_ref(a),
+            Some(LinkTarget::Resource(r)) => crate::effects::dns::target_ref(r.as_str()),
+            _ => String::new(),
+        };
+        let vnet = crate::effects::dns::vnet_ref(pe.subnet_id.as_deref());
+        let sharing = match (target.dns.shared, self.share_across_vnets) {
+            (false, _) => Sharing::Exclusive,
+            (true, false) => Sharing::SameVnet,
+            (true, true) => Sharing::AnyVnet,
+        };
+        let record = |key: RecordKey, ttl: u32, addresses: BTreeSet<Ipv4Addr>| DesiredRecord {
+            key,
+            ttl,
+            addresses,
+            target: target_ref.clone(),
+            vnet: vnet.clone(),
+            sharing,
+        };
         let addresses: BTreeSet<Ipv4Addr> = pe.addresses().into_iter().collect();
         if addresses.is_empty() {
             out.notes.push("endpoint has no private IPv4 address yet".into());
@@ -186,18 +333,17 @@ impl Catalog {
         let vars = TemplateVars::new(pe);
         match rule.mode {
             DnsMode::Wildcard => {
-                out.records.push(DesiredRecord {
-                    key: RecordKey::new(&vars.render(&rule.zone), "*"),
-                    ttl: rule.ttl,
-                    addresses: addresses.clone(),
-                });
+                out.records.push(record(RecordKey::new(&vars.render(&rule.zone), "*"), rule.ttl, addresses.clone()));
             }
             DnsMode::Names => {
                 let mut items: Vec<String> = rule.items.clone();
                 if !rule.items_tag.is_empty() {
                     let tag = pe.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(&rule.items_tag)).map(|(_, v)| v);
                     match tag {
-                        Some(v) => items.extend(v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty())),
+                        Some(v) => {
+                            let requested = v.split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty());
+                            items.extend(self.admit_items(target, requested, &mut out.notes));
+                        }
                         None if items.is_empty() => {
                             out.notes.push(format!("tag `{}` is missing: it lists the names to create", rule.items_tag))
                         }
@@ -205,22 +351,32 @@ impl Catalog {
                     }
                 }
                 let zone = vars.render(&rule.zone);
+                let mut seen = BTreeSet::new();
                 for item in items {
                     if !is_dns_label(&item) {
                         out.notes.push(format!("skipped `{}`: not a valid DNS label", sanitize(&item)));
                         continue;
                     }
-                    out.records.push(DesiredRecord {
-                        key: RecordKey::new(&zone, &rule.name_template.replace("{item}", &item)),
-                        ttl: rule.ttl,
-                        addresses: addresses.clone(),
-                    });
+                    if !seen.insert(item.clone()) {
+                        continue;
+                    }
+                    if seen.len() > rule.max_items {
+                        out.notes.push(format!(
+                            "skipped `{}`: at most {} names per endpoint (max_items of target `{}`)",
+                            sanitize(&item),
+                            rule.max_items,
+                            target.id
+                        ));
+                        continue;
+                    }
+                    let key = RecordKey::new(&zone, &rule.name_template.replace("{item}", &item));
+                    out.records.push(record(key, rule.ttl, addresses.clone()));
                 }
             }
             DnsMode::Fqdns => {
                 for (fqdn, addrs) in fqdn_addresses(pe) {
                     match place_fqdn(&fqdn, &rule.zones, &rule.suffix_zones, rule.zones.is_empty()) {
-                        Some(key) => out.records.push(DesiredRecord { key, ttl: rule.ttl, addresses: addrs }),
+                        Some(key) => out.records.push(record(key, rule.ttl, addrs)),
                         None => out.notes.push(format!("no zone of target `{}` serves {fqdn}", target.id)),
                     }
                 }
@@ -254,14 +410,41 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// The tag's items this target accepts: only names the rule lists or the vendor
+    /// knows (`items_known = "vendor"`); the rest are noted and skipped.
+    fn admit_items(&self, target: &Target, requested: impl Iterator<Item = String>, notes: &mut Vec<String>) -> Vec<String> {
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        let vendor = target.vendor.as_deref().unwrap_or_default();
+        let mut out = Vec::new();
+        for item in requested {
+            let listed = target.dns.items.iter().any(|i| i.eq_ignore_ascii_case(&item));
+            let by_vendor = target.dns.items_known == "vendor" && known.has_item(vendor, &item);
+            if listed || by_vendor {
+                out.push(item);
+            } else {
+                let source = if target.dns.items_known == "vendor" {
+                    format!("{vendor}'s own list for the configured account, nor [vendors.{vendor}] names")
+                } else {
+                    format!("the `items` of target `{}`", target.id)
+                };
+                notes.push(format!(
+                    "skipped `{}` from tag `{}`: not in {source}; a tag asks for a name, it cannot grant one",
+                    sanitize(&item),
+                    target.dns.items_tag
+                ));
+            }
+        }
+        out
+    }
+}
+
 impl Matcher {
-    fn matches(&self, target: &LinkTarget, group_ids: &[String]) -> bool {
+    fn matches(&self, target: &LinkTarget, group_ids: &[String], vendor: Option<&str>, known: &KnownNames) -> bool {
         let by_target = match target {
             LinkTarget::Alias(alias) => {
-                let alias_rule = !self.aliases.is_empty() || !self.alias_globs.is_empty();
-                alias_rule
-                    && (self.aliases.iter().any(|a| a.eq_ignore_ascii_case(alias))
-                        || self.alias_globs.iter().any(|g| glob_match(&g.to_ascii_lowercase(), alias)))
+                self.aliases.iter().any(|a| a.eq_ignore_ascii_case(alias))
+                    || (self.aliases_from == "vendor" && vendor.is_some_and(|v| known.has_alias(v, alias)))
             }
             LinkTarget::Resource(id) => {
                 let t = id.resource_type();

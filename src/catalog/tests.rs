@@ -44,8 +44,16 @@ fn builtin_parses() {
 #[test]
 fn clickhouse_wildcard_in_alias_region() {
     let alias = "production-westus3-0-0.0a1b2c3d-1111-2222-3333-444455556666.westus3.azure.privatelinkservice";
-    let d = Catalog::builtin().desired(&pe(alias, &[], "eastus", nic_one("10.0.0.4"), json!({})));
+    let catalog = Catalog::builtin();
+    // Not known yet: a ClickHouse-looking alias is not ClickHouse's until its API (or the
+    // configuration) says so.
+    assert_eq!(catalog.desired(&pe(alias, &[], "eastus", nic_one("10.0.0.4"), json!({}))).target_id, None);
+    catalog.learn(|k| k.add_aliases("clickhouse", [alias.to_uppercase()].iter()));
+    let d = catalog.desired(&pe(alias, &[], "eastus", nic_one("10.0.0.4"), json!({})));
     assert_eq!(d.target_id.as_deref(), Some("clickhouse"));
+    assert!(d.after_approval && d.records[0].sharing == Sharing::SameVnet);
+    let look_alike = "production-westus3-0-1.0a1b2c3d-1111-2222-3333-444455556666.westus3.azure.privatelinkservice";
+    assert_eq!(catalog.desired(&pe(look_alike, &[], "eastus", nic_one("10.0.0.4"), json!({}))).target_id, None);
     assert_eq!(keys(&d), vec!["*.westus3.privatelink.azure.clickhouse.cloud"]);
     assert_eq!(d.records[0].ttl, 300);
 }
@@ -62,7 +70,12 @@ fn elastic_wildcard_by_alias_table_case_insensitive() {
 #[test]
 fn zilliz_names_from_tag_ttl_600() {
     let alias = "zilliz-prod-infra-privatelink.6a90fc24-0000-0000-0000-000000000000.eastus.azure.privatelinkservice";
-    let d = Catalog::builtin().desired(&pe(
+    let catalog = Catalog::builtin();
+    catalog.learn(|k| {
+        k.add_aliases("zilliz", [alias.to_owned()].iter());
+        k.add_items("zilliz", ["in01-abc".to_owned(), "IN01-DEF".to_owned()].iter());
+    });
+    let d = catalog.desired(&pe(
         alias,
         &[],
         "eastus",
@@ -77,9 +90,28 @@ fn zilliz_names_from_tag_ttl_600() {
         ]
     );
     assert_eq!(d.records[0].ttl, 600);
+    assert_eq!(d.records[0].sharing, Sharing::Exclusive);
     assert!(d.notes.iter().any(|n| n.contains("bad label")));
-    let none = Catalog::builtin().desired(&pe(alias, &[], "eastus", nic_one("10.0.0.6"), json!({})));
+    let none = catalog.desired(&pe(alias, &[], "eastus", nic_one("10.0.0.6"), json!({})));
     assert!(none.records.is_empty() && none.notes[0].contains("autopilot.zilliz.clusters"));
+    // A tag asks; it cannot grant a cluster the project does not have.
+    let claim = catalog.desired(&pe(alias, &[], "eastus", nic_one("10.0.0.6"), json!({"autopilot.zilliz.clusters": "in01-victim,in01-abc"})));
+    assert_eq!(keys(&claim), vec!["in01-abc-privatelink.az-eastus.vectordb.zillizcloud.com"]);
+    assert!(claim.notes.iter().any(|n| n.contains("in01-victim") && n.contains("cannot grant")), "{:?}", claim.notes);
+}
+
+#[test]
+fn names_are_capped_per_endpoint() {
+    let alias = "zilliz-prod-infra-privatelink.6a90fc24-0000-0000-0000-000000000000.eastus.azure.privatelinkservice";
+    let catalog = Catalog::builtin();
+    let many: Vec<String> = (0..20).map(|i| format!("in01-c{i}")).collect();
+    catalog.learn(|k| {
+        k.add_aliases("zilliz", [alias.to_owned()].iter());
+        k.add_items("zilliz", many.iter());
+    });
+    let d = catalog.desired(&pe(alias, &[], "eastus", nic_one("10.0.0.6"), json!({"autopilot.zilliz.clusters": many.join(",")})));
+    assert_eq!(d.records.len(), 8);
+    assert!(d.notes.iter().any(|n| n.contains("at most 8")));
 }
 
 #[test]
@@ -178,7 +210,7 @@ fn user_catalog_overrides_and_validates() {
 [[target]]
 id = "my-pls"
 [target.match]
-alias_globs = ["mypls.*"]
+aliases = ["mypls.0000.eastus.azure.privatelinkservice"]
 [target.dns]
 mode = "wildcard"
 zone = "svc.internal"
@@ -186,6 +218,8 @@ zone = "svc.internal"
     let c = Catalog::from_toml(user, "user").unwrap();
     let d = c.desired(&pe("mypls.0000.eastus.azure.privatelinkservice", &[], "eastus", nic_one("10.9.0.1"), json!({})));
     assert_eq!(keys(&d), vec!["*.svc.internal"]);
+    let globbed = user.replace("aliases = [\"mypls.0000.eastus.azure.privatelinkservice\"]", "alias_globs = [\"mypls.*\"]");
+    assert!(Catalog::from_toml(&globbed, "user").unwrap_err().to_string().contains("alias_globs are not accepted"));
     let bad = "[[target]]\nid = \"x\"\n[target.match]\n[target.dns]\nmode = \"names\"\nzone = \"z\"\n";
     assert!(Catalog::from_toml(bad, "user").unwrap_err().to_string().contains("name_template"));
     assert!(Catalog::from_toml("[[target]]\nid=1", "user").is_err());

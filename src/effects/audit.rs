@@ -56,6 +56,14 @@ pub fn events_for(report: &Report) -> Vec<AuditEvent> {
     }
     let mut out = Vec::new();
     let ev = |kind: &str, data: Value| AuditEvent { kind: kind.into(), subject: report.endpoint.clone(), data };
+    if report.exists == Some(true)
+        && report.provisioning_state.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("failed"))
+    {
+        out.push(ev(
+            "endpoint.provisioning_failed",
+            json!({"provisioning_state": report.provisioning_state, "left_in_place": ["dns", "approvals", "vendors"]}),
+        ));
+    }
     for a in &report.applied {
         let kind = match (&a.error, a.action.split(' ').next()) {
             (Some(_), _) => "dns.write_failed",
@@ -65,7 +73,7 @@ pub fn events_for(report: &Report) -> Vec<AuditEvent> {
         out.push(ev(kind, json!({"action": a.action, "error": a.error, "target": report.target})));
     }
     for action in &report.plan.actions {
-        if let DnsAction::Conflict { key, reason } = action {
+        if let DnsAction::Conflict { key, reason, .. } = action {
             out.push(ev("dns.conflict", json!({"record": key.fqdn(), "reason": reason})));
         }
     }
@@ -168,6 +176,8 @@ impl std::fmt::Debug for EventGridSink {
 impl EventGridSink {
     /// `endpoint` is the topic endpoint (`https://<topic>.<region>-1.eventgrid.azure.net/api/events`).
     pub fn new(endpoint: &str, tokens: Arc<dyn TokenSource>, source: &str) -> Result<Self, String> {
+        // The topic receives a bearer token: https, or http to loopback (tests).
+        crate::model::endpoint_url::credential_url(endpoint).map_err(|why| format!("audit.topic_endpoint: {why}"))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .redirect(reqwest::redirect::Policy::none())

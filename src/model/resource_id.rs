@@ -30,6 +30,8 @@ pub enum IdError {
         "resource id must look like /subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/{{namespace}}/{{type}}/{{name}}: {0}"
     )]
     Shape(String),
+    #[error("resource id has a `.` or `..` segment")]
+    DotSegment,
     #[error("not a private endpoint id (expected type Microsoft.Network/privateEndpoints): {0}")]
     NotPrivateEndpoint(String),
 }
@@ -44,8 +46,14 @@ impl ResourceId {
         if s.len() > MAX_ID_LEN {
             return Err(IdError::TooLong);
         }
-        if s.chars().any(|c| !c.is_ascii() || c.is_ascii_control() || c.is_whitespace() || c == '?' || c == '#') {
+        // `%` would let an id smuggle an encoded `/` or `..` past the shape check, and a
+        // URL parser resolves `.`/`..` segments: an id must name exactly the path it spells.
+        if s.chars().any(|c| !c.is_ascii() || c.is_ascii_control() || c.is_whitespace() || matches!(c, '?' | '#' | '%' | '\\'))
+        {
             return Err(IdError::BadCharacter);
+        }
+        if s.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(IdError::DotSegment);
         }
         let segs: Vec<&str> = s.split('/').collect();
         // ["", "subscriptions", sub, "resourceGroups", rg, "providers", ns, type, name, ...]

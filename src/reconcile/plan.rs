@@ -2,18 +2,24 @@
 //! rule about ownership is unit-tested in isolation.
 //!
 //! Rules:
-//! - nothing there -> create it, owned by this endpoint;
-//! - there and ours -> make this endpoint's share right, keep the other owners' shares,
-//!   and make the addresses exactly the union (which also repairs manual edits);
+//! - nothing there -> create it, owned by this endpoint (its share records its addresses,
+//!   what it points at and its virtual network);
+//! - there and ours, this endpoint the only owner -> make it right (which also repairs
+//!   manual edits);
+//! - there and ours with other owners -> join only where the name is shared by
+//!   configuration (a vendor's regional wildcard), every owner points at the same target,
+//!   and, unless sharing across VNets is switched on, sits in the same VNet; otherwise a
+//!   conflict naming the holder and the way out. A second endpoint never takes over a
+//!   name by asking for it;
 //! - there and not ours -> conflict: reported, never overwritten;
-//! - the endpoint is gone (or no longer wants the name) -> remove its share; delete the
-//!   set when no owner is left.
+//! - the endpoint is gone, unapproved, or no longer wants the name -> remove its share;
+//!   delete the set when no owner is left.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use crate::catalog::DesiredRecord;
-use crate::effects::dns::{ARecordSet, MAX_RECORDS_PER_SET, Ownership, RecordKey};
+use crate::catalog::{DesiredRecord, Sharing};
+use crate::effects::dns::{ARecordSet, MAX_RECORDS_PER_SET, Owners, Ownership, RecordKey, Share, owner_key_of, same_ref};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -29,9 +35,13 @@ pub enum DnsAction {
         previous: ARecordSet,
     },
     /// Someone else's record (or a limit) stands in the way; we leave it and say why.
+    /// `retry` is set when the obstacle goes away by itself (room frees up in a full set),
+    /// so the endpoint is looked at again later.
     Conflict {
         key: RecordKey,
         reason: String,
+        #[serde(default)]
+        retry: bool,
     },
     /// Already right.
     Unchanged {
@@ -60,7 +70,7 @@ impl DnsAction {
                 format!("update {} A [{}] -> [{}] ttl {}", next.key.fqdn(), ips(previous), ips(next), next.ttl)
             }
             DnsAction::Delete { previous } => format!("delete {} A [{}]", previous.key.fqdn(), ips(previous)),
-            DnsAction::Conflict { key, reason } => format!("conflict {}: {reason}", key.fqdn()),
+            DnsAction::Conflict { key, reason, .. } => format!("conflict {}: {reason}", key.fqdn()),
             DnsAction::Unchanged { key } => format!("unchanged {}", key.fqdn()),
         }
     }
@@ -81,13 +91,70 @@ impl Plan {
     pub fn conflicts(&self) -> usize {
         self.actions.iter().filter(|a| matches!(a, DnsAction::Conflict { .. })).count()
     }
+    /// Conflicts that may clear by themselves (a full set), worth a later look.
+    pub fn retryable_conflicts(&self) -> usize {
+        self.actions.iter().filter(|a| matches!(a, DnsAction::Conflict { retry: true, .. })).count()
+    }
+}
+
+/// A short, readable name for an owner key: `resource-group/name` for an endpoint id, the
+/// opaque reference otherwise.
+pub fn describe_owner(key: &str) -> String {
+    match crate::model::ResourceId::parse_private_endpoint(key) {
+        Ok(id) => format!("{}/{}", id.resource_group(), id.name()),
+        Err(_) => format!("another endpoint ({key})"),
+    }
+}
+
+/// Why `desired` may not join a set these `others` already own, if it may not.
+fn refuse_join(desired: &DesiredRecord, others: &Owners) -> Option<String> {
+    let (holder, _) = others.iter().next()?;
+    let holder = describe_owner(holder);
+    if desired.sharing == Sharing::Exclusive {
+        return Some(format!(
+            "held by endpoint {holder}; a name has one owner unless the catalog marks it shared. Way out: \
+             delete or re-point that endpoint, or give this VNet its own zone"
+        ));
+    }
+    if let Some((other, _)) = others.iter().find(|(_, s)| !same_ref(&s.target, &desired.target)) {
+        return Some(format!(
+            "held by endpoint {} which points at a different target (or its share predates target \
+             records and will be rewritten by its next reconcile); only endpoints to the same target share a name",
+            describe_owner(other)
+        ));
+    }
+    if desired.sharing == Sharing::SameVnet
+        && let Some((other, _)) = others.iter().find(|(_, s)| !same_ref(&s.vnet, &desired.vnet))
+    {
+        return Some(format!(
+            "held by endpoint {} in another virtual network; clients would get addresses in both VNets. \
+             Way out: set dns.share_across_vnets = true if every VNet routes to the others' endpoints, \
+             or give each VNet its own zone",
+            describe_owner(other)
+        ));
+    }
+    None
+}
+
+/// Whether two owner maps say the same thing (keys and references may be stored in
+/// their opaque form on one side).
+fn owners_equivalent(read: &Owners, next: &Owners) -> bool {
+    read.len() == next.len()
+        && next.iter().all(|(k, s)| {
+            owner_key_of(read, k).and_then(|rk| read.get(&rk)).is_some_and(|r| {
+                r.addresses == s.addresses
+                    && (r.target == s.target || same_ref(&r.target, &s.target))
+                    && (r.vnet == s.vnet || same_ref(&r.vnet, &s.vnet))
+            })
+        })
 }
 
 /// What to do so that `endpoint` (lower-cased id) contributes `desired` at this key.
 pub fn plan_present(endpoint: &str, desired: &DesiredRecord, actual: Option<&ARecordSet>) -> DnsAction {
+    let share = Share::new(desired.addresses.clone(), &desired.target, &desired.vnet);
     match actual {
         None => {
-            let owners = BTreeMap::from([(endpoint.to_string(), desired.addresses.clone())]);
+            let owners = Owners::from([(endpoint.to_string(), share)]);
             let set = ARecordSet::managed(desired.key.clone(), desired.ttl, owners);
             if set.addresses.len() > MAX_RECORDS_PER_SET {
                 return too_many(&desired.key, set.addresses.len());
@@ -98,16 +165,26 @@ pub fn plan_present(endpoint: &str, desired: &DesiredRecord, actual: Option<&ARe
             Ownership::Foreign(who) => DnsAction::Conflict {
                 key: desired.key.clone(),
                 reason: format!("an A record set already exists and is not ours ({who}); left untouched"),
+                retry: false,
             },
             Ownership::Managed(owners) => {
-                let mut next_owners = owners.clone();
-                next_owners.insert(endpoint.to_string(), desired.addresses.clone());
+                let own_key = owner_key_of(owners, endpoint);
+                let mut others = owners.clone();
+                if let Some(k) = &own_key {
+                    others.remove(k);
+                }
+                if let Some(reason) = refuse_join(desired, &others) {
+                    return DnsAction::Conflict { key: desired.key.clone(), reason, retry: false };
+                }
+                let mut next_owners = others;
+                next_owners.insert(own_key.unwrap_or_else(|| endpoint.to_string()), share);
                 let next =
                     ARecordSet { version: None, ..ARecordSet::managed(desired.key.clone(), desired.ttl, next_owners) };
                 if next.addresses.len() > MAX_RECORDS_PER_SET {
                     return too_many(&desired.key, next.addresses.len());
                 }
-                if next.ownership == a.ownership && next.addresses == a.addresses && next.ttl == a.ttl {
+                let same_owners = next.owners().is_some_and(|n| owners_equivalent(owners, n));
+                if same_owners && next.addresses == a.addresses && next.ttl == a.ttl {
                     DnsAction::Unchanged { key: desired.key.clone() }
                 } else {
                     DnsAction::Update { previous: a.clone(), next }
@@ -124,11 +201,11 @@ pub fn plan_absent(endpoint: &str, actual: Option<&ARecordSet>, key: &RecordKey)
         // Never delete what we do not own, even if it sits where ours used to.
         return DnsAction::Unchanged { key: key.clone() };
     };
-    if !owners.contains_key(endpoint) {
+    let Some(own_key) = owner_key_of(owners, endpoint) else {
         return DnsAction::Unchanged { key: key.clone() };
-    }
+    };
     let mut rest = owners.clone();
-    rest.remove(endpoint);
+    rest.remove(&own_key);
     if rest.is_empty() {
         return DnsAction::Delete { previous: a.clone() };
     }
@@ -141,8 +218,9 @@ fn too_many(key: &RecordKey, n: usize) -> DnsAction {
         key: key.clone(),
         reason: format!(
             "{n} addresses would exceed the limit of {MAX_RECORDS_PER_SET} records per record set; \
-             split the endpoints across zones or remove unused endpoints"
+             retried when room frees up (split the endpoints across zones or remove unused endpoints)"
         ),
+        retry: true,
     }
 }
 
@@ -154,7 +232,7 @@ pub fn owned_elsewhere<'a>(
 ) -> Vec<RecordKey> {
     sets.into_iter()
         .filter(|s| !desired_keys.contains(&s.key))
-        .filter(|s| s.owners().is_some_and(|o| o.contains_key(endpoint)))
+        .filter(|s| s.owners().is_some_and(|o| owner_key_of(o, endpoint).is_some()))
         .map(|s| s.key.clone())
         .collect()
 }
@@ -162,6 +240,7 @@ pub fn owned_elsewhere<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     const A: &str = "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/a";
     const B: &str = "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/b";
@@ -172,12 +251,24 @@ mod tests {
     fn key() -> RecordKey {
         RecordKey::new("privatelink.eastus2.azure.elastic-cloud.com", "*")
     }
+    const TARGET: &str = "eastus2-prod-002-privatelink-service.guid.eastus2.azure.privatelinkservice";
+    const VNET: &str = "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/virtualnetworks/v1";
+
     fn desired(ips: &[&str]) -> DesiredRecord {
-        DesiredRecord { key: key(), ttl: 300, addresses: ips.iter().map(|s| ip(s)).collect() }
+        DesiredRecord {
+            key: key(),
+            ttl: 300,
+            addresses: ips.iter().map(|s| ip(s)).collect(),
+            target: TARGET.into(),
+            vnet: VNET.into(),
+            sharing: Sharing::AnyVnet,
+        }
     }
     fn managed(owners: &[(&str, &[&str])], extra: &[&str]) -> ARecordSet {
-        let o: BTreeMap<String, BTreeSet<Ipv4Addr>> =
-            owners.iter().map(|(k, ips)| (k.to_string(), ips.iter().map(|s| ip(s)).collect())).collect();
+        let o: Owners = owners
+            .iter()
+            .map(|(k, ips)| (k.to_string(), Share::new(ips.iter().map(|s| ip(s)).collect(), TARGET, VNET)))
+            .collect();
         let mut s = ARecordSet::managed(key(), 300, o);
         s.addresses.extend(extra.iter().map(|s| ip(s)));
         s.version = Some("etag-1".into());
@@ -256,8 +347,62 @@ mod tests {
         let refs2: Vec<(&str, &[&str])> = refs.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         let a = managed(&refs2, &[]);
         match plan_present(A, &desired(&["10.0.0.4"]), Some(&a)) {
-            DnsAction::Conflict { reason, .. } => assert!(reason.contains("limit of 20"), "{reason}"),
+            DnsAction::Conflict { reason, retry, .. } => {
+                assert!(reason.contains("limit of 20"), "{reason}");
+                assert!(retry, "a full set is retried when room frees up");
+            }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn conflict_reason(action: DnsAction) -> String {
+        match action {
+            DnsAction::Conflict { reason, retry: false, .. } => reason,
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_exclusive_name_has_one_owner() {
+        let a = managed(&[(B, &["10.0.0.9"])], &[]);
+        let d = DesiredRecord { sharing: Sharing::Exclusive, ..desired(&["10.0.0.4"]) };
+        let reason = conflict_reason(plan_present(A, &d, Some(&a)));
+        assert!(reason.contains("held by endpoint rg/b"), "{reason}");
+        // Its own share is still its own to update.
+        let mine = managed(&[(A, &["10.0.0.3"])], &[]);
+        assert!(matches!(plan_present(A, &d, Some(&mine)), DnsAction::Update { .. }));
+    }
+
+    #[test]
+    fn a_shared_name_is_joined_only_for_the_same_target() {
+        let a = managed(&[(B, &["10.0.0.9"])], &[]);
+        let d = DesiredRecord { target: "production-evil.guid.eastus2.azure.privatelinkservice".into(), ..desired(&["10.6.6.6"]) };
+        let reason = conflict_reason(plan_present(A, &d, Some(&a)));
+        assert!(reason.contains("different target"), "{reason}");
+        // A share written before targets were recorded matches nothing until rewritten.
+        let mut legacy = managed(&[(B, &["10.0.0.9"])], &[]);
+        if let Ownership::Managed(o) = &mut legacy.ownership {
+            o.values_mut().for_each(|s| s.target.clear());
+        }
+        conflict_reason(plan_present(A, &desired(&["10.0.0.4"]), Some(&legacy)));
+    }
+
+    #[test]
+    fn sharing_across_vnets_is_a_setting() {
+        let a = managed(&[(B, &["10.0.0.9"])], &[]);
+        let other_vnet = DesiredRecord { vnet: format!("{VNET}-2"), ..desired(&["10.1.0.4"]) };
+        let same_vnet_only = DesiredRecord { sharing: Sharing::SameVnet, ..other_vnet.clone() };
+        let reason = conflict_reason(plan_present(A, &same_vnet_only, Some(&a)));
+        assert!(reason.contains("another virtual network") && reason.contains("share_across_vnets"), "{reason}");
+        assert!(matches!(plan_present(A, &other_vnet, Some(&a)), DnsAction::Update { .. }));
+        let same = DesiredRecord { sharing: Sharing::SameVnet, ..desired(&["10.0.0.4"]) };
+        assert!(matches!(plan_present(A, &same, Some(&a)), DnsAction::Update { .. }));
+    }
+
+    #[test]
+    fn opaque_owner_keys_are_recognised() {
+        let a = managed(&[(&crate::effects::dns::opaque_ref(A), &["10.0.0.4"])], &[]);
+        assert!(matches!(plan_present(A, &desired(&["10.0.0.4"]), Some(&a)), DnsAction::Unchanged { .. }));
+        assert!(matches!(plan_absent(A, Some(&a), &key()), DnsAction::Delete { .. }));
     }
 }

@@ -96,6 +96,8 @@ pub struct Reconciler {
     audit: Option<Arc<dyn AuditSink>>,
     vendors: Option<Arc<VendorSync>>,
     marks: MarkSettings,
+    /// When the vendors' aliases and names were last learnt (see `known.rs`).
+    known_refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// What one vendor work item did, for the queue consumer.
@@ -183,6 +185,7 @@ impl Reconciler {
             audit: None,
             vendors: None,
             marks: MarkSettings { enabled: false, ..MarkSettings::default() },
+            known_refreshed: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -271,10 +274,8 @@ impl Reconciler {
             EndpointState::Present(pe) => {
                 report.exists = Some(true);
                 report.provisioning_state = Some(pe.provisioning_state.clone());
-                let state = pe.provisioning_state.to_ascii_lowercase();
-                if state == "failed" {
-                    report.plan.notes.push("provisioning failed: the endpoint needs no records".into());
-                    self.reconcile_absent(id, mode, &mut report).await;
+                if pe.provisioning_state.eq_ignore_ascii_case("failed") {
+                    self.provisioning_failed(&pe, mode, &mut report).await;
                 } else if !pe.is_provisioned() {
                     report.outcome = Outcome::Requeue {
                         after: self.base_delay(),
@@ -298,24 +299,73 @@ impl Reconciler {
         }
     }
 
+    /// `provisioningState = Failed` is not a deletion: a failed *update* leaves a live
+    /// endpoint with its NIC, its address and its approved connection, and a retried PUT
+    /// usually brings it back. Only a 404 means gone, so everything stays as it is; the
+    /// endpoint is marked, audited (`endpoint.provisioning_failed`) and looked at again.
+    async fn provisioning_failed(&self, pe: &PrivateEndpoint, mode: Mode, report: &mut Report) {
+        report.plan.notes.push(
+            "provisioning Failed (a failed create or update): records, approvals and vendor registrations are \
+             left as they are; only a deleted endpoint (404) loses them. Retry the endpoint's last change."
+                .into(),
+        );
+        if self.marks.enabled {
+            let step = "the endpoint's last change failed in Azure (provisioningState Failed); retry it".to_owned();
+            match marks::mark(&self.arm, &self.marks, pe, "ProvisioningFailed", &[], &step, mode).await {
+                Ok(m) => report.marks = Some(m),
+                Err(e) => tracing::warn!(endpoint = %report.endpoint, error = %e, "could not mark the endpoint"),
+            }
+        }
+        report.outcome = Outcome::Requeue {
+            after: self.base_delay().max(Duration::from_secs(60)),
+            reason: "endpoint provisioning Failed; re-checking until it is Succeeded or deleted".into(),
+        };
+    }
+
+    /// The catalog's view of `pe`, with the vendors' exact aliases and names refreshed
+    /// when they are older than `reconcile.known_names_refresh_secs`.
+    async fn desired(&self, pe: &PrivateEndpoint) -> crate::catalog::Desired {
+        if let Some(sync) = &self.vendors {
+            super::known::refresh_if_stale(&self.catalog, sync, &self.known_refreshed, &self.settings).await;
+        }
+        self.catalog.desired(pe)
+    }
+
     async fn reconcile_present(&self, pe: &PrivateEndpoint, mode: Mode, report: &mut Report) {
-        let desired = self.catalog.desired(pe);
+        let desired = self.desired(pe).await;
         report.target = desired.target_id.clone();
         report.vendor = desired.vendor.clone();
         report.plan.notes.extend(desired.notes.iter().cloned());
         let endpoint = pe.id.key().to_string();
         let mut trouble = Trouble::default();
-        for d in &desired.records {
-            let result =
-                self.converge_key(&d.key, mode, report, |actual| plan::plan_present(&endpoint, d, actual)).await;
-            if let Err(e) = result {
-                trouble.add(&e);
-            }
-        }
+        // Approvals first: a connection to a target we own that the policy approves now
+        // gets its records in this same reconcile.
         if !self.approvals.owned_resources.is_empty() {
             match approvals::approve_owned(&self.arm, &self.approvals, pe, mode).await {
                 Ok(decisions) => report.approvals = decisions,
                 Err(e) => trouble.add_arm("approving the connection", &e),
+            }
+        }
+        // Records follow approval: until the target's side approves, the endpoint holds
+        // no name (its share, if it had one, is withdrawn: Rejected, Disconnected).
+        let approved = pe.connections.first().is_some_and(|c| c.status == crate::model::ConnectionStatus::Approved)
+            || report.approvals.iter().any(|d| matches!(d.action, ApprovalAction::Approved | ApprovalAction::WouldApprove));
+        let hold = desired.after_approval && !approved;
+        if hold && !desired.records.is_empty() {
+            report.plan.notes.push(format!(
+                "records wait for approval: the connection is {} ({} name(s) withheld)",
+                marks::connection_state(pe),
+                desired.records.len()
+            ));
+        }
+        for d in &desired.records {
+            let result = if hold {
+                self.converge_key(&d.key, mode, report, |actual| plan::plan_absent(&endpoint, actual, &d.key)).await
+            } else {
+                self.converge_key(&d.key, mode, report, |actual| plan::plan_present(&endpoint, d, actual)).await
+            };
+            if let Err(e) = result {
+                trouble.add(&e);
             }
         }
         if let Some(vendor) = &desired.vendor {
@@ -327,7 +377,7 @@ impl Reconciler {
         if self.marks.enabled {
             let approved_now = report.approvals.iter().any(|d| d.action == ApprovalAction::Approved);
             let state = if approved_now { "Approved".to_owned() } else { marks::connection_state(pe) };
-            let done = done_for(!desired.records.is_empty(), report);
+            let done = done_for(!desired.records.is_empty() && !hold, report);
             let done: Vec<&str> = done.iter().map(String::as_str).collect();
             let step = self.missing_step(pe, report);
             match marks::mark(&self.arm, &self.marks, pe, &state, &done, &step, mode).await {
@@ -341,6 +391,13 @@ impl Reconciler {
             }
         }
         report.outcome = trouble.outcome(self.base_delay());
+        // A full record set frees up when another owner leaves: look again later.
+        if report.outcome == Outcome::Done && report.plan.retryable_conflicts() > 0 {
+            report.outcome = Outcome::Requeue {
+                after: self.base_delay().max(Duration::from_secs(300)),
+                reason: "a shared record set is full (20 addresses); waiting for room".into(),
+            };
+        }
     }
 
     fn missing_step(&self, pe: &PrivateEndpoint, report: &Report) -> String {
@@ -371,8 +428,12 @@ impl Reconciler {
                 return run;
             }
         };
+        if let Some(pe) = &pe {
+            // Refresh the vendors' aliases before deciding the endpoint is not theirs.
+            let _ = self.desired(pe).await;
+        }
         let register = match &pe {
-            Some(pe) if pe.provisioning_state.eq_ignore_ascii_case("failed") => None,
+            // Failed is not gone (see `provisioning_failed`): nothing is deregistered.
             Some(pe) if !pe.is_provisioned() => {
                 run.outcome = Outcome::Requeue {
                     after: self.base_delay(),
@@ -454,13 +515,19 @@ impl Reconciler {
     /// Re-reads the endpoint's connection state and marks it (a `Work::Recheck` item):
     /// `Requeue` while it is still Pending, `Done` once it is anything else or gone.
     pub async fn recheck(&self, id: &ResourceId) -> Outcome {
-        let _guard = self.locks.lock(id.key()).await;
+        let guard = self.locks.lock(id.key()).await;
         let pe = match read_endpoint(&self.arm, id).await {
             Ok(EndpointState::Present(pe)) if pe.is_provisioned() => pe,
             Ok(_) => return Outcome::Done,
             Err(e) => return self.read_failure(&e),
         };
-        let desired = self.catalog.desired(&pe);
+        if !marks::connection_state(&pe).eq_ignore_ascii_case("pending") {
+            // The vendor (or the owner) decided: records follow approval, so this is the
+            // moment DNS is written (or a share withdrawn). A full reconcile does it.
+            drop(guard);
+            return self.reconcile(id, Mode::Apply).await.outcome;
+        }
+        let desired = self.desired(&pe).await;
         let mut report = Report {
             endpoint: id.to_string(),
             exists: Some(true),
@@ -481,7 +548,7 @@ impl Reconciler {
         let state = marks::connection_state(&pe);
         let step = self.missing_step(&pe, &report);
         if self.marks.enabled {
-            let done = done_for(!desired.records.is_empty(), &report);
+            let done = done_for(false, &report);
             let done: Vec<&str> = done.iter().map(String::as_str).collect();
             match marks::mark(&self.arm, &self.marks, &pe, &state, &done, &step, Mode::Apply).await {
                 Ok(m) => report.marks = Some(m),
@@ -492,11 +559,7 @@ impl Reconciler {
             }
         }
         self.publish(&audit::events_for(&report)).await;
-        if state.eq_ignore_ascii_case("pending") {
-            Outcome::Requeue { after: self.base_delay(), reason: format!("connection still Pending: {step}") }
-        } else {
-            Outcome::Done
-        }
+        Outcome::Requeue { after: self.base_delay(), reason: format!("connection still Pending: {step}") }
     }
 
     fn read_failure(&self, e: &crate::arm::endpoints::ReadError) -> Outcome {

@@ -89,6 +89,16 @@ pub fn sandbox_config(arm_base_url: &str) -> Config {
     c.audit.file = String::new();
     // The vendor ledger lives as long as the sandbox.
     c.ledger.path = String::new();
+    // The sandbox vendors' exact aliases and the Zilliz project's clusters, configured as
+    // an operator would (the vendors' APIs add theirs when the vendors are enabled).
+    use super::vendors::{CLICKHOUSE_ALIAS, ZILLIZ_ALIAS, ZILLIZ_CLUSTERS};
+    c.catalog.vendor_aliases.insert("clickhouse".into(), vec![CLICKHOUSE_ALIAS.into()]);
+    c.catalog.vendor_aliases.insert("zilliz".into(), vec![ZILLIZ_ALIAS.into()]);
+    c.catalog.vendor_names.insert("zilliz".into(), ZILLIZ_CLUSTERS.iter().map(|s| (*s).to_owned()).collect());
+    // The sandbox's spokes reach each other through the hub (transit routing), so the
+    // vendors' regional wildcards may take endpoints from several spokes; the product's
+    // default is off (see `dns.share_across_vnets`).
+    c.dns.share_across_vnets = true;
     c
 }
 

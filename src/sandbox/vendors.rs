@@ -10,13 +10,17 @@ use super::fake_vendors::zilliz::{ZillizFake, ZillizFakeOptions};
 use crate::config::Config;
 
 /// Private Link Service aliases of the three vendors in the sandbox's region (`eastus2`),
-/// as the catalog recognises them, and the private DNS zones their records go to.
+/// exactly as the fake vendors publish them (ClickHouse `privateEndpointConfig`, Zilliz's
+/// endpoint services; Elastic's from its published table), and the private DNS zones
+/// their records go to.
 pub const CLICKHOUSE_ALIAS: &str =
-    "production-eastus2-0-0.0a1b2c3d-1111-2222-3333-444455556666.eastus2.azure.privatelinkservice";
+    "production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice";
 pub const ELASTIC_ALIAS: &str =
     "eastus2-prod-002-privatelink-service.64359fdd-7893-4215-9929-ece3287e1371.eastus2.azure.privatelinkservice";
 pub const ZILLIZ_ALIAS: &str =
-    "zilliz-prod-eastus2-privatelink.6a90fc24-0000-4000-8000-000000000000.eastus2.azure.privatelinkservice";
+    "zilliz-prod-infra-privatelink.6a90fc24-16c3-40c1-a94c-648987ac7422.eastus2.azure.privatelinkservice";
+/// Zilliz cluster ids of the sandbox's project (the names a tag may ask for).
+pub const ZILLIZ_CLUSTERS: [&str; 2] = ["in01-3f2a9c", "in01-77aa01"];
 pub const ZONES: [&str; 3] = [
     "eastus2.privatelink.azure.clickhouse.cloud",
     "privatelink.eastus2.azure.elastic-cloud.com",

@@ -5,10 +5,14 @@
 //! concurrent writer makes us re-read instead of overwrite (412).
 //!
 //! Ownership lives in the record set's `metadata` (a string map): `managedby =
-//! pl-autopilot`, and one `plowner<hash>` entry per owning endpoint whose value is
-//! `<ips>|<endpoint id>`. Keeping each owner's addresses lets us remove one endpoint from
-//! a shared regional wildcard and leave exactly the survivors' addresses. Metadata key
-//! constraints are unconfirmed, so keys are lower-case alphanumeric.
+//! pl-autopilot`, and per owning endpoint `plowner<hash>` = `<ips>|<endpoint id>`,
+//! `pltarget<hash>` = what it points at and `plvnet<hash>` = its virtual network.
+//! Keeping each owner's addresses lets us remove one endpoint from a shared regional
+//! wildcard and leave exactly the survivors' addresses; keeping its target and VNet lets
+//! the plan refuse a second endpoint that points somewhere else. Metadata key and value
+//! constraints are unconfirmed, so keys are lower-case alphanumeric and a target or VNet
+//! longer than [`MAX_META_VALUE`] is stored in its opaque (hashed) form, which compares
+//! equal to the original (`same_ref`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -16,12 +20,16 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Ownership, RecordKey};
+use super::{ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Ownership, Owners, RecordKey, Share, opaque_ref};
 use crate::arm::client::Method;
 use crate::arm::{ArmClient, ArmError, ArmRequest};
 
 pub const PRIVATE_DNS_API: &str = "2024-06-01";
 const OWNER_PREFIX: &str = "plowner";
+const TARGET_PREFIX: &str = "pltarget";
+const VNET_PREFIX: &str = "plvnet";
+/// ARM tag values are limited to 256 characters; metadata is assumed to be alike.
+const MAX_META_VALUE: usize = 256;
 
 /// Where a zone lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,22 +118,37 @@ fn map_err(e: ArmError, what: &str) -> DnsError {
 
 /// FNV-1a: a stable, dependency-free hash for metadata keys (std's hasher is not
 /// guaranteed stable across releases, and keys must survive upgrades).
-fn owner_key(endpoint_key: &str) -> String {
+fn owner_hash(endpoint_key: &str) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in endpoint_key.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100000001b3);
     }
-    format!("{OWNER_PREFIX}{h:016x}")
+    format!("{h:016x}")
+}
+
+fn owner_key(endpoint_key: &str) -> String {
+    format!("{OWNER_PREFIX}{}", owner_hash(endpoint_key))
+}
+
+fn fit(value: &str) -> String {
+    if value.len() > MAX_META_VALUE { opaque_ref(value) } else { value.to_owned() }
 }
 
 /// Encodes ownership into record-set metadata.
-pub fn encode_metadata(owners: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> serde_json::Map<String, Value> {
+pub fn encode_metadata(owners: &Owners) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("managedby".into(), Value::String(MANAGED_BY.into()));
-    for (endpoint, ips) in owners {
-        let ips: Vec<String> = ips.iter().map(Ipv4Addr::to_string).collect();
+    for (endpoint, share) in owners {
+        let ips: Vec<String> = share.addresses.iter().map(Ipv4Addr::to_string).collect();
+        let hash = owner_hash(endpoint);
         m.insert(owner_key(endpoint), Value::String(format!("{}|{}", ips.join(","), endpoint)));
+        if !share.target.is_empty() {
+            m.insert(format!("{TARGET_PREFIX}{hash}"), Value::String(fit(&share.target)));
+        }
+        if !share.vnet.is_empty() {
+            m.insert(format!("{VNET_PREFIX}{hash}"), Value::String(fit(&share.vnet)));
+        }
     }
     m
 }
@@ -154,14 +177,18 @@ pub fn decode_ownership(rs: &Value) -> Ownership {
             "not managed by {MANAGED_BY} ({detail}); a private DNS zone group or a person may own it"
         ));
     }
+    let text = |k: String| meta.and_then(|m| m.get(&k)).and_then(Value::as_str).unwrap_or_default().to_owned();
     let mut owners = BTreeMap::new();
     for (k, v) in meta.into_iter().flatten() {
-        if !k.starts_with(OWNER_PREFIX) {
-            continue;
-        }
+        let Some(hash) = k.strip_prefix(OWNER_PREFIX) else { continue };
         let Some((ips, endpoint)) = v.as_str().and_then(|s| s.split_once('|')) else { continue };
         let ips: BTreeSet<Ipv4Addr> = ips.split(',').filter_map(|ip| ip.trim().parse().ok()).collect();
-        owners.insert(endpoint.to_ascii_lowercase(), ips);
+        let share = Share {
+            addresses: ips,
+            target: text(format!("{TARGET_PREFIX}{hash}")),
+            vnet: text(format!("{VNET_PREFIX}{hash}")),
+        };
+        owners.insert(endpoint.to_ascii_lowercase(), share);
     }
     Ownership::Managed(owners)
 }
@@ -261,16 +288,29 @@ mod tests {
         let mut owners = BTreeMap::new();
         owners.insert(
             "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/a".to_string(),
-            BTreeSet::from(["10.0.0.4".parse().unwrap()]),
+            Share::new(BTreeSet::from(["10.0.0.4".parse().unwrap()]), "alias-a.guid.eastus2.azure.privatelinkservice", ""),
         );
         owners.insert(
             "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/b".to_string(),
-            BTreeSet::from(["10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap()]),
+            Share::new(
+                BTreeSet::from(["10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap()]),
+                &format!("/subscriptions/s/resourcegroups/rg/providers/microsoft.kusto/clusters/{}", "c".repeat(300)),
+                "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/virtualnetworks/v",
+            ),
         );
         let rs = json!({"name": "*", "etag": "e1", "properties": {"ttl": 300, "metadata": encode_metadata(&owners),
             "aRecords": [{"ipv4Address": "10.0.0.4"}, {"ipv4Address": "10.0.0.5"}, {"ipv4Address": "10.0.0.6"}]}});
         let set = parse_record_set("zone.example", &rs).unwrap();
-        assert_eq!(set.ownership, Ownership::Managed(owners));
+        let read = set.owners().unwrap();
+        assert_eq!(read.len(), 2);
+        for (k, share) in &owners {
+            let got = &read[k];
+            assert_eq!(got.addresses, share.addresses);
+            assert!(share.target.is_empty() || super::super::same_ref(&got.target, &share.target));
+            assert_eq!(got.vnet, share.vnet);
+        }
+        // A long target is kept in its opaque form, which still compares equal.
+        assert!(read.values().any(|s| s.target.starts_with(super::super::OPAQUE_PREFIX)));
         assert_eq!(set.version.as_deref(), Some("e1"));
         assert_eq!(set.addresses.len(), 3);
     }

@@ -13,7 +13,11 @@
 //! like `<alias>.es.<zone>` that the apex `*` must keep answering (RFC 4592). The `_` keeps
 //! `*` and `@` from colliding with hosts literally named `wildcard` or `apex` (host labels
 //! never contain `_`). The TXT set holds one record `heritage=pl-autopilot` and one record per owner
-//! `owner=<endpoint id>;ips=<ip,ip>` (split into 255-byte strings, concatenated on read).
+//! `owner=<ref>;ips=<ip,ip>;target=<ref>;vnet=<ref>` (split into 255-byte strings,
+//! concatenated on read), where each `<ref>` is an opaque hash (`h:<hex>`): the zone is
+//! readable by every client of the server, so it must not publish subscription ids,
+//! resource groups or endpoint names. The reconciler recognises its own shares by hashing
+//! the endpoint id it holds.
 //!
 //! Writes are conditional through RFC 2136 prerequisites instead of ETags: `create`
 //! requires that neither the A set nor the TXT name exists; `update` and `delete` require
@@ -39,7 +43,7 @@ use hickory_proto::serialize::binary::BinEncodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Ownership, RecordKey};
+use super::{ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Ownership, Owners, RecordKey, Share, opaque_ref};
 use crate::arm::Secret;
 use crate::backoff::Backoff;
 
@@ -502,12 +506,20 @@ fn txt_strings(r: &Record) -> Option<Vec<String>> {
     }
 }
 
-/// Encodes ownership as TXT records (each a list of <=255-byte strings).
-pub fn encode_ownership(owners: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> Vec<Vec<String>> {
+/// Encodes ownership as TXT records (each a list of <=255-byte strings). Every client
+/// of the server can read them, so owners, targets and VNets are written in their opaque
+/// form (`h:<hash>`): no subscription id, resource group or endpoint name is published.
+pub fn encode_ownership(owners: &Owners) -> Vec<Vec<String>> {
     let mut out = vec![vec![format!("heritage={MANAGED_BY}")]];
-    for (endpoint, ips) in owners {
-        let ips: Vec<String> = ips.iter().map(Ipv4Addr::to_string).collect();
-        let entry = format!("owner={};ips={}", endpoint.to_ascii_lowercase(), ips.join(","));
+    for (endpoint, share) in owners {
+        let ips: Vec<String> = share.addresses.iter().map(Ipv4Addr::to_string).collect();
+        let mut entry = format!("owner={};ips={}", opaque_ref(endpoint), ips.join(","));
+        if !share.target.is_empty() {
+            entry.push_str(&format!(";target={}", opaque_ref(&share.target)));
+        }
+        if !share.vnet.is_empty() {
+            entry.push_str(&format!(";vnet={}", opaque_ref(&share.vnet)));
+        }
         out.push(split_string(&entry));
     }
     out
@@ -543,9 +555,23 @@ pub fn decode_ownership(records: &[Vec<String>], txt_name: &Name) -> Ownership {
     let mut owners = BTreeMap::new();
     for r in &joined {
         let Some(rest) = r.strip_prefix("owner=") else { continue };
-        let Some((endpoint, ips)) = rest.split_once(";ips=") else { continue };
-        let ips: BTreeSet<Ipv4Addr> = ips.split(',').filter_map(|ip| Ipv4Addr::from_str(ip.trim()).ok()).collect();
-        owners.insert(endpoint.to_ascii_lowercase(), ips);
+        // `owner=<ref>;ips=<a,b>[;target=<ref>][;vnet=<ref>]` (older versions wrote the
+        // full endpoint id and neither target nor vnet; such a share still matches its
+        // endpoint, see `owner_key_of`).
+        let mut fields = rest.split(';');
+        let endpoint = fields.next().unwrap_or_default();
+        let mut share = Share::default();
+        for field in fields {
+            match field.split_once('=') {
+                Some(("ips", ips)) => {
+                    share.addresses = ips.split(',').filter_map(|ip| Ipv4Addr::from_str(ip.trim()).ok()).collect()
+                }
+                Some(("target", t)) => share.target = t.to_owned(),
+                Some(("vnet", v)) => share.vnet = v.to_owned(),
+                _ => {}
+            }
+        }
+        owners.insert(endpoint.to_ascii_lowercase(), share);
     }
     Ownership::Managed(owners)
 }
@@ -580,7 +606,7 @@ fn delete_rrset(name: &Name, rtype: RecordType) -> Record {
     r
 }
 
-fn managed_owners(set: &ARecordSet) -> Result<&BTreeMap<String, BTreeSet<Ipv4Addr>>, DnsError> {
+fn managed_owners(set: &ARecordSet) -> Result<&Owners, DnsError> {
     set.owners().ok_or_else(|| DnsError::permanent(format!("refusing to write {}: ownership is not ours", set.key)))
 }
 
@@ -763,14 +789,25 @@ mod tests {
             "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/{}",
             "p".repeat(300)
         );
+        let many: BTreeSet<Ipv4Addr> = (1..=20).map(|i| Ipv4Addr::new(10, 200, 100, i)).collect();
         let mut owners = BTreeMap::new();
-        owners.insert(long, BTreeSet::from([Ipv4Addr::new(10, 0, 0, 4), Ipv4Addr::new(10, 0, 0, 5)]));
-        owners.insert("/subscriptions/s/x".to_string(), BTreeSet::from([Ipv4Addr::new(10, 0, 0, 6)]));
+        owners.insert(long.clone(), Share::new(many, "zilliz-x.guid.eastus2.azure.privatelinkservice", "/sub/vnet"));
+        owners.insert("/subscriptions/s/x".to_string(), Share::new(BTreeSet::from([Ipv4Addr::new(10, 0, 0, 6)]), "", ""));
         let enc = encode_ownership(&owners);
         assert!(enc.iter().flatten().all(|s| s.len() <= MAX_TXT_STRING));
         assert!(enc.iter().any(|r| r.len() > 1));
+        // Nothing a DNS client could learn the estate from.
+        let published = enc.iter().flatten().cloned().collect::<String>();
+        assert!(!published.contains("subscriptions") && !published.contains("privatelinkservice"), "{published}");
         let name = Name::from_ascii("plautopilot-x.zone.").unwrap();
-        assert_eq!(decode_ownership(&enc, &name), Ownership::Managed(owners));
+        let Ownership::Managed(read) = decode_ownership(&enc, &name) else { panic!("not managed") };
+        let key = crate::effects::dns::owner_key_of(&read, &long).expect("found by its endpoint id");
+        assert_eq!(read[&key].addresses, owners[&long].addresses);
+        assert!(crate::effects::dns::same_ref(&read[&key].target, &owners[&long].target));
+        // An older TXT (full id, no target) is still recognised as that endpoint's share.
+        let legacy = vec![vec![format!("heritage={MANAGED_BY}")], vec!["owner=/subscriptions/s/x;ips=10.0.0.6".into()]];
+        let Ownership::Managed(old) = decode_ownership(&legacy, &name) else { panic!("not managed") };
+        assert!(crate::effects::dns::owner_key_of(&old, "/subscriptions/s/x").is_some());
         assert!(matches!(decode_ownership(&[], &name), Ownership::Foreign(w) if w.contains("no ownership TXT")));
         let other = vec![vec!["heritage=external-dns,external-dns/owner=default".to_string()]];
         assert!(matches!(decode_ownership(&other, &name), Ownership::Foreign(w) if w.contains("external-dns")));

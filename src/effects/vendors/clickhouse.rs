@@ -282,6 +282,21 @@ fn contains(list: &[String], id: &str) -> bool {
 
 #[async_trait::async_trait]
 impl Vendor for ClickHouse {
+    /// `GET …/services/{id}/privateEndpointConfig` → `endpointServiceId`, per service.
+    async fn published_aliases(&self, targets: &[String]) -> Result<Vec<String>, VendorError> {
+        let mut out = Vec::new();
+        let services: Vec<&String> = self.service_ids.iter().chain(targets).collect();
+        for service in services {
+            let ctx = format!("clickhouse: GET privateEndpointConfig of service {service}");
+            let path = format!("{}/privateEndpointConfig", self.service_path(service));
+            let config: Option<serde_json::Value> = self.call(Method::GET, &path, None, &ctx).await?;
+            if let Some(alias) = config.as_ref().and_then(|c| c.get("endpointServiceId")).and_then(|v| v.as_str()) {
+                out.push(alias.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
     fn name(&self) -> &'static str {
         self.transport.vendor()
     }

@@ -226,6 +226,13 @@ pub trait Vendor: Send + Sync + fmt::Debug {
     /// Removes the endpoint from these targets only (its routing moved away from them),
     /// leaving its registration with its other targets. "Already gone" is success.
     async fn withdraw(&self, ep: &VendorEndpoint, targets: &[String]) -> Result<Change, VendorError>;
+    /// The exact Private Link Service aliases the vendor publishes for these configured
+    /// targets (services, projects), as its API states them. The catalog matches vendor
+    /// endpoints only against these (or configured ones), never against a name pattern.
+    /// Default: the vendor has no such API (Elastic publishes a table; it is configured).
+    async fn published_aliases(&self, _targets: &[String]) -> Result<Vec<String>, VendorError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The `[vendors]` configuration section; each vendor is off unless `enabled`.
@@ -296,9 +303,10 @@ fn require_setting(section: &str, setting: &str, value: &str) -> Result<(), Stri
 
 fn normalize_base_url(section: &str, base_url: &str) -> Result<String, String> {
     let trimmed = base_url.trim().trim_end_matches('/');
-    match url::Url::parse(trimmed) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(trimmed.to_string()),
-        _ => Err(format!("[vendors.{section}] base_url {trimmed:?} is not an http(s) URL")),
+    // The vendor key travels with every request: https, or http to loopback (the fakes).
+    match crate::model::endpoint_url::credential_url(trimmed) {
+        Ok(_) => Ok(trimmed.to_string()),
+        Err(why) => Err(format!("[vendors.{section}] base_url {trimmed:?}: {why}")),
     }
 }
 

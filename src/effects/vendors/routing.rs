@@ -72,62 +72,64 @@ pub(crate) fn defaults(cfg: &VendorsConfig, vendor: &str) -> Vec<String> {
 }
 
 /// Decides where `ep` goes with `vendor` (see the module docs for the order).
+///
+/// The configuration decides what an endpoint may reach: the first `[[vendors.rules]]`
+/// entry that matches it (alias, region, subscriptions), else the vendor's defaults. The
+/// tag `autopilot.vendor.targets` is the requester's say: it may only narrow that set,
+/// never reach a target of a rule that does not match the endpoint (a dev spoke naming
+/// the prod service).
 pub fn route(cfg: &VendorsConfig, vendor: &str, ep: &VendorEndpoint, tags: &BTreeMap<String, String>) -> Route {
     let defaults = defaults(cfg, vendor);
-    let tag = tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(TARGETS_TAG)).map(|(_, v)| v.as_str());
-    if let Some(value) = tag.filter(|_| vendor != "zilliz") {
-        let wanted: Vec<String> = value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-        // An allowed id in the configuration's spelling (ids compare case-insensitively,
-        // and the ledger must name a target exactly as it was registered).
-        let allowed = |id: &String| {
-            defaults
-                .iter()
-                .chain(
-                    cfg.rules.iter().filter(|r| r.vendor.eq_ignore_ascii_case(vendor)).flat_map(|r| r.targets.iter()),
-                )
-                .find(|t| t.trim().eq_ignore_ascii_case(id))
-                .map(|t| t.trim().to_string())
-        };
-        if wanted.is_empty() {
-            return Route::Unmatched(format!("tag {TARGETS_TAG} is present but names no {vendor} target"));
+    let (allowed, by) = match cfg.rules.iter().enumerate().find(|(_, r)| r.matches(vendor, ep)) {
+        Some((i, rule)) => {
+            let targets = match vendor {
+                "zilliz" => vec![],
+                _ if rule.targets.is_empty() => defaults.clone(),
+                _ => rule.targets.iter().map(|t| t.trim().to_string()).collect(),
+            };
+            if vendor != "zilliz" && targets.is_empty() {
+                return Route::Unmatched(format!("[[vendors.rules]] entry {} for {vendor} lists no targets", i + 1));
+            }
+            (targets, format!("[[vendors.rules]] entry {}", i + 1))
         }
-        let mut targets = Vec::new();
-        for id in &wanted {
-            match allowed(id) {
-                Some(t) if !targets.contains(&t) => targets.push(t),
-                Some(_) => {}
-                None => {
-                    return Route::Unmatched(format!(
-                        "tag {TARGETS_TAG} names {id:?}, which no [vendors.{vendor}] default or [[vendors.rules]] entry allows"
-                    ));
-                }
+        None if !defaults.is_empty() => {
+            // Spelled out (not "empty = defaults"), so the ledger records exactly where the
+            // endpoint went and a later change of defaults can be withdrawn from.
+            let targets = if vendor == "zilliz" { vec![] } else { defaults.clone() };
+            (targets, format!("[vendors.{vendor}] defaults"))
+        }
+        None => {
+            return Route::Unmatched(format!(
+                "no [[vendors.rules]] entry for {vendor} matches (alias {}, region {}, subscription {}) and [vendors.{vendor}] has no defaults",
+                ep.alias.as_deref().unwrap_or("none"),
+                ep.location,
+                ep.subscription_id
+            ));
+        }
+    };
+    let tag = tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(TARGETS_TAG)).map(|(_, v)| v.as_str());
+    let Some(value) = tag.filter(|_| vendor != "zilliz") else {
+        return Route::Register { targets: allowed, by };
+    };
+    let wanted: Vec<String> = value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if wanted.is_empty() {
+        return Route::Unmatched(format!("tag {TARGETS_TAG} is present but names no {vendor} target"));
+    }
+    let mut targets = Vec::new();
+    for id in &wanted {
+        // In the configuration's spelling (ids compare case-insensitively, and the ledger
+        // must name a target exactly as it was registered).
+        match allowed.iter().find(|t| t.eq_ignore_ascii_case(id)) {
+            Some(t) if !targets.contains(t) => targets.push(t.clone()),
+            Some(_) => {}
+            None => {
+                return Route::Unmatched(format!(
+                    "tag {TARGETS_TAG} names {id:?}, which {by} does not allow for this endpoint (a tag can only narrow it)"
+                ));
             }
         }
-        return Route::Register { targets, by: format!("tag {TARGETS_TAG}") };
     }
-    if let Some((i, rule)) = cfg.rules.iter().enumerate().find(|(_, r)| r.matches(vendor, ep)) {
-        let targets = match vendor {
-            "zilliz" => vec![],
-            _ if rule.targets.is_empty() => defaults.clone(),
-            _ => rule.targets.clone(),
-        };
-        if vendor != "zilliz" && targets.is_empty() {
-            return Route::Unmatched(format!("[[vendors.rules]] entry {} for {vendor} lists no targets", i + 1));
-        }
-        return Route::Register { targets, by: format!("[[vendors.rules]] entry {}", i + 1) };
-    }
-    if !defaults.is_empty() {
-        // Spelled out (not "empty = defaults"), so the ledger records exactly where the
-        // endpoint went and a later change of defaults can be withdrawn from.
-        let targets = if vendor == "zilliz" { vec![] } else { defaults };
-        return Route::Register { targets, by: format!("[vendors.{vendor}] defaults") };
-    }
-    Route::Unmatched(format!(
-        "no [[vendors.rules]] entry for {vendor} matches (alias {}, region {}, subscription {}) and [vendors.{vendor}] has no defaults",
-        ep.alias.as_deref().unwrap_or("none"),
-        ep.location,
-        ep.subscription_id
-    ))
+    Route::Register { targets, by: format!("tag {TARGETS_TAG} within {by}") }
 }
 
 /// Configuration errors found before any endpoint arrives.
@@ -199,8 +201,33 @@ mod tests {
             Route::Register { targets: vec!["svc-default".into()], by: "[vendors.clickhouse] defaults".into() },
             "defaults are spelled out, so the ledger knows where the endpoint went"
         );
+        // The tag narrows what applies to the endpoint; it cannot add the west rule's service.
+        let tags = BTreeMap::from([(TARGETS_TAG.to_string(), "svc-default".to_string())]);
+        assert!(matches!(route(&c, "clickhouse", &east, &tags), Route::Register { targets, .. } if targets == ["svc-default"]));
         let tags = BTreeMap::from([(TARGETS_TAG.to_string(), "svc-default, svc-west".to_string())]);
-        assert!(matches!(route(&c, "clickhouse", &east, &tags), Route::Register { targets, .. } if targets.len() == 2));
+        assert!(matches!(route(&c, "clickhouse", &east, &tags), Route::Unmatched(why) if why.contains("svc-west")));
+    }
+
+    /// F9: a rule scoped to the prod subscription keeps its service away from a dev
+    /// spoke, whatever the dev endpoint's tag says.
+    #[test]
+    fn a_tag_cannot_reach_a_rule_that_does_not_match_the_endpoint() {
+        let mut c = cfg();
+        c.rules = vec![VendorRule {
+            vendor: "clickhouse".into(),
+            subscriptions: vec!["prod-sub".into()],
+            targets: vec!["svc-prod".into()],
+            ..Default::default()
+        }];
+        let dev = ep(Some("production-eastus2-0-0.abc.eastus2.azure.privatelinkservice"), "eastus2");
+        assert_ne!(dev.subscription_id, "prod-sub");
+        let tags = BTreeMap::from([(TARGETS_TAG.to_string(), "svc-prod".to_string())]);
+        let r = route(&c, "clickhouse", &dev, &tags);
+        assert!(matches!(&r, Route::Unmatched(why) if why.contains("svc-prod") && why.contains("narrow")), "{r:?}");
+        assert_eq!(
+            route(&c, "clickhouse", &dev, &BTreeMap::new()),
+            Route::Register { targets: vec!["svc-default".into()], by: "[vendors.clickhouse] defaults".into() }
+        );
     }
 
     #[test]

@@ -293,6 +293,19 @@ impl Zilliz {
 
 #[async_trait::async_trait]
 impl Vendor for Zilliz {
+    /// `GET /v2/privateEndpointServices?projectId=…` → `endpointServices[].endpointService`.
+    async fn published_aliases(&self, _targets: &[String]) -> Result<Vec<String>, VendorError> {
+        let ctx = format!("zilliz: list private endpoint services of project {}", self.project_id);
+        let path = format!("/v2/privateEndpointServices?projectId={}&currentPage=1&pageSize=100", self.project_id);
+        let data: Option<serde_json::Value> = self.call(Method::GET, &path, None, &ctx).await?;
+        let services = data.as_ref().and_then(|d| d.get("endpointServices")).and_then(|v| v.as_array());
+        Ok(services
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.get("endpointService").and_then(|v| v.as_str()).map(str::to_owned))
+            .collect())
+    }
+
     fn name(&self) -> &'static str {
         self.transport.vendor()
     }

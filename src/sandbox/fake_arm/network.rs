@@ -98,6 +98,12 @@ impl EndpointSpec {
         self
     }
 
+    /// The target's side has approved the connection (as a vendor or owner would).
+    pub fn approved(mut self) -> Self {
+        self.status = "Approved".into();
+        self
+    }
+
     pub fn with_ip(mut self, ip: Ipv4Addr) -> Self {
         match &mut self.link {
             LinkSpec::Alias { ip: slot, .. } => *slot = Some(ip),

@@ -55,7 +55,7 @@ async fn marks_merge_beside_foreign_tags_and_repeat_events_write_nothing() {
     let tags = sb.arm.resource(&id).unwrap()["tags"].clone();
     assert_eq!(tags["costcenter"], "4711", "foreign tag kept: {tags}");
     assert_eq!(tags["plautopilot-state"], "Pending");
-    assert_eq!(tags["plautopilot-done"], "dns");
+    assert_eq!(tags["plautopilot-done"], "", "records wait for approval");
     assert!(tags["plautopilot-since"].as_str().is_some_and(|s| s.ends_with('Z')));
     assert_eq!(tag_patches(&sb), 1);
     let redeliver = || sb.deliver(vec![events::event_grid(ResourceEvent::WriteSuccess, &id)]);
@@ -65,6 +65,8 @@ async fn marks_merge_beside_foreign_tags_and_repeat_events_write_nothing() {
     redeliver().await;
     assert_eq!(tag_patches(&sb), 2);
     assert_eq!(sb.arm.resource(&id).unwrap()["tags"]["plautopilot-state"], "Approved");
+    assert_eq!(sb.arm.resource(&id).unwrap()["tags"]["plautopilot-done"], "dns");
+    assert!(sb.arm.record(&sb.zone_id(ZONE), "*").is_some(), "written once approved");
     assert_eq!(audit_types(&audit).iter().filter(|t| t.ends_with("endpoint.marked")).count(), 2);
     assert!(!audit_types(&audit).iter().any(|t| t.ends_with("pending_overdue")));
 }
@@ -74,7 +76,7 @@ async fn a_full_tag_set_is_not_pushed_past_fifty() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("a.jsonl");
     let sb = sandbox(&audit, 3600).await;
-    let mut spec = EndpointSpec::alias(SUB, RG, "ch-full", "eastus2", ALIAS);
+    let mut spec = EndpointSpec::alias(SUB, RG, "ch-full", "eastus2", ALIAS).approved();
     for i in 0..49 {
         spec = spec.with_tag(&format!("t{i:02}"), "x");
     }

@@ -48,13 +48,13 @@ async fn status_shows_dns_vendor_and_approval_side_by_side() {
 
     let st = ops::endpoint_status(&sb.app, &rid).await;
     assert_eq!(st.exists, Some(true));
-    assert_eq!(st.connection_state.as_deref(), Some("Pending"));
+    assert_eq!(st.connection_state.as_deref(), Some("Approved"));
     assert_eq!(st.dns.len(), 1);
     assert_eq!(st.dns[0].state, "in place");
     assert_eq!(st.vendors.len(), 1);
     assert_eq!(st.vendors[0].registered, Some(true));
     assert!(st.vendors[0].ledger_recorded_at.is_some());
-    assert_eq!(st.marks.get("plautopilot-state").map(String::as_str), Some("Pending"));
+    assert_eq!(st.marks.get("plautopilot-state").map(String::as_str), Some("Approved"));
     assert!(st.converged, "{}", st.render());
     let text = st.render();
     assert!(text.contains("in place") && text.contains("registered") && text.contains("clickhouse"), "{text}");

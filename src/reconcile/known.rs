@@ -5,8 +5,8 @@
 //! creates a PLS chooses. The aliases come from the configuration
 //! (`[catalog.vendor_aliases]`, Elastic's published table in the built-in catalog) and
 //! from the vendors' own APIs (ClickHouse `privateEndpointConfig`, Zilliz's endpoint
-//! services), learnt here at most once per `reconcile.known_names_refresh_secs` and added
-//! to what the catalog knows. A vendor that cannot be asked keeps the aliases already
+//! services), learnt here when an endpoint shows an alias nobody knows, at most once per
+//! `reconcile.known_names_refresh_secs`, and added to what the catalog knows. A vendor that cannot be asked keeps the aliases already
 //! known; nothing is ever matched by guess.
 
 use std::time::{Duration, Instant};
@@ -16,17 +16,18 @@ use crate::config::ReconcileSettings;
 use crate::effects::vendors::sync::VendorSync;
 
 /// Asks every enabled vendor for its published aliases when the last refresh is older
-/// than the setting (or never happened). Concurrent callers wait for one refresh.
+/// than the setting (or never happened); `true` when it asked. Concurrent callers wait
+/// for one refresh.
 pub async fn refresh_if_stale(
     catalog: &Catalog,
     sync: &VendorSync,
     last: &tokio::sync::Mutex<Option<Instant>>,
     settings: &ReconcileSettings,
-) {
+) -> bool {
     let mut last = last.lock().await;
     let every = Duration::from_secs(settings.known_names_refresh_secs.max(1));
     if last.is_some_and(|at| at.elapsed() < every) {
-        return;
+        return false;
     }
     for name in sync.names().collect::<Vec<_>>() {
         let Some(vendor) = sync.vendor(name) else { continue };
@@ -42,4 +43,5 @@ pub async fn refresh_if_stale(
         }
     }
     *last = Some(Instant::now());
+    true
 }

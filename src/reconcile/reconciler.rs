@@ -322,13 +322,21 @@ impl Reconciler {
         };
     }
 
-    /// The catalog's view of `pe`, with the vendors' exact aliases and names refreshed
-    /// when they are older than `reconcile.known_names_refresh_secs`.
+    /// The catalog's view of `pe`. An alias no target knows may be a vendor's that was
+    /// published since we last asked: the vendors are asked again (at most once per
+    /// `reconcile.known_names_refresh_secs`, so unknown aliases cannot make us hammer them).
     async fn desired(&self, pe: &PrivateEndpoint) -> crate::catalog::Desired {
-        if let Some(sync) = &self.vendors {
-            super::known::refresh_if_stale(&self.catalog, sync, &self.known_refreshed, &self.settings).await;
+        let desired = self.catalog.desired(pe);
+        let unknown_alias = desired.target_id.is_none() && matches!(pe.target(), Some(crate::model::LinkTarget::Alias(_)));
+        match &self.vendors {
+            Some(sync) if unknown_alias => {
+                if super::known::refresh_if_stale(&self.catalog, sync, &self.known_refreshed, &self.settings).await {
+                    return self.catalog.desired(pe);
+                }
+                desired
+            }
+            _ => desired,
         }
-        self.catalog.desired(pe)
     }
 
     async fn reconcile_present(&self, pe: &PrivateEndpoint, mode: Mode, report: &mut Report) {

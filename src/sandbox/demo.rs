@@ -21,6 +21,8 @@ use crate::arm::Secret;
 use crate::effects::dns::rfc2136::{Rfc2136Config, Rfc2136Provider};
 use crate::effects::dns::{DnsProvider, Ownership};
 
+const ZILLIZ_WESTUS3_ALIAS: &str =
+    "zilliz-prod-infra-privatelink.6a90fc24-16c3-40c1-a94c-648987ac7422.westus3.azure.privatelinkservice";
 pub const CLICKHOUSE_ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
 pub const ELASTIC_ZONE: &str = "privatelink.eastus2.azure.elastic-cloud.com";
 const AZURE_ZONES: [&str; 9] = [
@@ -97,7 +99,7 @@ fn endpoints() -> Vec<(&'static str, EndpointSpec)> {
                 RG,
                 "zilliz-westus3",
                 "westus3",
-                "zilliz-prod-westus3-privatelink.6a90fc24-0000-4000-8000-000000000000.westus3.azure.privatelinkservice",
+                ZILLIZ_WESTUS3_ALIAS,
             )
             .with_tag("autopilot.zilliz.clusters", "in01-77aa01"),
         ),
@@ -279,6 +281,9 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
             c.vendors = vendor_config.vendors;
             c.reconcile.retry_base_secs = 1;
             c.reconcile.retry_max_secs = 2;
+            // The operator lists the project's westus3 endpoint service (Zilliz does not
+            // publish one there yet): recognised as Zilliz's, then refused by Zilliz.
+            c.catalog.vendor_aliases.entry("zilliz".into()).or_default().push(ZILLIZ_WESTUS3_ALIAS.into());
         }),
         env: vendors.env(),
         ..SandboxOptions::default()

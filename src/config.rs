@@ -378,6 +378,10 @@ impl Config {
         if !matches!(self.approvals.on_violation.as_str(), "leave_pending" | "reject") {
             return invalid("approvals.on_violation", "must be `leave_pending` or `reject`");
         }
+        // Warnings go to stderr: logging is set up from this very configuration, later.
+        let warnings =
+            self.approvals.validate().map_err(|m| ConfigError::Invalid { setting: "approvals".into(), message: m })?;
+        warnings.iter().for_each(|w| eprintln!("autopilot: warning: {w}"));
         if !matches!(self.sweep.source.as_str(), "resource_graph" | "arm") {
             return invalid("sweep.source", "must be `resource_graph` or `arm`");
         }

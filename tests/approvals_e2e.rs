@@ -1,11 +1,18 @@
 //! Approving connections to resources we own, end to end through the handler and the
 //! fake ARM: Kusto (long-running PUT), our own Private Link Service (sync 200), the
-//! policy (left Pending by default, Rejected when configured), idempotence.
+//! policy (fail closed without one; left Pending by default, Rejected when configured),
+//! idempotence, api-versions chosen from the provider registration (the fake serves
+//! connections only at the versions the specs list), Azure Monitor workspaces left for the
+//! portal, and clean-up after a deletion isolated per target.
 
-use private_link_autopilot::effects::approvals::ApprovalAction;
+use axum::http::Method as HttpMethod;
+use private_link_autopilot::arm::ArmRequest;
+use private_link_autopilot::arm::client::Method;
+use private_link_autopilot::arm::providers::{self, VersionSource};
+use private_link_autopilot::effects::approvals::{self, ApprovalAction, DESCRIPTION_LIMIT};
 use private_link_autopilot::model::ResourceId;
-use private_link_autopilot::reconcile::Mode;
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
+use private_link_autopilot::reconcile::{Mode, Outcome};
+use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault, MemberSpec};
 use private_link_autopilot::sandbox::harness::{
     SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
 };
@@ -24,6 +31,8 @@ async fn sandbox(configure: impl FnOnce(&mut private_link_autopilot::config::Con
         zones: vec!["privatelink.eastus2.kusto.windows.net".into()],
         configure: Box::new(move |c| {
             c.approvals.owned_resources = vec![kusto_id(), pls_id()];
+            // A policy: approvals fail closed without one.
+            c.approvals.allowed_subscriptions = vec![SUB.into()];
             configure(c);
         }),
         workers: 0,
@@ -231,6 +240,7 @@ async fn tenant_policy_allowed_denied_and_unknown() {
     };
     for on_violation in ["leave_pending", "reject"] {
         let sb = sandbox(move |c| {
+            c.approvals.allowed_subscriptions.clear();
             c.approvals.allowed_tenants = vec![T1.into()];
             c.approvals.on_violation = on_violation.into();
         })
@@ -276,4 +286,240 @@ async fn the_sweep_approves_a_connection_whose_event_was_missed() {
     assert!(matches!(out, private_link_autopilot::sandbox::host_emulator::InvokeOutcome::Succeeded(_)), "{out:?}");
     assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Approved");
     assert!(sb.arm.record(&sb.zone_id("privatelink.eastus2.kusto.windows.net"), "adxowned").is_some());
+}
+
+fn resource_id(namespace_type: &str, name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/{namespace_type}/{name}")
+}
+
+fn vault_id() -> String {
+    resource_id("Microsoft.KeyVault/vaults", "kv-owned")
+}
+
+fn storage_id() -> String {
+    resource_id("Microsoft.Storage/storageAccounts", "stowned")
+}
+
+fn monitor_id() -> String {
+    resource_id("Microsoft.Monitor/accounts", "amw-owned")
+}
+
+fn pe_to(target: &str, name: &str, group: &str) -> EndpointSpec {
+    EndpointSpec::resource(SUB, RG, name, "eastus2", target, group, vec![MemberSpec::new(group, &[])]).manual()
+}
+
+fn description(v: &serde_json::Value) -> &str {
+    v.pointer("/properties/privateLinkServiceConnectionState/description").and_then(|s| s.as_str()).unwrap_or_default()
+}
+
+/// F12: with owned resources and no requester restriction nothing is approved, whatever
+/// `on_violation` says; the reason names the missing policy and `allow_any`.
+#[tokio::test]
+async fn no_policy_leaves_every_connection_pending_and_says_so() {
+    for on_violation in ["leave_pending", "reject"] {
+        let sb = sandbox(move |c| {
+            c.approvals.allowed_subscriptions.clear();
+            c.approvals.on_violation = on_violation.into();
+        })
+        .await;
+        let (id, _) = sb.create(&kusto_pe("adx-nopolicy")).await;
+        assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Pending", "{on_violation}");
+        assert_eq!(sb.arm.writes_to("/privateEndpointConnections/"), 0, "{on_violation}");
+        let report = sb.app.reconciler.reconcile(&ResourceId::parse(&id).unwrap(), Mode::DryRun).await;
+        let d = &report.approvals[0];
+        assert_eq!(d.action, ApprovalAction::LeftPending);
+        assert!(d.reason.contains("no approval policy is configured") && d.reason.contains("allow_any"), "{d:?}");
+    }
+}
+
+/// The request message is the requester's own text: matching it is never enough.
+#[tokio::test]
+async fn request_message_pattern_alone_approves_nothing() {
+    let sb = sandbox(|c| {
+        c.approvals.allowed_subscriptions.clear();
+        c.approvals.request_message_pattern = "Requested by*".into();
+    })
+    .await;
+    let (id, _) = sb.create(&kusto_pe("adx-msgonly")).await;
+    assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Pending");
+    let report = sb.app.reconciler.reconcile(&ResourceId::parse(&id).unwrap(), Mode::DryRun).await;
+    assert!(report.approvals[0].reason.contains("no approval policy"), "{:?}", report.approvals);
+    assert!(sb.app.config.approvals.validate().unwrap().iter().any(|w| w.contains("not one")));
+}
+
+/// `allow_any = true` is the explicit opt-in to approve any requester, and says so.
+#[tokio::test]
+async fn allow_any_approves_any_requester_and_says_so() {
+    let sb = sandbox(|c| {
+        c.approvals.allowed_subscriptions.clear();
+        c.approvals.allow_any = true;
+    })
+    .await;
+    let (id, _) = sb.create(&kusto_pe("adx-any")).await;
+    let conn = sb.arm.target_connection(&id).unwrap();
+    assert_eq!(status(&conn), "Approved");
+    assert_eq!(description(&conn), "Approved by Private Link Autopilot: policy allow_any (any requester)");
+}
+
+/// The description names the product and the rule that approved, within Azure's limit;
+/// the Kusto PUT carries status and description only (the fake refuses `actionsRequired`).
+#[tokio::test]
+async fn approval_description_names_the_product_and_the_rule() {
+    let sb = sandbox(|c| c.approvals.request_message_pattern = "Requested by*".into()).await;
+    let (id, _) = sb.create(&kusto_pe("adx-desc")).await;
+    let conn = sb.arm.target_connection(&id).unwrap();
+    assert_eq!(status(&conn), "Approved");
+    assert_eq!(
+        description(&conn),
+        format!("Approved by Private Link Autopilot: policy allowed_subscriptions matched {SUB}")
+    );
+
+    let long_vnet = format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/virtualNetworks/");
+    let sb = sandbox(move |c| {
+        c.approvals.allowed_vnets = vec![long_vnet.clone()];
+        c.approvals.description = format!("Approved by Private Link Autopilot for the {} team", "platform ".repeat(20));
+    })
+    .await;
+    let (id, _) = sb.create(&kusto_pe("adx-long")).await;
+    let conn = sb.arm.target_connection(&id).unwrap();
+    assert_eq!(status(&conn), "Approved");
+    let d = description(&conn);
+    assert!(d.starts_with("Approved by Private Link Autopilot") && d.ends_with("..."), "{d}");
+    assert_eq!(d.chars().count(), DESCRIPTION_LIMIT);
+}
+
+/// The strict fake answers what ARM answers: the sub-resource only where the spec has it,
+/// only at the spec's versions; the Kusto body may not carry read-only properties.
+#[tokio::test]
+async fn the_fake_serves_connections_only_at_spec_versions() {
+    let sb = sandbox(|c| c.approvals.owned_resources.push(vault_id())).await;
+    sb.arm.add_link_target(&vault_id(), "eastus2");
+    sb.arm.add_link_target(&monitor_id(), "eastus2");
+    let arm = &sb.app.arm;
+    let list =
+        |target: String, api: &str| arm.send(ArmRequest::get(format!("{target}/privateEndpointConnections"), api));
+    let e = list(vault_id(), "2024-04-01").await.unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(400), Some("NoRegisteredProviderFound")), "{e}");
+    assert!(e.to_string().contains("The supported api-versions are '2026-03-01-preview, 2026-02-01"), "{e}");
+    list(vault_id(), "2026-02-01").await.expect("a spec version is served");
+    let e = list(monitor_id(), "2023-04-03").await.unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(404), Some("InvalidResourceType")), "{e}");
+
+    let (id, _) = sb.create(&kusto_pe("adx-body")).await;
+    let name = sb.arm.target_connection(&id).unwrap()["name"].as_str().unwrap().to_owned();
+    let put = ArmRequest::new(Method::Put, format!("{}/privateEndpointConnections/{name}", kusto_id()), "2025-02-14")
+        .body(serde_json::json!({"properties": {"privateLinkServiceConnectionState": {
+            "status": "Approved", "description": "x", "actionsRequired": "None"}}}));
+    let e = arm.send(put).await.unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(e.to_string().contains("read-only"), "{e}");
+}
+
+/// Generic targets: the version comes from the provider registration (newest stable,
+/// previews skipped), read once per namespace, and the approval goes through.
+#[tokio::test]
+async fn generic_targets_use_the_newest_stable_version_the_provider_registers() {
+    let sb = sandbox(|c| c.approvals.owned_resources = vec![vault_id()]).await;
+    sb.arm.add_link_target(&vault_id(), "eastus2");
+    let choice = providers::child_api_version(&sb.app.arm, &vault_id(), "privateEndpointConnections").await.unwrap();
+    assert_eq!((choice.version.as_str(), choice.source), ("2026-02-01", VersionSource::Provider));
+    let (a, _) = sb.create(&pe_to(&vault_id(), "kv-pe-a", "vault")).await;
+    let (b, _) = sb.create(&pe_to(&vault_id(), "kv-pe-b", "vault")).await;
+    assert_eq!(status(&sb.arm.target_connection(&a).unwrap()), "Approved");
+    assert_eq!(status(&sb.arm.target_connection(&b).unwrap()), "Approved");
+    let provider_reads = sb
+        .arm
+        .requests()
+        .iter()
+        .filter(|r| r.path.eq_ignore_ascii_case(&format!("/subscriptions/{SUB}/providers/Microsoft.KeyVault")))
+        .count();
+    assert_eq!(provider_reads, 1, "cached per namespace");
+    assert!(sb.arm.requests().iter().all(|r| r.status != 400), "no request was refused");
+}
+
+/// A provider registration we may not read (403): the spec-derived table decides.
+#[tokio::test]
+async fn provider_read_failure_falls_back_to_the_spec_table() {
+    let sb = sandbox(|c| c.approvals.owned_resources = vec![storage_id()]).await;
+    sb.arm.add_link_target(&storage_id(), "eastus2");
+    let provider = format!("/subscriptions/{SUB}/providers/Microsoft.Storage");
+    sb.arm.inject(Fault::status(Some(HttpMethod::GET), &provider, 403, 1));
+    let (id, _) = sb.create(&pe_to(&storage_id(), "st-pe", "blob")).await;
+    assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Approved");
+    assert_eq!(sb.arm.requests().iter().filter(|r| r.path.eq_ignore_ascii_case(&provider)).count(), 1);
+    let choice = providers::child_api_version(&sb.app.arm, &storage_id(), "privateEndpointConnections").await.unwrap();
+    assert_eq!((choice.version.as_str(), choice.source), ("2026-04-01", VersionSource::Fallback));
+}
+
+/// One owned target that cannot be read (an unknown type: no registration, no spec entry;
+/// another answering 403) never fails the clean-up of an unrelated endpoint's deletion.
+#[tokio::test]
+async fn one_failing_target_never_fails_an_unrelated_delete() {
+    let widget = resource_id("Contoso.Widgets/widgets", "w1");
+    let widget2 = widget.clone();
+    let sb = sandbox(move |c| c.approvals.owned_resources.extend([widget2, storage_id()])).await;
+    sb.arm.add_link_target(&widget, "eastus2");
+    sb.arm.add_link_target(&storage_id(), "eastus2");
+    sb.arm.keep_connections_on_delete(true);
+    let (id, _) = sb.create(&kusto_pe("adx-isolated")).await;
+    assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Approved");
+    let storage_list = format!("{}/privateEndpointConnections", storage_id());
+    sb.arm.inject(Fault::status(Some(HttpMethod::GET), &storage_list, 403, 2));
+    sb.delete(&id).await;
+    assert!(sb.arm.target_connection(&id).is_none(), "the Kusto leftover was removed despite the broken targets");
+    let rid = ResourceId::parse_private_endpoint(&id).unwrap();
+    let report = sb.app.reconciler.reconcile(&rid, Mode::Apply).await;
+    assert!(matches!(report.outcome, Outcome::Done), "{:?}", report.outcome);
+    let failed: Vec<_> = report.approvals.iter().filter(|d| d.action == ApprovalAction::Failed).collect();
+    assert!(failed.iter().any(|d| d.target == widget && d.reason.contains("api-version")), "{failed:?}");
+    assert!(failed.iter().any(|d| d.target == storage_id() && d.reason.contains("403")), "{failed:?}");
+}
+
+/// Azure Monitor workspaces have no connection API in any spec version: nothing is
+/// called, the decision says to approve in the portal and is audited as left Pending.
+#[tokio::test]
+async fn monitor_workspace_connections_are_left_for_the_azure_portal() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let audit_path = audit.display().to_string();
+    let sb = sandbox(move |c| {
+        c.approvals.owned_resources = vec![monitor_id()];
+        c.audit.file = audit_path;
+    })
+    .await;
+    sb.arm.add_link_target(&monitor_id(), "eastus2");
+    let (id, delivery) = sb.create(&pe_to(&monitor_id(), "amw-pe", "prometheusMetrics")).await;
+    assert_eq!(delivery.status, 202);
+    assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Pending");
+    let report = sb.app.reconciler.reconcile(&ResourceId::parse(&id).unwrap(), Mode::DryRun).await;
+    let d = &report.approvals[0];
+    assert_eq!(d.action, ApprovalAction::LeftPending);
+    assert!(d.reason.contains("approve it in the Azure portal") && d.reason.contains(SUB), "{d:?}");
+    let lines = std::fs::read_to_string(&audit).unwrap();
+    assert!(lines.contains("com.privatelinkautopilot.approval.left_pending") && lines.contains("Azure portal"));
+    sb.delete(&id).await;
+    let rid = ResourceId::parse_private_endpoint(&id).unwrap();
+    let report = sb.app.reconciler.reconcile(&rid, Mode::Apply).await;
+    assert!(matches!(report.outcome, Outcome::Done), "{:?}", report.outcome);
+    assert!(
+        !sb.arm.requests().iter().any(|r| r.path.to_ascii_lowercase().contains("privateendpointconnections")),
+        "no connection call for a Monitor workspace"
+    );
+}
+
+/// F2's last line of defence: `clear_for_deleted` on an endpoint that still exists (a
+/// `Failed` update, say) removes nothing.
+#[tokio::test]
+async fn a_live_endpoints_connection_is_never_removed() {
+    let sb = sandbox(|_| {}).await;
+    let (id, _) = sb.create(&kusto_pe("adx-live")).await;
+    assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Approved");
+    let rid = ResourceId::parse_private_endpoint(&id).unwrap();
+    let decisions =
+        approvals::clear_for_deleted(&sb.app.arm, &sb.app.config.approvals, &rid, Mode::Apply).await.unwrap();
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0].action, ApprovalAction::Unchanged);
+    assert!(decisions[0].reason.contains("still exists"), "{decisions:?}");
+    assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Approved");
+    assert!(!sb.arm.requests().iter().any(|r| r.method == "DELETE"));
 }

@@ -5,12 +5,15 @@
 //! `endpoints` reads a private endpoint and its NIC into [`crate::model::PrivateEndpoint`];
 //! `graph` lists the private endpoints of many subscriptions at once with Resource Graph
 //! (the sweep's candidates, to be re-read through `endpoints`).
+//! `providers` picks the api-version a resource type is served at (provider registration,
+//! spec-derived fallback).
 
 pub mod budget;
 pub mod client;
 pub mod credential;
 pub mod endpoints;
 pub mod graph;
+pub mod providers;
 
 pub use client::{ArmClient, ArmConfig, ArmError, ArmRequest, ArmResponse};
 pub use credential::{Secret, TokenSource};

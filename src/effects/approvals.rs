@@ -7,16 +7,43 @@
 //! approve a Pending one that satisfies the policy with `PUT
 //! {target}/privateEndpointConnections/{name}`, following a long-running answer (Kusto).
 //!
+//! **Fail closed.** Approving is the one control the target's owner has, so an empty
+//! policy approves nothing: with no requester restriction (`allowed_tenants`,
+//! `allowed_subscriptions`, `allowed_vnets` all empty) connections stay Pending with a
+//! reason that says no policy is configured, unless `allow_any = true` says explicitly
+//! that any requester in the subscriptions we hear from may be approved. The request
+//! message is written by the requester, so `request_message_pattern` is only an extra
+//! narrowing condition, never a reason to approve and never a policy on its own.
+//!
 //! A connection that violates the policy is left Pending by default: Rejected is one-way
 //! in practice, and a person can still approve a Pending one. `on_violation = "reject"`
-//! rejects instead. Every decision carries its reason, for the report and the audit.
+//! rejects instead (a missing policy is never a reason to reject). Every decision carries
+//! its reason, for the report and the audit, and the description written into an
+//! approved connection names the product and the rule that approved it.
+//!
+//! **api-versions.** Each provider serves `privateEndpointConnections` at its own
+//! versions. Kusto (2025-02-14) and Network (2025-07-01) are pinned to the versions the
+//! conformance audit checked; every other type asks the provider registration through
+//! [`crate::arm::providers`], with a spec-derived fallback. The PUT body carries `status`
+//! and `description` only: Kusto marks `actionsRequired` read-only and Storage spells it
+//! `actionRequired`, so leaving it out is right for every provider.
+//!
+//! **Azure Monitor workspaces** (`Microsoft.Monitor/accounts`) have no
+//! `privateEndpointConnections` sub-resource in any published spec version (stable
+//! 2023-04-03 `monitoringAccounts_API.json`, previews 2025-05-03 and 2025-10-03
+//! `azuremonitorworkspace.json` under `specification/monitor/resource-manager/Microsoft.Monitor/Accounts/`
+//! define only the account and a read-only embedded `properties.privateEndpointConnections[]`).
+//! No call is made for them: the decision is "approve it in the Azure portal", reported
+//! and audited like any connection left Pending.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::arm::client::Method;
+use crate::arm::endpoints::NETWORK_API;
+use crate::arm::providers::{self, TypeOf};
 use crate::arm::{ArmClient, ArmError, ArmRequest};
-use crate::model::endpoint::{ConnectionStatus, LinkTarget, PrivateEndpoint};
+use crate::model::endpoint::{ConnectionStatus, LinkConnection, LinkTarget, PrivateEndpoint};
 use crate::reconcile::Mode;
 
 /// `[approvals]`.
@@ -26,20 +53,25 @@ pub struct ApprovalSettings {
     /// Resource ids whose private endpoint connections we approve (ADX clusters, Azure
     /// Monitor workspaces, Private Link Services, any resource with connections).
     pub owned_resources: Vec<String>,
-    /// Requester tenants allowed; empty = any. The requester's tenant is the tenant of
-    /// the subscription its endpoint lives in (`GET /subscriptions/{id}`); a subscription
-    /// this identity cannot read (another tenant, typically) is an unknown tenant, which
-    /// is a violation: approving it would trust what we cannot see.
+    /// Requester tenants allowed. The requester's tenant is the tenant of the subscription
+    /// its endpoint lives in (`GET /subscriptions/{id}`); a subscription this identity
+    /// cannot read (another tenant, typically) is an unknown tenant, which is a violation:
+    /// approving it would trust what we cannot see.
     pub allowed_tenants: Vec<String>,
-    /// Requester subscriptions allowed; empty = any.
+    /// Requester subscriptions allowed.
     pub allowed_subscriptions: Vec<String>,
-    /// Virtual network id prefixes the endpoint's subnet must be in; empty = any.
+    /// Virtual network id prefixes the endpoint's subnet must be in.
     pub allowed_vnets: Vec<String>,
-    /// `*`-glob the endpoint's request message must match; empty = any.
+    /// Approve any requester when none of the three lists above is set. Without it (the
+    /// default) an empty policy approves nothing.
+    pub allow_any: bool,
+    /// `*`-glob the endpoint's request message must *also* match; empty = no condition.
+    /// The requester writes the message: it narrows, it never approves by itself.
     pub request_message_pattern: String,
     /// `leave_pending` (default) or `reject`.
     pub on_violation: String,
-    /// Written into the connection state's description.
+    /// The start of the description written into an approved connection; the policy
+    /// rule that approved it is appended.
     pub description: String,
 }
 
@@ -50,12 +82,22 @@ impl Default for ApprovalSettings {
             allowed_tenants: Vec::new(),
             allowed_subscriptions: Vec::new(),
             allowed_vnets: Vec::new(),
+            allow_any: false,
             request_message_pattern: String::new(),
             on_violation: "leave_pending".into(),
-            description: "Approved by Private Link Autopilot".into(),
+            description: PRODUCT_APPROVAL.into(),
         }
     }
 }
+
+/// How an approval description starts when `description` is empty.
+pub const PRODUCT_APPROVAL: &str = "Approved by Private Link Autopilot";
+
+/// The longest description we write. No spec publishes one limit for every provider's
+/// `privateLinkServiceConnectionState.description`; 140 characters is the limit Azure
+/// puts on the other half of the same exchange (Network's `requestMessage`, maxLength
+/// 140), short enough for every provider and the portal's column.
+pub const DESCRIPTION_LIMIT: usize = 140;
 
 /// What was decided for one connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,6 +113,7 @@ pub struct ApprovalDecision {
 pub enum ApprovalAction {
     Approved,
     Rejected,
+    /// Not approved (policy, no policy, or a person must do it: the reason says which).
     LeftPending,
     /// Already in the state we would set (or decided by a person: Rejected/Disconnected).
     Unchanged,
@@ -80,71 +123,211 @@ pub enum ApprovalAction {
     /// The endpoint is gone; its leftover connection on our target was removed.
     Removed,
     WouldRemove,
+    /// This target could not be checked or cleaned (the reason says why). Reported per
+    /// target; it never fails the work for other targets.
+    Failed,
 }
 
-/// The API version to use for a target's connections (they differ per provider).
-fn api_version(target: &str) -> &'static str {
-    let t = target.to_ascii_lowercase();
-    if t.contains("/providers/microsoft.kusto/") {
-        "2025-02-14"
-    } else if t.contains("/providers/microsoft.monitor/") {
-        "2023-04-03"
-    } else if t.contains("/providers/microsoft.network/") {
-        "2025-07-01"
-    } else {
-        // Most RPs accept a recent version for this subresource; unknown types are rare.
-        "2024-04-01"
-    }
+/// The policy's answer for one requester.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Approve; the rule that matched, e.g. `policy allowed_subscriptions matched <sub>`.
+    Approve(String),
+    /// The requester is outside the policy: left Pending, or rejected when configured.
+    Violation(String),
+    /// No policy is configured: always left Pending, never rejected.
+    NoPolicy(String),
 }
 
 pub use crate::catalog::glob_match_ci as glob_match;
+
+/// Which API a target's connections are managed through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetKind {
+    Kusto,
+    Network,
+    /// `Microsoft.Monitor/accounts`: no API in any spec version; the Azure portal.
+    MonitorWorkspace,
+    Generic,
+}
+
+fn kind_of(target: &str) -> TargetKind {
+    let t = target.to_ascii_lowercase();
+    if t.contains("/providers/microsoft.kusto/") {
+        TargetKind::Kusto
+    } else if t.contains("/providers/microsoft.monitor/accounts/") {
+        TargetKind::MonitorWorkspace
+    } else if t.contains("/providers/microsoft.network/") {
+        TargetKind::Network
+    } else {
+        TargetKind::Generic
+    }
+}
+
+/// The api-version for a target's `privateEndpointConnections`.
+async fn connections_api(arm: &ArmClient, target: &str) -> Result<String, ArmError> {
+    match kind_of(target) {
+        // Checked against the specs by the conformance audit (Kusto `PrivateEndpointConnection.tsp`
+        // stable/2025-02-14; Network 2025-07-01 PLS connection examples).
+        TargetKind::Kusto => Ok("2025-02-14".into()),
+        TargetKind::Network => Ok(NETWORK_API.into()),
+        TargetKind::MonitorWorkspace | TargetKind::Generic => {
+            providers::child_api_version(arm, target, "privateEndpointConnections").await.map(|v| v.version)
+        }
+    }
+}
+
+/// Cuts `text` to [`DESCRIPTION_LIMIT`] characters (on a character boundary).
+pub fn truncate_description(text: &str) -> String {
+    if text.chars().count() <= DESCRIPTION_LIMIT {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(DESCRIPTION_LIMIT - 3).collect();
+    out.push_str("...");
+    out
+}
+
+const NO_POLICY: &str = "no approval policy is configured (approvals.allowed_tenants, allowed_subscriptions and \
+                         allowed_vnets are empty): set one, or approvals.allow_any = true to approve any requester";
 
 impl ApprovalSettings {
     pub fn owns(&self, target: &str) -> bool {
         self.owned_resources.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(target))
     }
 
-    /// `None` when the endpoint may be approved, else why not. `tenant` is the requester's
-    /// tenant as looked up (`Err` = why it could not be), when `allowed_tenants` is set.
+    /// Whether any requester restriction (tenant, subscription, VNet) is set.
+    pub fn restricts_requesters(&self) -> bool {
+        !(self.allowed_tenants.is_empty() && self.allowed_subscriptions.is_empty() && self.allowed_vnets.is_empty())
+    }
+
+    /// Checks the section: `Err` for settings that cannot work, `Ok(warnings)` for ones
+    /// that work but probably not as intended (config loading logs them).
+    pub fn validate(&self) -> Result<Vec<String>, String> {
+        if !matches!(self.on_violation.as_str(), "leave_pending" | "reject") {
+            return Err("approvals.on_violation must be `leave_pending` or `reject`".into());
+        }
+        for id in &self.owned_resources {
+            if TypeOf::parse(id).is_none() {
+                return Err(format!(
+                    "approvals.owned_resources: `{id}` is not a resource id \
+                     (/subscriptions/{{id}}/resourceGroups/{{rg}}/providers/{{namespace}}/{{type}}/{{name}})"
+                ));
+            }
+        }
+        let mut warnings = Vec::new();
+        if self.owned_resources.is_empty() {
+            return Ok(warnings);
+        }
+        if !self.restricts_requesters() && !self.allow_any {
+            warnings.push(format!("approvals.owned_resources is set but {NO_POLICY}; nothing will be approved"));
+            if !self.request_message_pattern.is_empty() {
+                warnings.push(
+                    "approvals.request_message_pattern is written by the requester: it narrows a policy, it is not one"
+                        .into(),
+                );
+            }
+        }
+        if self.allow_any && !self.restricts_requesters() {
+            warnings.push(
+                "approvals.allow_any = true: every requester in the subscriptions we receive events from is approved"
+                    .into(),
+            );
+        }
+        if self.owned_resources.iter().any(|o| kind_of(o) == TargetKind::MonitorWorkspace) {
+            warnings.push(
+                "approvals.owned_resources lists an Azure Monitor workspace: its connections have no API, \
+                 they are reported for approval in the Azure portal"
+                    .into(),
+            );
+        }
+        Ok(warnings)
+    }
+
+    /// The policy's verdict. `tenant` is the requester's tenant as looked up (`Err` = why
+    /// it could not be), when `allowed_tenants` is set.
+    pub fn evaluate(
+        &self,
+        pe: &PrivateEndpoint,
+        request_message: &str,
+        tenant: Option<&Result<String, String>>,
+    ) -> Verdict {
+        if !self.restricts_requesters() && !self.allow_any {
+            return Verdict::NoPolicy(NO_POLICY.into());
+        }
+        let sub = pe.id.subscription();
+        let mut matched = Vec::new();
+        if !self.allowed_tenants.is_empty() {
+            match tenant {
+                Some(Ok(t)) if self.allowed_tenants.iter().any(|a| a.eq_ignore_ascii_case(t)) => {
+                    matched.push(format!("allowed_tenants matched {t}"));
+                }
+                Some(Ok(t)) => {
+                    return Verdict::Violation(format!(
+                        "tenant {t} (of subscription {sub}) is not in approvals.allowed_tenants"
+                    ));
+                }
+                Some(Err(why)) => return Verdict::Violation(format!("unknown tenant: {why}")),
+                None => {
+                    return Verdict::Violation(format!(
+                        "unknown tenant: the tenant of subscription {sub} was not looked up"
+                    ));
+                }
+            }
+        }
+        if !self.allowed_subscriptions.is_empty() {
+            if !self.allowed_subscriptions.iter().any(|s| s.eq_ignore_ascii_case(sub)) {
+                return Verdict::Violation(format!("subscription {sub} is not in approvals.allowed_subscriptions"));
+            }
+            matched.push(format!("allowed_subscriptions matched {sub}"));
+        }
+        if !self.allowed_vnets.is_empty() {
+            let subnet = pe.subnet_id.as_deref().unwrap_or_default().to_ascii_lowercase();
+            let vnet = self
+                .allowed_vnets
+                .iter()
+                .find(|v| subnet.starts_with(&format!("{}/", v.to_ascii_lowercase().trim_end_matches('/'))));
+            match vnet {
+                Some(v) => matched.push(format!("allowed_vnets matched {}", v.trim_end_matches('/'))),
+                None => return Verdict::Violation(format!("subnet {subnet} is not in approvals.allowed_vnets")),
+            }
+        }
+        // Requester-controlled: it can only take an approval away.
+        if !self.request_message_pattern.is_empty() && !glob_match(&self.request_message_pattern, request_message) {
+            return Verdict::Violation(format!(
+                "request message {request_message:?} does not match approvals.request_message_pattern {:?}",
+                self.request_message_pattern
+            ));
+        }
+        if matched.is_empty() {
+            matched.push("allow_any (any requester)".into());
+        }
+        Verdict::Approve(format!("policy {}", matched.join(", ")))
+    }
+
+    /// `None` when the endpoint may be approved, else why not (a missing policy included).
     pub fn violation(
         &self,
         pe: &PrivateEndpoint,
         request_message: &str,
         tenant: Option<&Result<String, String>>,
     ) -> Option<String> {
-        let sub = pe.id.subscription();
-        if !self.allowed_tenants.is_empty() {
-            match tenant {
-                Some(Ok(t)) if self.allowed_tenants.iter().any(|a| a.eq_ignore_ascii_case(t)) => {}
-                Some(Ok(t)) => {
-                    return Some(format!("tenant {t} (of subscription {sub}) is not in approvals.allowed_tenants"));
-                }
-                Some(Err(why)) => return Some(format!("unknown tenant: {why}")),
-                None => return Some(format!("unknown tenant: the tenant of subscription {sub} was not looked up")),
-            }
+        match self.evaluate(pe, request_message, tenant) {
+            Verdict::Approve(_) => None,
+            Verdict::Violation(why) | Verdict::NoPolicy(why) => Some(why),
         }
-        if !self.allowed_subscriptions.is_empty()
-            && !self.allowed_subscriptions.iter().any(|s| s.eq_ignore_ascii_case(sub))
-        {
-            return Some(format!("subscription {sub} is not in approvals.allowed_subscriptions"));
-        }
-        if !self.allowed_vnets.is_empty() {
-            let subnet = pe.subnet_id.as_deref().unwrap_or_default().to_ascii_lowercase();
-            if !self
-                .allowed_vnets
-                .iter()
-                .any(|v| subnet.starts_with(&format!("{}/", v.to_ascii_lowercase().trim_end_matches('/'))))
-            {
-                return Some(format!("subnet {subnet} is not in approvals.allowed_vnets"));
-            }
-        }
-        if !self.request_message_pattern.is_empty() && !glob_match(&self.request_message_pattern, request_message) {
-            return Some(format!(
-                "request message {request_message:?} does not match approvals.request_message_pattern {:?}",
-                self.request_message_pattern
-            ));
-        }
-        None
+    }
+
+    /// The description written into a connection we approve: the product, then the rule.
+    pub fn approval_description(&self, rule: &str) -> String {
+        let start = if self.description.trim().is_empty() { PRODUCT_APPROVAL } else { self.description.trim() };
+        truncate_description(&format!("{start}: {rule}"))
+    }
+
+    /// The policy's verdict for `pe`, looking the requester's tenant up when needed.
+    async fn verdict(&self, arm: &ArmClient, pe: &PrivateEndpoint, link: &LinkConnection) -> Result<Verdict, ArmError> {
+        let tenant =
+            if self.allowed_tenants.is_empty() { None } else { Some(tenant_of(arm, pe.id.subscription()).await?) };
+        Ok(self.evaluate(pe, &link.request_message, tenant.as_ref()))
     }
 }
 
@@ -161,8 +344,25 @@ pub async fn approve_owned(
         if !settings.owns(target.as_str()) {
             continue;
         }
-        let api = api_version(target.as_str());
-        let list = arm.list_all(&format!("{}/privateEndpointConnections", target.as_str()), api).await?;
+        let decision = |connection: &str, action, reason: String| ApprovalDecision {
+            target: target.to_string(),
+            connection: connection.to_owned(),
+            action,
+            reason,
+        };
+        if kind_of(target.as_str()) == TargetKind::MonitorWorkspace {
+            out.push(in_the_portal(arm, settings, pe, link, target.as_str()).await?);
+            continue;
+        }
+        let api = match connections_api(arm, target.as_str()).await {
+            Ok(api) => api,
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                out.push(decision("", ApprovalAction::LeftPending, format!("no api-version for this target: {e}")));
+                continue;
+            }
+        };
+        let list = arm.list_all(&format!("{}/privateEndpointConnections", target.as_str()), &api).await?;
         let ours = list.iter().find(|c| {
             c.pointer("/properties/privateEndpoint/id")
                 .and_then(Value::as_str)
@@ -170,12 +370,11 @@ pub async fn approve_owned(
         });
         let Some(conn) = ours else {
             // The target has not registered the connection yet (or it was removed).
-            out.push(ApprovalDecision {
-                target: target.to_string(),
-                connection: String::new(),
-                action: ApprovalAction::Unchanged,
-                reason: "no connection for this endpoint on the target yet".into(),
-            });
+            out.push(decision(
+                "",
+                ApprovalAction::Unchanged,
+                "no connection for this endpoint on the target yet".into(),
+            ));
             continue;
         };
         let name = conn["name"].as_str().unwrap_or_default().to_owned();
@@ -184,23 +383,21 @@ pub async fn approve_owned(
                 .and_then(Value::as_str)
                 .unwrap_or_default(),
         );
-        let decision = |action, reason: String| ApprovalDecision {
-            target: target.to_string(),
-            connection: name.clone(),
-            action,
-            reason,
-        };
         if status != ConnectionStatus::Pending {
-            out.push(decision(ApprovalAction::Unchanged, format!("connection is {}", status.as_str())));
+            out.push(decision(&name, ApprovalAction::Unchanged, format!("connection is {}", status.as_str())));
             continue;
         }
-        let tenant =
-            if settings.allowed_tenants.is_empty() { None } else { Some(tenant_of(arm, pe.id.subscription()).await?) };
-        let (new_status, action, reason) = match settings.violation(pe, &link.request_message, tenant.as_ref()) {
-            None => ("Approved", ApprovalAction::Approved, "policy satisfied".to_owned()),
-            Some(why) if settings.on_violation == "reject" => ("Rejected", ApprovalAction::Rejected, why),
-            Some(why) => {
-                out.push(decision(ApprovalAction::LeftPending, why));
+        let (new_status, action, reason, description) = match settings.verdict(arm, pe, link).await? {
+            Verdict::Approve(rule) => {
+                let description = settings.approval_description(&rule);
+                ("Approved", ApprovalAction::Approved, rule, description)
+            }
+            Verdict::Violation(why) if settings.on_violation == "reject" => {
+                let description = truncate_description(&format!("Rejected by Private Link Autopilot: {why}"));
+                ("Rejected", ApprovalAction::Rejected, why, description)
+            }
+            Verdict::Violation(why) | Verdict::NoPolicy(why) => {
+                out.push(decision(&name, ApprovalAction::LeftPending, why));
                 continue;
             }
         };
@@ -210,20 +407,48 @@ pub async fn approve_owned(
             } else {
                 ApprovalAction::WouldReject
             };
-            out.push(decision(would, reason));
+            out.push(decision(&name, would, reason));
             continue;
         }
-        let description =
-            if new_status == "Approved" { settings.description.clone() } else { format!("Rejected: {reason}") };
+        // Status and description only: `actionsRequired` is read-only for Kusto and
+        // misnamed for Storage (`actionRequired`); no provider needs it to approve.
         let body = json!({"properties": {"privateLinkServiceConnectionState": {
-            "status": new_status, "description": description, "actionsRequired": "None"
+            "status": new_status, "description": description
         }}});
         let path = format!("{}/privateEndpointConnections/{name}", target.as_str());
-        arm.send_and_wait(ArmRequest::new(Method::Put, path, api).body(body)).await?;
+        arm.send_and_wait(ArmRequest::new(Method::Put, path, &api).body(body)).await?;
         tracing::info!(endpoint = %pe.id, target = %target, connection = %name, status = new_status, %reason, "connection decided");
-        out.push(decision(action, reason));
+        out.push(decision(&name, action, reason));
     }
     Ok(out)
+}
+
+/// An Azure Monitor workspace connection: no API call, the endpoint's own view of the
+/// connection decides whether a person has something to do in the portal.
+async fn in_the_portal(
+    arm: &ArmClient,
+    settings: &ApprovalSettings,
+    pe: &PrivateEndpoint,
+    link: &LinkConnection,
+    target: &str,
+) -> Result<ApprovalDecision, ArmError> {
+    let decision = |action, reason: String| ApprovalDecision {
+        target: target.to_owned(),
+        connection: String::new(),
+        action,
+        reason,
+    };
+    if link.status != ConnectionStatus::Pending {
+        return Ok(decision(ApprovalAction::Unchanged, format!("connection is {}", link.status.as_str())));
+    }
+    const WHY: &str = "Azure Monitor workspaces have no privateEndpointConnections API in any published spec version";
+    let reason = match settings.verdict(arm, pe, link).await? {
+        Verdict::Approve(rule) => format!("approve it in the Azure portal ({WHY}); {rule}"),
+        Verdict::Violation(why) | Verdict::NoPolicy(why) => {
+            format!("left Pending: {why} (approvals for this target happen in the Azure portal: {WHY})")
+        }
+    };
+    Ok(decision(ApprovalAction::LeftPending, reason))
 }
 
 pub const SUBSCRIPTIONS_API: &str = "2022-12-01";
@@ -261,6 +486,18 @@ pub async fn tenant_of(arm: &ArmClient, subscription: &str) -> Result<Result<Str
 /// `Disconnected` differs by provider and is unconfirmed, so we look: nothing left is
 /// success, anything left that names the deleted endpoint is removed (the portal's
 /// "Remove" action, a DELETE; Kusto answers it as a long-running operation).
+///
+/// **Only for an endpoint ARM answered 404 for.** Removing the connection of a live
+/// endpoint disconnects it for good (it must be recreated), so the caller guarantees the
+/// endpoint is gone (a `Failed` provisioning state is *not* gone). As a second line of
+/// defence, before the first removal this re-reads the endpoint and removes nothing while
+/// it still exists; and only connections whose `properties.privateEndpoint.id` is the
+/// deleted endpoint's id are touched.
+///
+/// Each owned target is handled on its own: one that cannot be read (no api-version, 403,
+/// 400, throttled past the retries) is reported as [`ApprovalAction::Failed`] and never
+/// fails the clean-up of the others, so the result is always `Ok`. Azure Monitor
+/// workspaces are skipped: they have no connection API.
 pub async fn clear_for_deleted(
     arm: &ArmClient,
     settings: &ApprovalSettings,
@@ -268,14 +505,37 @@ pub async fn clear_for_deleted(
     mode: Mode,
 ) -> Result<Vec<ApprovalDecision>, ArmError> {
     let mut out = Vec::new();
+    // Whether the endpoint is confirmed gone (read once, on the first leftover).
+    let mut gone: Option<Result<bool, String>> = None;
     for target in &settings.owned_resources {
         let target = target.trim_end_matches('/');
-        let api = api_version(target);
-        let list = match arm.list_all(&format!("{target}/privateEndpointConnections"), api).await {
+        let failed = |reason: String| {
+            tracing::warn!(endpoint = %pe_id, target, %reason, "owned target not cleaned");
+            ApprovalDecision {
+                target: target.to_owned(),
+                connection: String::new(),
+                action: ApprovalAction::Failed,
+                reason,
+            }
+        };
+        if kind_of(target) == TargetKind::MonitorWorkspace {
+            continue;
+        }
+        let api = match connections_api(arm, target).await {
+            Ok(api) => api,
+            Err(e) => {
+                out.push(failed(format!("could not choose an api-version to look for a leftover connection: {e}")));
+                continue;
+            }
+        };
+        let list = match arm.list_all(&format!("{target}/privateEndpointConnections"), &api).await {
             Ok(l) => l,
             // The owned resource itself is gone: nothing of ours can be left on it.
             Err(e) if e.status() == Some(404) => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                out.push(failed(format!("could not list its connections: {e}")));
+                continue;
+            }
         };
         for conn in list.iter().filter(|c| {
             c.pointer("/properties/privateEndpoint/id")
@@ -287,15 +547,40 @@ pub async fn clear_for_deleted(
                 .pointer("/properties/privateLinkServiceConnectionState/status")
                 .and_then(Value::as_str)
                 .unwrap_or("?");
+            if gone.is_none() {
+                gone = Some(endpoint_is_gone(arm, pe_id).await);
+            }
+            match gone.as_ref() {
+                Some(Ok(true)) => {}
+                Some(Ok(false)) => {
+                    out.push(ApprovalDecision {
+                        target: target.to_owned(),
+                        connection: name,
+                        action: ApprovalAction::Unchanged,
+                        reason: format!(
+                            "the endpoint still exists: its {status} connection is kept (removed only once ARM answers 404)"
+                        ),
+                    });
+                    continue;
+                }
+                _ => {
+                    let why = gone.as_ref().and_then(|g| g.as_ref().err()).cloned().unwrap_or_default();
+                    out.push(failed(format!("could not confirm the endpoint is gone: {why}")));
+                    continue;
+                }
+            }
             let reason = format!("the endpoint was deleted; its connection was left {status}");
             let action = if mode == Mode::DryRun {
                 ApprovalAction::WouldRemove
             } else {
                 let path = format!("{target}/privateEndpointConnections/{name}");
-                match arm.send_and_wait(ArmRequest::new(Method::Delete, path, api)).await {
+                match arm.send_and_wait(ArmRequest::new(Method::Delete, path, &api)).await {
                     Ok(_) => {}
                     Err(e) if e.status() == Some(404) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        out.push(failed(format!("could not remove connection {name}: {e}")));
+                        continue;
+                    }
                 }
                 tracing::info!(endpoint = %pe_id, target, connection = %name, "leftover connection removed");
                 ApprovalAction::Removed
@@ -306,9 +591,18 @@ pub async fn clear_for_deleted(
     Ok(out)
 }
 
+/// `Ok(true)` when ARM answers 404 for the endpoint, `Ok(false)` when it exists.
+async fn endpoint_is_gone(arm: &ArmClient, pe_id: &crate::model::ResourceId) -> Result<bool, String> {
+    match arm.send(ArmRequest::get(pe_id.as_str(), NETWORK_API)).await {
+        Ok(_) => Ok(false),
+        Err(e) if e.status() == Some(404) => Ok(true),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::*;
 
     #[test]
     fn globs() {
@@ -317,5 +611,59 @@ mod tests {
         assert!(!glob_match("ticket-*", "no ticket"));
         assert!(glob_match("exact", "exact"));
         assert!(!glob_match("a*b", "ac"));
+    }
+
+    fn owned() -> ApprovalSettings {
+        ApprovalSettings {
+            owned_resources: vec!["/subscriptions/s/resourceGroups/rg/providers/Microsoft.Kusto/clusters/c".into()],
+            ..ApprovalSettings::default()
+        }
+    }
+
+    #[test]
+    fn validate_warns_when_owned_resources_have_no_policy() {
+        let w = owned().validate().unwrap();
+        assert!(w.iter().any(|w| w.contains("no approval policy") && w.contains("allow_any")), "{w:?}");
+        let pattern_only = ApprovalSettings { request_message_pattern: "CHG-*".into(), ..owned() };
+        let w = pattern_only.validate().unwrap();
+        assert!(w.iter().any(|w| w.contains("not one")), "a pattern is not a policy: {w:?}");
+        let any = ApprovalSettings { allow_any: true, ..owned() };
+        assert!(any.validate().unwrap().iter().any(|w| w.contains("allow_any = true")));
+        let subs = ApprovalSettings { allowed_subscriptions: vec!["s".into()], ..owned() };
+        assert!(subs.validate().unwrap().is_empty());
+        assert!(ApprovalSettings::default().validate().unwrap().is_empty(), "nothing owned, nothing to say");
+    }
+
+    #[test]
+    fn validate_rejects_what_cannot_work() {
+        let bad = ApprovalSettings { owned_resources: vec!["adx-cluster".into()], ..ApprovalSettings::default() };
+        assert!(bad.validate().unwrap_err().contains("adx-cluster"));
+        let bad = ApprovalSettings { on_violation: "delete".into(), ..ApprovalSettings::default() };
+        assert!(bad.validate().unwrap_err().contains("on_violation"));
+    }
+
+    #[test]
+    fn descriptions_name_the_product_and_fit_azure() {
+        let s = owned();
+        assert_eq!(
+            s.approval_description("policy allowed_subscriptions matched s1"),
+            "Approved by Private Link Autopilot: policy allowed_subscriptions matched s1"
+        );
+        let long = s.approval_description(&format!("policy allowed_vnets matched {}", "x".repeat(300)));
+        assert_eq!(long.chars().count(), DESCRIPTION_LIMIT);
+        assert!(long.starts_with("Approved by Private Link Autopilot: policy allowed_vnets") && long.ends_with("..."));
+        assert_eq!(truncate_description(&"é".repeat(200)).chars().count(), DESCRIPTION_LIMIT);
+    }
+
+    #[test]
+    fn monitor_workspaces_are_recognised() {
+        assert_eq!(
+            kind_of("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Monitor/accounts/amw"),
+            TargetKind::MonitorWorkspace
+        );
+        assert_eq!(
+            kind_of("/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv"),
+            TargetKind::Generic
+        );
     }
 }

@@ -1,10 +1,20 @@
 //! Private endpoint connections on the resources a PE targets (`{target}/privateEndpointConnections`),
 //! the approver's side of a private link, as `../shared/reference/arm.md` §5 describes it:
-//! list/GET/PUT on any resource type; a Kusto PUT is long-running (201 + `Location` +
-//! `Retry-After`), a Private Link Service PUT answers 200 only, others 200. The name is
-//! `<peName>.<guid>` (clients must list and match `properties.privateEndpoint.id`, never
-//! build it), and approving on the target updates the endpoint's own connection state,
-//! as Azure does.
+//! list/GET/PUT/DELETE; a Kusto PUT is long-running (201 + `Location` + `Retry-After`), a
+//! Private Link Service PUT answers 200 only, others 200. The name is `<peName>.<guid>`
+//! (clients must list and match `properties.privateEndpoint.id`, never build it), and
+//! approving on the target updates the endpoint's own connection state, as Azure does.
+//!
+//! Strict where the client could go wrong without noticing: the sub-resource is served
+//! only for the resource types whose spec has it ([`SPEC_VERSIONS`]) and only at the
+//! api-versions the spec lists for that type. Anything else is answered as ARM answers it:
+//! an unknown type 404 `InvalidResourceType`, a version the type does not have 400
+//! `NoRegisteredProviderFound` with the supported versions in the message (the wording
+//! ARM uses, as quoted in public issue reports, e.g. Azure/azure-cli#28496). A Kusto PUT
+//! that carries the read-only `actionsRequired` is refused with 400: ARM's guidance is
+//! that providers ignore read-only input, but the fake is stricter so a client that sends
+//! it is caught. `Microsoft.Monitor/accounts` has no such sub-resource in any spec version,
+//! so it is not served at all.
 
 use axum::http::Method;
 use serde_json::{Value, json};
@@ -13,6 +23,75 @@ use super::{Answer, Call, FakeArm, Shared, World, page};
 use crate::sandbox::host_emulator::new_guid;
 
 const KIND: &str = "privateEndpointConnections";
+
+/// Resource types whose spec has `{type}/privateEndpointConnections`, with every
+/// api-version (stable and preview) that carries it, oldest first.
+///
+/// Provenance: `../shared/fixtures/arm/api-versions.json` (the `privateEndpointConnections`
+/// map of `Azure/bicep-types-az` `generated/index.json` at commit
+/// `1f896de2db966ad91e8f7d7d981e11d32e4f5d8d`, generated from `Azure/azure-rest-api-specs`
+/// `b7170cade0`). `Microsoft.Monitor/accounts` is deliberately absent: its specs
+/// (`specification/monitor/resource-manager/Microsoft.Monitor/Accounts/stable/2023-04-03/monitoringAccounts_API.json`,
+/// `preview/2025-05-03-preview/azuremonitorworkspace.json`, `preview/2025-10-03-preview/azuremonitorworkspace.json`)
+/// define no `privateEndpointConnections` path, only a read-only embedded array.
+#[rustfmt::skip]
+pub const SPEC_VERSIONS: &[(&str, &[&str])] = &[
+    ("Microsoft.Kusto/clusters", &[
+        "2021-08-27", "2022-02-01", "2022-07-07", "2022-11-11", "2022-12-29", "2023-05-02", "2023-08-15",
+        "2024-04-13", "2025-02-14",
+    ]),
+    ("Microsoft.Storage/storageAccounts", &[
+        "2019-06-01", "2020-08-01-preview", "2021-01-01", "2021-02-01", "2021-04-01", "2021-06-01",
+        "2021-08-01", "2021-09-01", "2022-05-01", "2022-09-01", "2023-01-01", "2023-04-01", "2023-05-01",
+        "2024-01-01", "2025-01-01", "2025-06-01", "2025-08-01", "2026-04-01",
+    ]),
+    ("Microsoft.KeyVault/vaults", &[
+        "2018-02-14", "2019-09-01", "2020-04-01-preview", "2021-04-01-preview", "2021-06-01-preview",
+        "2021-10-01", "2021-11-01-preview", "2022-02-01-preview", "2022-07-01", "2022-11-01", "2023-02-01",
+        "2023-07-01", "2024-04-01-preview", "2024-11-01", "2024-12-01-preview", "2025-05-01", "2026-02-01",
+        "2026-03-01-preview",
+    ]),
+    ("Microsoft.Network/privateLinkServices", &[
+        "2018-10-01", "2019-04-01", "2019-06-01", "2019-07-01", "2019-08-01", "2019-09-01", "2019-11-01",
+        "2019-12-01", "2020-03-01", "2020-04-01", "2020-05-01", "2020-06-01", "2020-07-01", "2020-08-01",
+        "2020-11-01", "2021-02-01", "2021-03-01", "2021-05-01", "2021-08-01", "2022-01-01", "2022-05-01",
+        "2022-07-01", "2022-09-01", "2022-11-01", "2023-02-01", "2023-04-01", "2023-05-01", "2023-06-01",
+        "2023-09-01", "2023-11-01", "2024-01-01", "2024-03-01", "2024-05-01", "2024-07-01", "2024-10-01",
+        "2025-01-01", "2025-03-01", "2025-05-01", "2025-07-01", "2025-09-01",
+    ]),
+    ("Microsoft.Sql/servers", &[
+        "2018-06-01-preview", "2020-02-02-preview", "2020-08-01-preview", "2020-11-01-preview",
+        "2021-02-01-preview", "2021-05-01-preview", "2021-08-01-preview", "2021-11-01", "2021-11-01-preview",
+        "2022-02-01-preview", "2022-05-01-preview", "2022-08-01-preview", "2022-11-01-preview",
+        "2023-02-01-preview", "2023-05-01-preview", "2023-08-01", "2023-08-01-preview", "2024-05-01-preview",
+        "2024-11-01-preview", "2025-01-01", "2025-02-01-preview", "2025-08-01-preview",
+    ]),
+    ("Microsoft.DocumentDB/databaseAccounts", &[
+        "2019-08-01-preview", "2021-01-15", "2021-03-01-preview", "2021-03-15", "2021-04-01-preview",
+        "2021-04-15", "2021-05-15", "2021-06-15", "2021-07-01-preview", "2021-10-15", "2021-10-15-preview",
+        "2021-11-15-preview", "2022-02-15-preview", "2022-05-15", "2022-05-15-preview", "2022-08-15",
+        "2022-08-15-preview", "2022-11-15", "2022-11-15-preview", "2023-03-01-preview", "2023-03-15",
+        "2023-03-15-preview", "2023-04-15", "2023-09-15", "2023-09-15-preview", "2023-11-15",
+        "2023-11-15-preview", "2024-02-15-preview", "2024-05-15", "2024-05-15-preview", "2024-08-15",
+        "2024-09-01-preview", "2024-11-15", "2024-12-01-preview", "2025-04-15", "2025-05-01-preview",
+        "2025-10-15", "2025-11-01-preview", "2026-03-15", "2026-04-01-preview",
+    ]),
+    ("Microsoft.ServiceBus/namespaces", &[
+        "2018-01-01-preview", "2021-01-01-preview", "2021-06-01-preview", "2021-11-01", "2022-01-01-preview",
+        "2022-10-01-preview", "2023-01-01-preview", "2024-01-01", "2025-05-01-preview", "2026-01-01",
+        "2026-07-01-preview",
+    ]),
+    ("Microsoft.EventHub/namespaces", &[
+        "2018-01-01-preview", "2021-01-01-preview", "2021-06-01-preview", "2021-11-01", "2022-01-01-preview",
+        "2022-10-01-preview", "2023-01-01-preview", "2024-01-01", "2024-05-01-preview", "2025-05-01-preview",
+        "2026-01-01", "2026-07-01-preview",
+    ]),
+];
+
+/// The spec's versions of `{parent_type}/privateEndpointConnections`, if it has the sub-resource.
+pub fn spec_versions(parent_type: &str) -> Option<&'static [&'static str]> {
+    SPEC_VERSIONS.iter().find(|(t, _)| t.eq_ignore_ascii_case(parent_type)).map(|(_, v)| *v)
+}
 
 impl FakeArm {
     /// Makes `resource_id` an approvable target (an ADX cluster, a Private Link Service,
@@ -114,6 +193,34 @@ pub(super) fn route(shared: &Shared, call: &Call<'_>, s: &[&str]) -> Answer {
         return Answer::not_found(call.path);
     };
     let target_path = call.path.split('/').take(i + 1).collect::<Vec<_>>().join("/");
+    // ARM routes on type and api-version before the provider looks for the resource.
+    let parent_type = resource_type(&target_path);
+    let api = call.query.get("api-version").map(String::as_str).unwrap_or_default();
+    let location = shared.world().get(&target_path).and_then(|t| t["location"].as_str().map(str::to_owned));
+    let location = location.unwrap_or_else(|| "eastus2".into());
+    let short = parent_type.split_once('/').map_or(parent_type.as_str(), |(_, t)| t);
+    let Some(versions) = spec_versions(&parent_type) else {
+        let ns = parent_type.split('/').next().unwrap_or_default();
+        return Answer::error(
+            404,
+            "InvalidResourceType",
+            format!(
+                "The resource type '{short}/{KIND}' could not be found in the namespace '{ns}' for api version '{api}'."
+            ),
+        );
+    };
+    if !versions.contains(&api) {
+        let supported: Vec<&str> = versions.iter().rev().copied().collect();
+        return Answer::error(
+            400,
+            "NoRegisteredProviderFound",
+            format!(
+                "No registered resource provider found for location '{location}' and API version '{api}' for type \
+                 '{short}/{KIND}'. The supported api-versions are '{}'. The supported locations are '{location}'.",
+                supported.join(", ")
+            ),
+        );
+    }
     if shared.world().get(&target_path).is_none() {
         return Answer::not_found(&target_path);
     }
@@ -162,6 +269,17 @@ fn put(shared: &Shared, call: &Call<'_>, s: &[&str]) -> Answer {
     };
     let description =
         body.pointer("/properties/privateLinkServiceConnectionState/description").cloned().unwrap_or(json!(""));
+    // Kusto's `PrivateLinkServiceConnectionStateProperty.actionsRequired` is ReadOnly
+    // (Kusto `PrivateEndpointConnection.tsp`; bicep-types-az microsoft.kusto/2025-02-14).
+    if s.contains(&"microsoft.kusto")
+        && body.pointer("/properties/privateLinkServiceConnectionState/actionsRequired").is_some()
+    {
+        return Answer::error(
+            400,
+            "InvalidRequestContent",
+            "The property 'properties.privateLinkServiceConnectionState.actionsRequired' is read-only and cannot be set.",
+        );
+    }
     let mut w = shared.world();
     let Some(mut conn) = w.get(call.path).cloned() else {
         return Answer::not_found(call.path);

@@ -24,6 +24,7 @@ pub mod connections;
 pub mod dns;
 mod graph;
 pub mod network;
+mod providers;
 mod subscriptions;
 pub mod tags;
 mod throttle;
@@ -515,6 +516,7 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         // Operation status and result URLs of any provider (Network, Kusto...).
         ["subscriptions", _, "providers", _, "locations", _, "operations", op] => operation_status(shared, op),
         ["subscriptions", _, "providers", _, "locations", _, "operationresults", op] => operation_result(shared, op),
+        ["subscriptions", sub, "providers", ns] if *call.method == Method::GET => providers::get(sub, ns),
         _ if s.contains(&"privateendpointconnections") => connections::route(shared, call, &s),
         ["providers", "microsoft.resourcegraph", "resources"] => graph::route(shared, call),
         [.., "providers", "microsoft.resources", "tags", "default"] => tags::route(shared, call),

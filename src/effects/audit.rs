@@ -83,6 +83,7 @@ pub fn events_for(report: &Report) -> Vec<AuditEvent> {
             ApprovalAction::Rejected => "approval.rejected",
             ApprovalAction::LeftPending => "approval.left_pending",
             ApprovalAction::Removed => "approval.connection_removed",
+            ApprovalAction::Failed => "approval.failed",
             _ => continue,
         };
         out.push(ev(kind, json!({"target": d.target, "connection": d.connection, "reason": d.reason})));

@@ -595,6 +595,8 @@ impl Reconciler {
         }
         if !self.approvals.owned_resources.is_empty() {
             match approvals::clear_for_deleted(&self.arm, &self.approvals, id, mode).await {
+                // A target that could not be cleaned is reported and audited
+                // (`approval.failed`); it never fails the rest of the deletion.
                 Ok(decisions) => report.approvals = decisions,
                 Err(e) => trouble.add_arm("removing the endpoint's leftover connection", &e),
             }

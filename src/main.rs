@@ -110,7 +110,8 @@ const STATIC_TOKEN_ENV: &str = "AUTOPILOT_ARM_STATIC_TOKEN";
 
 fn credential(config: &Config) -> Result<Arc<dyn TokenSource>, String> {
     if let Ok(token) = std::env::var(STATIC_TOKEN_ENV) {
-        let loopback = url::Url::parse(&config.arm.base_url).is_ok_and(|u| private_link_autopilot::model::endpoint_url::is_loopback(&u));
+        let loopback = url::Url::parse(&config.arm.base_url)
+            .is_ok_and(|u| private_link_autopilot::model::endpoint_url::is_loopback(&u));
         if !loopback {
             return Err(format!("{STATIC_TOKEN_ENV} is only accepted when arm.base_url is a loopback address"));
         }

@@ -66,21 +66,24 @@ async fn unpacked_zip_runs_like_the_host_starts_it() {
 
     let arm = FakeArm::start(FakeArmOptions::default()).await.unwrap();
     let zone_id = arm.add_zone(HUB_SUBSCRIPTION, HUB_RESOURCE_GROUP, ZONE);
-    let pe = arm.put_endpoint(&EndpointSpec::alias(
-        SPOKE_SUBSCRIPTION,
-        SPOKE_RESOURCE_GROUP,
-        "ch-packaged",
-        "eastus2",
-        "production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice",
-    )
-    .approved());
+    let pe = arm.put_endpoint(
+        &EndpointSpec::alias(
+            SPOKE_SUBSCRIPTION,
+            SPOKE_RESOURCE_GROUP,
+            "ch-packaged",
+            "eastus2",
+            "production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice",
+        )
+        .approved(),
+    );
     let env: Vec<(String, String)> = [
         ("AUTOPILOT__ARM__BASE_URL", arm.base_url()),
         ("AUTOPILOT__DNS__DEFAULT_SUBSCRIPTION", HUB_SUBSCRIPTION.to_owned()),
         ("AUTOPILOT__DNS__DEFAULT_RESOURCE_GROUP", HUB_RESOURCE_GROUP.to_owned()),
         (
             "AUTOPILOT__CATALOG__VENDOR_ALIASES__CLICKHOUSE",
-            r#"["production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice"]"#.to_owned(),
+            r#"["production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice"]"#
+                .to_owned(),
         ),
         ("AUTOPILOT_ARM_STATIC_TOKEN", SANDBOX_TOKEN.to_owned()),
     ]

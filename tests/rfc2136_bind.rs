@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use private_link_autopilot::arm::Secret;
 use private_link_autopilot::effects::dns::rfc2136::{Rfc2136Config, Rfc2136Provider};
-use private_link_autopilot::effects::dns::{ARecordSet, DnsErrorKind, DnsProvider, Ownership, RecordKey, Share, opaque_ref};
+use private_link_autopilot::effects::dns::{
+    ARecordSet, DnsErrorKind, DnsProvider, Ownership, RecordKey, Share, opaque_ref,
+};
 
 const ZONE: &str = "privatelink.eastus2.azure.elastic-cloud.com";
 const PE_A: &str = "/subscriptions/s/resourceGroups/RG/providers/Microsoft.Network/privateEndpoints/pe-a";
@@ -129,7 +131,10 @@ async fn wildcard_answers_any_name_and_is_listed() {
     let key = RecordKey::new(ZONE, "*.es");
     let mut owners = BTreeMap::new();
     owners.insert(opaque_ref(PE_A), Share::new(BTreeSet::from([Ipv4Addr::new(10, 2, 0, 4)]), "", ""));
-    owners.insert(opaque_ref("/subscriptions/s/x/pe-b"), Share::new(BTreeSet::from([Ipv4Addr::new(10, 2, 0, 5)]), "", ""));
+    owners.insert(
+        opaque_ref("/subscriptions/s/x/pe-b"),
+        Share::new(BTreeSet::from([Ipv4Addr::new(10, 2, 0, 5)]), "", ""),
+    );
     let set = ARecordSet::managed(key.clone(), 60, owners.clone());
     p.create(&set).await.expect("create wildcard");
     assert_eq!(dig(&b, &format!("abc.es.{ZONE}"), "A").await, "10.2.0.4\n10.2.0.5");

@@ -341,7 +341,8 @@ impl Catalog {
                     let tag = pe.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(&rule.items_tag)).map(|(_, v)| v);
                     match tag {
                         Some(v) => {
-                            let requested = v.split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty());
+                            let requested =
+                                v.split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty());
                             items.extend(self.admit_items(target, requested, &mut out.notes));
                         }
                         None if items.is_empty() => {
@@ -413,7 +414,12 @@ impl Catalog {
 impl Catalog {
     /// The tag's items this target accepts: only names the rule lists or the vendor
     /// knows (`items_known = "vendor"`); the rest are noted and skipped.
-    fn admit_items(&self, target: &Target, requested: impl Iterator<Item = String>, notes: &mut Vec<String>) -> Vec<String> {
+    fn admit_items(
+        &self,
+        target: &Target,
+        requested: impl Iterator<Item = String>,
+        notes: &mut Vec<String>,
+    ) -> Vec<String> {
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         let vendor = target.vendor.as_deref().unwrap_or_default();
         let mut out = Vec::new();

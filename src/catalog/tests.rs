@@ -95,7 +95,13 @@ fn zilliz_names_from_tag_ttl_600() {
     let none = catalog.desired(&pe(alias, &[], "eastus", nic_one("10.0.0.6"), json!({})));
     assert!(none.records.is_empty() && none.notes[0].contains("autopilot.zilliz.clusters"));
     // A tag asks; it cannot grant a cluster the project does not have.
-    let claim = catalog.desired(&pe(alias, &[], "eastus", nic_one("10.0.0.6"), json!({"autopilot.zilliz.clusters": "in01-victim,in01-abc"})));
+    let claim = catalog.desired(&pe(
+        alias,
+        &[],
+        "eastus",
+        nic_one("10.0.0.6"),
+        json!({"autopilot.zilliz.clusters": "in01-victim,in01-abc"}),
+    ));
     assert_eq!(keys(&claim), vec!["in01-abc-privatelink.az-eastus.vectordb.zillizcloud.com"]);
     assert!(claim.notes.iter().any(|n| n.contains("in01-victim") && n.contains("cannot grant")), "{:?}", claim.notes);
 }
@@ -109,7 +115,13 @@ fn names_are_capped_per_endpoint() {
         k.add_aliases("zilliz", [alias.to_owned()].iter());
         k.add_items("zilliz", many.iter());
     });
-    let d = catalog.desired(&pe(alias, &[], "eastus", nic_one("10.0.0.6"), json!({"autopilot.zilliz.clusters": many.join(",")})));
+    let d = catalog.desired(&pe(
+        alias,
+        &[],
+        "eastus",
+        nic_one("10.0.0.6"),
+        json!({"autopilot.zilliz.clusters": many.join(",")}),
+    ));
     assert_eq!(d.records.len(), 8);
     assert!(d.notes.iter().any(|n| n.contains("at most 8")));
 }
@@ -218,7 +230,8 @@ zone = "svc.internal"
     let c = Catalog::from_toml(user, "user").unwrap();
     let d = c.desired(&pe("mypls.0000.eastus.azure.privatelinkservice", &[], "eastus", nic_one("10.9.0.1"), json!({})));
     assert_eq!(keys(&d), vec!["*.svc.internal"]);
-    let globbed = user.replace("aliases = [\"mypls.0000.eastus.azure.privatelinkservice\"]", "alias_globs = [\"mypls.*\"]");
+    let globbed =
+        user.replace("aliases = [\"mypls.0000.eastus.azure.privatelinkservice\"]", "alias_globs = [\"mypls.*\"]");
     assert!(Catalog::from_toml(&globbed, "user").unwrap_err().to_string().contains("alias_globs are not accepted"));
     let bad = "[[target]]\nid = \"x\"\n[target.match]\n[target.dns]\nmode = \"names\"\nzone = \"z\"\n";
     assert!(Catalog::from_toml(bad, "user").unwrap_err().to_string().contains("name_template"));

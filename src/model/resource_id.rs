@@ -48,7 +48,8 @@ impl ResourceId {
         }
         // `%` would let an id smuggle an encoded `/` or `..` past the shape check, and a
         // URL parser resolves `.`/`..` segments: an id must name exactly the path it spells.
-        if s.chars().any(|c| !c.is_ascii() || c.is_ascii_control() || c.is_whitespace() || matches!(c, '?' | '#' | '%' | '\\'))
+        if s.chars()
+            .any(|c| !c.is_ascii() || c.is_ascii_control() || c.is_whitespace() || matches!(c, '?' | '#' | '%' | '\\'))
         {
             return Err(IdError::BadCharacter);
         }

@@ -38,8 +38,12 @@ pub async fn refresh_if_stale(
                 tracing::debug!(vendor = name, count = aliases.len(), "learnt the vendor's published aliases");
                 catalog.learn(|k| k.add_aliases(name, aliases.iter()));
             }
-            Ok(Err(e)) => tracing::warn!(vendor = name, error = %e, "could not learn the vendor's aliases; keeping the known ones"),
-            Err(_) => tracing::warn!(vendor = name, "asking the vendor for its aliases timed out; keeping the known ones"),
+            Ok(Err(e)) => {
+                tracing::warn!(vendor = name, error = %e, "could not learn the vendor's aliases; keeping the known ones")
+            }
+            Err(_) => {
+                tracing::warn!(vendor = name, "asking the vendor for its aliases timed out; keeping the known ones")
+            }
         }
     }
     *last = Some(Instant::now());

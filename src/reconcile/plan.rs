@@ -19,7 +19,9 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use crate::catalog::{DesiredRecord, Sharing};
-use crate::effects::dns::{ARecordSet, MAX_RECORDS_PER_SET, Owners, Ownership, RecordKey, Share, owner_key_of, same_ref};
+use crate::effects::dns::{
+    ARecordSet, MAX_RECORDS_PER_SET, Owners, Ownership, RecordKey, Share, owner_key_of, same_ref,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -376,7 +378,10 @@ mod tests {
     #[test]
     fn a_shared_name_is_joined_only_for_the_same_target() {
         let a = managed(&[(B, &["10.0.0.9"])], &[]);
-        let d = DesiredRecord { target: "production-evil.guid.eastus2.azure.privatelinkservice".into(), ..desired(&["10.6.6.6"]) };
+        let d = DesiredRecord {
+            target: "production-evil.guid.eastus2.azure.privatelinkservice".into(),
+            ..desired(&["10.6.6.6"])
+        };
         let reason = conflict_reason(plan_present(A, &d, Some(&a)));
         assert!(reason.contains("different target"), "{reason}");
         // A share written before targets were recorded matches nothing until rewritten.

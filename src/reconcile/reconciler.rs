@@ -327,7 +327,8 @@ impl Reconciler {
     /// `reconcile.known_names_refresh_secs`, so unknown aliases cannot make us hammer them).
     async fn desired(&self, pe: &PrivateEndpoint) -> crate::catalog::Desired {
         let desired = self.catalog.desired(pe);
-        let unknown_alias = desired.target_id.is_none() && matches!(pe.target(), Some(crate::model::LinkTarget::Alias(_)));
+        let unknown_alias =
+            desired.target_id.is_none() && matches!(pe.target(), Some(crate::model::LinkTarget::Alias(_)));
         match &self.vendors {
             Some(sync) if unknown_alias => {
                 if super::known::refresh_if_stale(&self.catalog, sync, &self.known_refreshed, &self.settings).await {
@@ -357,7 +358,10 @@ impl Reconciler {
         // Records follow approval: until the target's side approves, the endpoint holds
         // no name (its share, if it had one, is withdrawn: Rejected, Disconnected).
         let approved = pe.connections.first().is_some_and(|c| c.status == crate::model::ConnectionStatus::Approved)
-            || report.approvals.iter().any(|d| matches!(d.action, ApprovalAction::Approved | ApprovalAction::WouldApprove));
+            || report
+                .approvals
+                .iter()
+                .any(|d| matches!(d.action, ApprovalAction::Approved | ApprovalAction::WouldApprove));
         let hold = desired.after_approval && !approved;
         if hold && !desired.records.is_empty() {
             report.plan.notes.push(format!(

@@ -109,7 +109,10 @@ mod tests {
         ARecordSet::managed(
             RecordKey::new(zone, name),
             300,
-            BTreeMap::from([("/subscriptions/s/pe".to_string(), crate::effects::dns::Share::new(BTreeSet::from(["10.0.0.4".parse().unwrap()]), "", ""))]),
+            BTreeMap::from([(
+                "/subscriptions/s/pe".to_string(),
+                crate::effects::dns::Share::new(BTreeSet::from(["10.0.0.4".parse().unwrap()]), "", ""),
+            )]),
         )
     }
 

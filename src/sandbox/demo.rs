@@ -94,14 +94,8 @@ fn endpoints() -> Vec<(&'static str, EndpointSpec)> {
         ),
         (
             "Zilliz Cloud in a region where the project has no Private Link (dead-lettered)",
-            EndpointSpec::alias(
-                SUB,
-                RG,
-                "zilliz-westus3",
-                "westus3",
-                ZILLIZ_WESTUS3_ALIAS,
-            )
-            .with_tag("autopilot.zilliz.clusters", "in01-77aa01"),
+            EndpointSpec::alias(SUB, RG, "zilliz-westus3", "westus3", ZILLIZ_WESTUS3_ALIAS)
+                .with_tag("autopilot.zilliz.clusters", "in01-77aa01"),
         ),
         (
             "Azure Data Explorer",

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Ownership, Owners, RecordKey, Share, opaque_ref};
+use super::{
+    ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Owners, Ownership, RecordKey, Share, opaque_ref,
+};
 use crate::arm::client::Method;
 use crate::arm::{ArmClient, ArmError, ArmRequest};
 
@@ -288,7 +290,11 @@ mod tests {
         let mut owners = BTreeMap::new();
         owners.insert(
             "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/a".to_string(),
-            Share::new(BTreeSet::from(["10.0.0.4".parse().unwrap()]), "alias-a.guid.eastus2.azure.privatelinkservice", ""),
+            Share::new(
+                BTreeSet::from(["10.0.0.4".parse().unwrap()]),
+                "alias-a.guid.eastus2.azure.privatelinkservice",
+                "",
+            ),
         );
         owners.insert(
             "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/privateendpoints/b".to_string(),

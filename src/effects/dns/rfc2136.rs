@@ -43,7 +43,9 @@ use hickory_proto::serialize::binary::BinEncodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Ownership, Owners, RecordKey, Share, opaque_ref};
+use super::{
+    ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Owners, Ownership, RecordKey, Share, opaque_ref,
+};
 use crate::arm::Secret;
 use crate::backoff::Backoff;
 
@@ -792,7 +794,8 @@ mod tests {
         let many: BTreeSet<Ipv4Addr> = (1..=20).map(|i| Ipv4Addr::new(10, 200, 100, i)).collect();
         let mut owners = BTreeMap::new();
         owners.insert(long.clone(), Share::new(many, "zilliz-x.guid.eastus2.azure.privatelinkservice", "/sub/vnet"));
-        owners.insert("/subscriptions/s/x".to_string(), Share::new(BTreeSet::from([Ipv4Addr::new(10, 0, 0, 6)]), "", ""));
+        owners
+            .insert("/subscriptions/s/x".to_string(), Share::new(BTreeSet::from([Ipv4Addr::new(10, 0, 0, 6)]), "", ""));
         let enc = encode_ownership(&owners);
         assert!(enc.iter().flatten().all(|s| s.len() <= MAX_TXT_STRING));
         assert!(enc.iter().any(|r| r.len() > 1));

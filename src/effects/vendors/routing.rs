@@ -203,7 +203,9 @@ mod tests {
         );
         // The tag narrows what applies to the endpoint; it cannot add the west rule's service.
         let tags = BTreeMap::from([(TARGETS_TAG.to_string(), "svc-default".to_string())]);
-        assert!(matches!(route(&c, "clickhouse", &east, &tags), Route::Register { targets, .. } if targets == ["svc-default"]));
+        assert!(
+            matches!(route(&c, "clickhouse", &east, &tags), Route::Register { targets, .. } if targets == ["svc-default"])
+        );
         let tags = BTreeMap::from([(TARGETS_TAG.to_string(), "svc-default, svc-west".to_string())]);
         assert!(matches!(route(&c, "clickhouse", &east, &tags), Route::Unmatched(why) if why.contains("svc-west")));
     }

@@ -313,7 +313,11 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
         let (id, delivery) = sb.create(&spec).await;
         println!("    Event Grid ResourceWriteSuccess -> handler answered {}", delivery.status);
         let after = snapshot(&sb, bind_ref).await?;
-        print_changes(&before, &after);
+        if after == before && spec.status == "Pending" {
+            println!("    (no DNS yet: the connection is Pending; records follow the vendor's approval)");
+        } else {
+            print_changes(&before, &after);
+        }
         before = after;
         ids.insert(spec.name.clone(), id);
     }
@@ -340,6 +344,10 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
         }
     }
     sb.drain(Duration::from_secs(15)).await;
+    println!("    the approval re-checks see it and write the records:");
+    let after = snapshot(&sb, bind_ref).await?;
+    print_changes(&before, &after);
+    before = after;
     for name in ["ch-analytics-2", "es-logs", "zilliz-vectors", "zilliz-westus3"] {
         let id = ids.get(name).cloned().unwrap_or_default();
         let tags = sb.arm.resource(&id).map(|r| r["tags"].clone()).unwrap_or_default();

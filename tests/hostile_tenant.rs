@@ -83,7 +83,7 @@ async fn leaving_approved_withdraws_the_share() {
 /// cannot join a name that is not shared; the conflict names the holder and the way out.
 #[tokio::test]
 async fn a_second_endpoint_for_an_exclusive_name_is_a_reported_conflict() {
-    let sb = sandbox(|_| {}).await;
+    let sb = sandbox(|c| c.marks.enabled = true).await;
     let (_, _) = sb.create(&vault_endpoint(SUB, RG, "kv-owner").with_ip(Ipv4Addr::new(10, 1, 0, 7))).await;
     let (other, _) =
         sb.create(&vault_endpoint(ATTACKER_SUB, ATTACKER_RG, "kv-second").with_ip(Ipv4Addr::new(10, 66, 0, 7))).await;
@@ -100,6 +100,10 @@ async fn a_second_endpoint_for_an_exclusive_name_is_a_reported_conflict() {
         })
         .expect("a conflict");
     assert!(reason.contains("kv-owner") && reason.contains("Way out"), "{reason}");
+    // The endpoint itself says so, for whoever looks at it in the portal.
+    let tags = sb.arm.resource(&other).unwrap()["tags"].clone();
+    let mark = tags["plautopilot-conflict"].as_str().unwrap_or_default().to_owned();
+    assert!(mark.contains("prodkv.privatelink.vaultcore.azure.net") && mark.contains("kv-owner"), "{tags}");
 }
 
 /// F1, route 2: a Private Link Service of the attacker's own, named like ClickHouse's
@@ -271,4 +275,30 @@ async fn records_appear_when_the_vendor_approves() {
         (written - approved).as_secs_f64() * 1e3
     );
     assert!(written - approved < Duration::from_secs(5));
+}
+
+/// F17: vendor keys and the audit token go to https, or to loopback only.
+#[test]
+fn vendor_and_audit_urls_must_be_https_off_loopback() {
+    use private_link_autopilot::arm::Secret;
+    use private_link_autopilot::arm::credential::StaticToken;
+    use private_link_autopilot::effects::audit::EventGridSink;
+    use private_link_autopilot::effects::vendors::build_vendors;
+    let mut vendors = Config::default().vendors;
+    vendors.clickhouse.enabled = true;
+    vendors.clickhouse.organization_id = "org".into();
+    vendors.clickhouse.service_ids = vec!["svc".into()];
+    vendors.clickhouse.key_id_env = "K".into();
+    vendors.clickhouse.key_secret_env = "S".into();
+    let env = |_: &str| Some("x".to_string());
+    for bad in ["http://api.clickhouse.example", "http://localhost.attacker.example"] {
+        vendors.clickhouse.base_url = bad.into();
+        let err = build_vendors(&vendors, env).expect_err(bad);
+        assert!(err.contains("loopback"), "{err}");
+    }
+    vendors.clickhouse.base_url = "http://127.0.0.1:1".into();
+    assert!(build_vendors(&vendors, env).is_ok());
+    let token = std::sync::Arc::new(StaticToken(Secret::new(String::from("t"))));
+    assert!(EventGridSink::new("http://topic.eastus2-1.eventgrid.azure.net/api/events", token.clone(), "s").is_err());
+    assert!(EventGridSink::new("https://topic.eastus2-1.eventgrid.azure.net/api/events", token, "s").is_ok());
 }

@@ -15,6 +15,10 @@
 //! overdue spell rather than on every reconcile (events, re-checks, sweeps): the warning
 //! is raised when the tag is first written. Merge cannot remove a tag, so when the
 //! endpoint leaves Pending the tag is emptied.
+//!
+//! `<prefix>conflict` names what stands in the way of the endpoint's records (a name held
+//! by another endpoint, a full record set, a record that is not ours) and the way out; it
+//! is emptied once nothing does.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -82,20 +86,32 @@ fn age(since: &str) -> Option<Duration> {
     u64::try_from(secs).ok().map(Duration::from_secs)
 }
 
-/// Computes and (in apply mode) writes the endpoint's marks. `state` is the connection
-/// state after this reconcile (an approval we just made counts); `done` what we did.
+/// What the marks should say about one endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    /// The connection state after this reconcile (an approval we just made counts).
+    pub state: &'a str,
+    /// What we did (`dns`, `approval`, `vendor:<name>`).
+    pub done: &'a [&'a str],
+    /// What is missing while Pending (for the overdue warning).
+    pub missing_step: &'a str,
+    /// What stands in the way of the records, if anything (empty = nothing).
+    pub conflict: &'a str,
+}
+
+/// Computes and (in apply mode) writes the endpoint's marks.
 pub async fn mark(
     arm: &ArmClient,
     settings: &MarkSettings,
     pe: &PrivateEndpoint,
-    state: &str,
-    done: &[&str],
-    missing_step: &str,
+    wanted: Wanted<'_>,
     mode: Mode,
 ) -> Result<MarkReport, ArmError> {
+    let Wanted { state, done, missing_step, conflict } = wanted;
     let p = &settings.prefix;
     let (k_state, k_done, k_since) = (format!("{p}state"), format!("{p}done"), format!("{p}since"));
     let k_overdue = format!("{p}overdue");
+    let k_conflict = format!("{p}conflict");
     let current_state = pe.tags.get(&k_state).cloned().unwrap_or_default();
     let since = match pe.tags.get(&k_since) {
         Some(s) if current_state.eq_ignore_ascii_case(state) => s.clone(),
@@ -118,12 +134,21 @@ pub async fn mark(
         }
         None => {}
     }
+    if !conflict.is_empty() {
+        tags.insert(k_conflict.clone(), conflict.chars().take(MAX_TAG_VALUE).collect());
+    } else if pe.tags.get(&k_conflict).is_some_and(|v| !v.is_empty()) {
+        tags.insert(k_conflict.clone(), String::new());
+    }
     let newly_overdue = overdue.is_some() && marked_overdue != overdue.as_ref();
     let new_key_count = |tags: &BTreeMap<String, String>| tags.keys().filter(|k| !pe.tags.contains_key(*k)).count();
     if pe.tags.len() + new_key_count(&tags) > MAX_TAGS && !pe.tags.contains_key(&k_overdue) {
         // The overdue tag matters least: at the limit, keep the state marks and lose only
         // the once-per-spell de-duplication of the warning.
         tags.remove(&k_overdue);
+    }
+    if pe.tags.len() + new_key_count(&tags) > MAX_TAGS && !pe.tags.contains_key(&k_conflict) {
+        // Then the conflict note (the audit event and `autopilot status` still say it).
+        tags.remove(&k_conflict);
     }
     let changed = !tags.iter().all(|(k, v)| pe.tags.get(k) == Some(v));
     let mut report = MarkReport { tags: tags.clone(), written: false, changed, skipped: None, overdue, newly_overdue };

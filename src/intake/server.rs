@@ -257,6 +257,7 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
         "listed": scope.listed,
         "dns_owners_not_listed": scope.dns_owners_not_listed,
         "vendor_registrations_not_listed": scope.vendor_registrations_not_listed,
+        "dns_owners_unresolved": scope.dns_owners_unresolved,
         "reconciled": total,
         "changed": changed,
         "cleaned_up_after_deleted": removed_gone,

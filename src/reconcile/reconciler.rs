@@ -311,7 +311,15 @@ impl Reconciler {
         );
         if self.marks.enabled {
             let step = "the endpoint's last change failed in Azure (provisioningState Failed); retry it".to_owned();
-            match marks::mark(&self.arm, &self.marks, pe, "ProvisioningFailed", &[], &step, mode).await {
+            match marks::mark(
+                &self.arm,
+                &self.marks,
+                pe,
+                marks::Wanted { state: "ProvisioningFailed", done: &[], missing_step: &step, conflict: "" },
+                mode,
+            )
+            .await
+            {
                 Ok(m) => report.marks = Some(m),
                 Err(e) => tracing::warn!(endpoint = %report.endpoint, error = %e, "could not mark the endpoint"),
             }
@@ -392,7 +400,24 @@ impl Reconciler {
             let done = done_for(!desired.records.is_empty() && !hold, report);
             let done: Vec<&str> = done.iter().map(String::as_str).collect();
             let step = self.missing_step(pe, report);
-            match marks::mark(&self.arm, &self.marks, pe, &state, &done, &step, mode).await {
+            let conflict = report
+                .plan
+                .actions
+                .iter()
+                .find_map(|a| match a {
+                    DnsAction::Conflict { key, reason, .. } => Some(format!("{}: {reason}", key.fqdn())),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            match marks::mark(
+                &self.arm,
+                &self.marks,
+                pe,
+                marks::Wanted { state: &state, done: &done, missing_step: &step, conflict: &conflict },
+                mode,
+            )
+            .await
+            {
                 Ok(m) => report.marks = Some(m),
                 Err(e) if e.is_transient() => trouble.add_arm("marking the endpoint", &e),
                 Err(e) => {
@@ -562,7 +587,15 @@ impl Reconciler {
         if self.marks.enabled {
             let done = done_for(false, &report);
             let done: Vec<&str> = done.iter().map(String::as_str).collect();
-            match marks::mark(&self.arm, &self.marks, &pe, &state, &done, &step, Mode::Apply).await {
+            match marks::mark(
+                &self.arm,
+                &self.marks,
+                &pe,
+                marks::Wanted { state: &state, done: &done, missing_step: &step, conflict: "" },
+                Mode::Apply,
+            )
+            .await
+            {
                 Ok(m) => report.marks = Some(m),
                 Err(e) if e.is_transient() => {
                     return Outcome::Requeue { after: self.base_delay(), reason: format!("marking the endpoint: {e}") };

@@ -63,6 +63,9 @@ pub struct Scope {
     pub dns_owners_not_listed: usize,
     /// Registered with a vendor (per the ledger) but not listed.
     pub vendor_registrations_not_listed: usize,
+    /// Shares in RFC 2136 zones whose owner (published only as an opaque hash) is neither
+    /// listed nor in the ledger: kept, and cleaned by that endpoint's delete event.
+    pub dns_owners_unresolved: usize,
     /// Everything to reconcile, deduplicated, taking one subscription after another
     /// (see [`interleave`]).
     pub ids: Vec<ResourceId>,
@@ -87,10 +90,13 @@ pub async fn scope(
     };
     let mut scope = Scope { listed: listed.len(), ..Scope::default() };
     let mut ids: Ids = listed.into_iter().map(|id| (id.key().to_owned(), id)).collect();
+    let mut opaque_owners = Vec::new();
     match reconciler.dns_snapshot().await {
         Ok(snapshot) => {
+            let owners = snapshot.owners();
             scope.dns_owners_not_listed =
-                snapshot.owners().iter().filter(|owner| insert_new(&mut ids, owner) == Some(true)).count();
+                owners.iter().filter(|owner| insert_new(&mut ids, owner) == Some(true)).count();
+            opaque_owners.extend(owners.into_iter().filter(|o| o.starts_with(crate::effects::dns::OPAQUE_PREFIX)));
             scope.dns = Some(std::sync::Arc::new(snapshot));
         }
         Err(e) => tracing::warn!(error = %e, "sweep: could not read DNS ownership; orphans wait for the next run"),
@@ -102,6 +108,17 @@ pub async fn scope(
                     entries.iter().filter(|e| insert_new(&mut ids, &e.endpoint.pe_id) == Some(true)).count();
             }
             Err(e) => tracing::warn!(error = %e, "sweep: could not read the vendor ledger; vendor orphans wait"),
+        }
+    }
+    if !opaque_owners.is_empty() {
+        let known: std::collections::HashSet<String> = ids.keys().map(|k| crate::effects::dns::opaque_ref(k)).collect();
+        scope.dns_owners_unresolved = opaque_owners.iter().filter(|o| !known.contains(*o)).count();
+        if scope.dns_owners_unresolved > 0 {
+            tracing::warn!(
+                count = scope.dns_owners_unresolved,
+                "sweep: record shares in RFC 2136 zones belong to endpoints neither listed nor in the ledger \
+                 (owners are published only as hashes); they stay until those endpoints' delete events"
+            );
         }
     }
     scope.ids = interleave(ids.into_values().collect());

@@ -48,10 +48,17 @@ pub async fn read_endpoint(arm: &ArmClient, id: &ResourceId) -> Result<EndpointS
     if !pe.is_provisioned() {
         return Ok(EndpointState::Present(Box::new(pe)));
     }
-    for nic_id in pe.nic_ids.clone() {
+    // The NICs and the zone groups are independent reads: one round trip, not two.
+    let nics = pe.nic_ids.iter().map(|nic_id| {
         // Real NIC ids are well-formed; the official example misspells `providers`.
         let nic_path = nic_id.replace("/provders/", "/providers/");
-        match arm.send(ArmRequest::get(nic_path, NETWORK_API)).await {
+        async move { (nic_id.clone(), arm.send(ArmRequest::get(nic_path, NETWORK_API)).await) }
+    });
+    let groups = format!("{}/privateDnsZoneGroups", id.as_str());
+    let (nics, groups) =
+        futures::future::join(futures::future::join_all(nics), arm.send(ArmRequest::get(groups, NETWORK_API))).await;
+    for (nic_id, nic) in nics {
+        match nic {
             Ok(r) => pe.add_nic(&r.body),
             Err(e) if e.status() == Some(404) => {
                 return Err(ReadError::NotReady(format!("NIC {nic_id} of {} is not readable yet", pe.id)));
@@ -59,8 +66,7 @@ pub async fn read_endpoint(arm: &ArmClient, id: &ResourceId) -> Result<EndpointS
             Err(e) => return Err(e.into()),
         }
     }
-    let groups = format!("{}/privateDnsZoneGroups", id.as_str());
-    match arm.send(ArmRequest::get(groups, NETWORK_API)).await {
+    match groups {
         Ok(r) => pe.add_dns_zone_groups(&r.body),
         Err(e) if e.status() == Some(404) => {}
         Err(e) => return Err(e.into()),

@@ -95,8 +95,9 @@ pub struct Wanted<'a> {
     pub done: &'a [&'a str],
     /// What is missing while Pending (for the overdue warning).
     pub missing_step: &'a str,
-    /// What stands in the way of the records, if anything (empty = nothing).
-    pub conflict: &'a str,
+    /// What stands in the way of the records (empty = nothing); `None` leaves the
+    /// conflict note as it is (the records are being written at the same time).
+    pub conflict: Option<&'a str>,
 }
 
 /// Computes and (in apply mode) writes the endpoint's marks.
@@ -134,10 +135,14 @@ pub async fn mark(
         }
         None => {}
     }
-    if !conflict.is_empty() {
-        tags.insert(k_conflict.clone(), conflict.chars().take(MAX_TAG_VALUE).collect());
-    } else if pe.tags.get(&k_conflict).is_some_and(|v| !v.is_empty()) {
-        tags.insert(k_conflict.clone(), String::new());
+    match conflict {
+        Some(c) if !c.is_empty() => {
+            tags.insert(k_conflict.clone(), c.chars().take(MAX_TAG_VALUE).collect());
+        }
+        Some(_) if pe.tags.get(&k_conflict).is_some_and(|v| !v.is_empty()) => {
+            tags.insert(k_conflict.clone(), String::new());
+        }
+        _ => {}
     }
     let newly_overdue = overdue.is_some() && marked_overdue != overdue.as_ref();
     let new_key_count = |tags: &BTreeMap<String, String>| tags.keys().filter(|k| !pe.tags.contains_key(*k)).count();

@@ -127,6 +127,13 @@ fn done_for(has_records: bool, report: &Report) -> Vec<String> {
     done
 }
 
+/// What converging one record set did.
+struct KeyResult {
+    action: Option<DnsAction>,
+    applied: Option<Applied>,
+    error: Option<DnsError>,
+}
+
 /// Accumulates errors across a plan so one bad record does not hide the others.
 #[derive(Default)]
 struct Trouble {
@@ -136,6 +143,11 @@ struct Trouble {
 }
 
 impl Trouble {
+    fn absorb(&mut self, other: Trouble) {
+        self.transient.extend(other.transient);
+        self.permanent.extend(other.permanent);
+        self.retry_after = self.retry_after.max(other.retry_after);
+    }
     fn add(&mut self, e: &DnsError) {
         match e.kind {
             DnsErrorKind::Permanent => self.permanent.push(e.message.clone()),
@@ -315,7 +327,7 @@ impl Reconciler {
                 &self.arm,
                 &self.marks,
                 pe,
-                marks::Wanted { state: "ProvisioningFailed", done: &[], missing_step: &step, conflict: "" },
+                marks::Wanted { state: "ProvisioningFailed", done: &[], missing_step: &step, conflict: None },
                 mode,
             )
             .await
@@ -378,28 +390,53 @@ impl Reconciler {
                 desired.records.len()
             ));
         }
-        for d in &desired.records {
-            let result = if hold {
-                self.converge_key(&d.key, mode, report, |actual| plan::plan_absent(&endpoint, actual, &d.key)).await
-            } else {
-                self.converge_key(&d.key, mode, report, |actual| plan::plan_present(&endpoint, d, actual)).await
-            };
-            if let Err(e) = result {
-                trouble.add(&e);
-            }
-        }
         if let Some(vendor) = &desired.vendor {
             report.vendors.push(match &self.vendors {
                 Some(sync) => sync.plan_present(vendor, pe),
                 None => VendorPlan { vendor: vendor.clone(), intent: VendorIntent::Disabled },
             });
         }
-        if self.marks.enabled {
-            let approved_now = report.approvals.iter().any(|d| d.action == ApprovalAction::Approved);
-            let state = if approved_now { "Approved".to_owned() } else { marks::connection_state(pe) };
-            let done = done_for(!desired.records.is_empty() && !hold, report);
-            let done: Vec<&str> = done.iter().map(String::as_str).collect();
-            let step = self.missing_step(pe, report);
+        // The records (all at once) and the marks are independent writes: they go out
+        // together, so the tag write costs no round trip on the way to the record. The
+        // conflict note is left as it is meanwhile and corrected after, when it changed.
+        type Decide<'a> = Box<dyn Fn(Option<&ARecordSet>) -> DnsAction + Send + Sync + 'a>;
+        let work: Vec<(RecordKey, Decide<'_>, bool)> = desired
+            .records
+            .iter()
+            .map(|d| {
+                let endpoint = endpoint.clone();
+                if hold {
+                    let key = d.key.clone();
+                    let decide: Decide<'_> = Box::new(move |actual| plan::plan_absent(&endpoint, actual, &key));
+                    (d.key.clone(), decide, false)
+                } else {
+                    let decide: Decide<'_> = Box::new(move |actual| plan::plan_present(&endpoint, d, actual));
+                    (d.key.clone(), decide, true)
+                }
+            })
+            .collect();
+        let approved_now = report.approvals.iter().any(|d| d.action == ApprovalAction::Approved);
+        let state = if approved_now { "Approved".to_owned() } else { marks::connection_state(pe) };
+        let done = done_for(!desired.records.is_empty() && !hold, report);
+        let done: Vec<&str> = done.iter().map(String::as_str).collect();
+        let step = self.missing_step(pe, report);
+        let mark = |conflict: Option<String>| {
+            let (state, done, step) = (&state, &done, &step);
+            async move {
+                let conflict = conflict.as_deref();
+                let wanted = marks::Wanted { state, done, missing_step: step, conflict };
+                marks::mark(&self.arm, &self.marks, pe, wanted, mode).await
+            }
+        };
+        let mut dns_report = Report { applied: vec![], plan: Plan::default(), ..report.clone() };
+        let mut dns_trouble = Trouble::default();
+        let dns = self.converge_keys(work, mode, &endpoint, &mut dns_report, &mut dns_trouble);
+        let first_mark = async { if self.marks.enabled { Some(mark(None).await) } else { None } };
+        let ((), marked) = futures::future::join(dns, first_mark).await;
+        report.applied.extend(dns_report.applied);
+        report.plan.actions.extend(dns_report.plan.actions);
+        trouble.absorb(dns_trouble);
+        if let Some(marked) = marked {
             let conflict = report
                 .plan
                 .actions
@@ -409,15 +446,13 @@ impl Reconciler {
                     _ => None,
                 })
                 .unwrap_or_default();
-            match marks::mark(
-                &self.arm,
-                &self.marks,
-                pe,
-                marks::Wanted { state: &state, done: &done, missing_step: &step, conflict: &conflict },
-                mode,
-            )
-            .await
-            {
+            let marked_conflict = pe.tags.get(&format!("{}conflict", self.marks.prefix)).cloned().unwrap_or_default();
+            let marked = if conflict.chars().take(256).collect::<String>() != marked_conflict && marked.is_ok() {
+                mark(Some(conflict)).await
+            } else {
+                marked
+            };
+            match marked {
                 Ok(m) => report.marks = Some(m),
                 Err(e) if e.is_transient() => trouble.add_arm("marking the endpoint", &e),
                 Err(e) => {
@@ -591,7 +626,7 @@ impl Reconciler {
                 &self.arm,
                 &self.marks,
                 &pe,
-                marks::Wanted { state: &state, done: &done, missing_step: &step, conflict: "" },
+                marks::Wanted { state: &state, done: &done, missing_step: &step, conflict: None },
                 Mode::Apply,
             )
             .await
@@ -649,43 +684,62 @@ impl Reconciler {
         if candidates.is_empty() {
             report.plan.notes.push("endpoint is gone and owns no records".into());
         }
-        for key in candidates {
-            let result =
-                self.converge_key(&key, mode, report, |actual| plan::plan_absent(&endpoint, actual, &key)).await;
-            if let Err(e) = result {
-                trouble.add(&e);
-            }
-        }
+        type Decide<'a> = Box<dyn Fn(Option<&ARecordSet>) -> DnsAction + Send + Sync + 'a>;
+        let work: Vec<(RecordKey, Decide<'_>, bool)> = candidates
+            .into_iter()
+            .map(|key| {
+                let (endpoint, k) = (endpoint.clone(), key.clone());
+                let decide: Decide<'_> = Box::new(move |actual| plan::plan_absent(&endpoint, actual, &k));
+                (key, decide, false)
+            })
+            .collect();
+        self.converge_keys(work, mode, &endpoint, report, &mut trouble).await;
         report.outcome = trouble.outcome(self.base_delay());
     }
 
     /// Read one record set, plan with `decide`, apply; on a lost race read and plan again.
+    ///
+    /// With `assume_absent` (an apply that adds this endpoint's share) the first round
+    /// skips the read and tries a create (`If-None-Match: *` / "name not in use"): a new
+    /// endpoint's record then costs one round trip, and a record that exists refuses the
+    /// create (412), which costs what the read would have, plus that refused attempt.
     async fn converge_key(
         &self,
         key: &RecordKey,
         mode: Mode,
-        report: &mut Report,
+        endpoint: &str,
         decide: impl Fn(Option<&ARecordSet>) -> DnsAction,
-    ) -> Result<(), DnsError> {
-        let provider = self.dns.provider_for(&key.zone)?;
+        assume_absent: bool,
+    ) -> KeyResult {
+        let provider = match self.dns.provider_for(&key.zone) {
+            Ok(p) => p,
+            Err(e) => return KeyResult { action: None, applied: None, error: Some(e) },
+        };
         let mut last = None;
         for round in 0..MAX_PRECONDITION_ROUNDS {
             // In a sweep the first read comes from its zone listing (see `snapshot.rs`);
             // a lost race always re-reads the backend.
-            let actual = match super::snapshot::listed(key).filter(|_| round == 0) {
-                Some(listed) => listed,
-                None => provider.get(key).await?,
-            };
-            let action = decide(actual.as_ref());
+            let listed = super::snapshot::listed(key).filter(|_| round == 0);
+            let optimistic = round == 0 && listed.is_none() && assume_absent && mode == Mode::Apply;
+            let mut action = if optimistic { decide(None) } else { DnsAction::Unchanged { key: key.clone() } };
+            if !optimistic || !matches!(action, DnsAction::Create { .. }) {
+                let actual = match listed {
+                    Some(listed) => listed,
+                    None => match provider.get(key).await {
+                        Ok(a) => a,
+                        Err(e) => return KeyResult { action: None, applied: None, error: Some(e) },
+                    },
+                };
+                action = decide(actual.as_ref());
+            }
             if mode == Mode::DryRun || !action.is_write() {
                 if let DnsAction::Conflict { reason, .. } = &action
                     && mode == Mode::Apply
                 {
                     Stats::inc(&self.stats.dns_conflicts);
-                    tracing::warn!(endpoint = %report.endpoint, record = %key.fqdn(), %reason, "dns conflict");
+                    tracing::warn!(%endpoint, record = %key.fqdn(), %reason, "dns conflict");
                 }
-                report.plan.actions.push(action);
-                return Ok(());
+                return KeyResult { action: Some(action), applied: None, error: None };
             }
             let result = match &action {
                 DnsAction::Create { set } => provider.create(set).await,
@@ -704,29 +758,53 @@ impl Reconciler {
                     // Our own write makes any cached listing of this zone stale.
                     self.zone_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&key.zone);
                     super::snapshot::written(key);
-                    tracing::info!(endpoint = %report.endpoint, provider = provider.kind(), "{}", action.describe());
-                    report.applied.push(Applied { action: action.describe(), error: None });
-                    report.plan.actions.push(action);
-                    return Ok(());
+                    tracing::info!(%endpoint, provider = provider.kind(), "{}", action.describe());
+                    let applied = Applied { action: action.describe(), error: None };
+                    return KeyResult { action: Some(action), applied: Some(applied), error: None };
                 }
                 Err(e) if e.kind == DnsErrorKind::PreconditionFailed => {
-                    tracing::debug!(record = %key.fqdn(), "record changed while we wrote it; re-reading");
+                    if !optimistic {
+                        tracing::debug!(record = %key.fqdn(), "record changed while we wrote it; re-reading");
+                    }
                     last = Some(e);
                 }
                 Err(e) => {
-                    tracing::warn!(endpoint = %report.endpoint, record = %key.fqdn(), error = %e, "dns write failed");
-                    report.applied.push(Applied { action: action.describe(), error: Some(e.message.clone()) });
-                    report.plan.actions.push(action);
-                    return Err(e);
+                    tracing::warn!(%endpoint, record = %key.fqdn(), error = %e, "dns write failed");
+                    let applied = Applied { action: action.describe(), error: Some(e.message.clone()) };
+                    return KeyResult { action: Some(action), applied: Some(applied), error: Some(e) };
                 }
             }
         }
         let e = last.unwrap_or_else(|| DnsError::transient("record kept changing"));
-        Err(DnsError::transient(format!(
+        let error = DnsError::transient(format!(
             "{} kept changing under us ({MAX_PRECONDITION_ROUNDS} rounds): {}",
             key.fqdn(),
             e.message
-        )))
+        ));
+        KeyResult { action: None, applied: None, error: Some(error) }
+    }
+
+    /// Converges several keys at once (independent record sets: one round trip for all).
+    async fn converge_keys(
+        &self,
+        work: Vec<(RecordKey, Box<dyn Fn(Option<&ARecordSet>) -> DnsAction + Send + Sync + '_>, bool)>,
+        mode: Mode,
+        endpoint: &str,
+        report: &mut Report,
+        trouble: &mut Trouble,
+    ) {
+        let results = futures::future::join_all(
+            work.iter()
+                .map(|(key, decide, assume_absent)| self.converge_key(key, mode, endpoint, decide, *assume_absent)),
+        )
+        .await;
+        for r in results {
+            report.applied.extend(r.applied);
+            report.plan.actions.extend(r.action);
+            if let Some(e) = r.error {
+                trouble.add(&e);
+            }
+        }
     }
 
     /// Keys of record sets that list `endpoint` as an owner, across every known zone.

@@ -441,9 +441,10 @@ async fn a_routing_change_from_an_old_ledger_entry_withdraws_from_the_defaults()
     w.sb.create(&clickhouse("ch-legacy")).await;
     w.settle().await;
     let ledger = w.sb.app.reconciler.vendor_sync().unwrap().ledger().clone();
-    let mut entry = ledger.list().await.unwrap().remove(0);
+    let listed = ledger.list().await.unwrap().remove(0);
+    let mut entry = ledger.get("clickhouse", &listed.endpoint.pe_id).await.unwrap().unwrap();
     entry.endpoint.targets.clear();
-    ledger.record("clickhouse", &entry.endpoint).await.unwrap();
+    ledger.record("clickhouse", &entry.endpoint, Some(&entry.version)).await.unwrap();
 
     w.sb.create(&clickhouse("ch-legacy").with_tag("autopilot.vendor.targets", &SECOND.to_uppercase())).await;
     w.settle().await;

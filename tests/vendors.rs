@@ -487,7 +487,9 @@ async fn elastic_connection_not_found_is_transient_then_succeeds() {
     assert_eq!(client.register(&endpoint()).await.unwrap(), Change::Applied);
     assert_eq!(fake.state().rulesets.len(), 1);
 
-    // Time-bounded hiding works the same way.
+    // Time-bounded hiding works the same way (after a fresh rate-limit window, so the
+    // client's own pacing cannot outlast the hiding).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let other = VendorEndpoint { resource_guid: Some("11111111-2222-3333-4444-555555555555".into()), ..endpoint() };
     fake.hide_connections(Hide::For(Duration::from_millis(300)));
     assert!(client.register(&other).await.unwrap_err().is_transient());

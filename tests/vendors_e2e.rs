@@ -2,6 +2,10 @@
 //! work -> embedded queue -> worker re-reads ARM -> fake ClickHouse / Elastic / Zilliz,
 //! with the ledger, retries, dead letters, approval re-checks and marks.
 
+#[path = "support/azurite.rs"]
+mod azurite;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use private_link_autopilot::config::Config;
@@ -560,6 +564,11 @@ mod races {
     }
 
     pub async fn two_instances(latency: Duration) -> Instances {
+        two_instances_with(latency, Arc::new(SqliteLedger::open_in_memory().unwrap())).await
+    }
+
+    /// Two instances sharing `ledger` (SQLite, the Table fake or Azurite).
+    pub async fn two_instances_with(latency: Duration, ledger: Arc<dyn Ledger>) -> Instances {
         let vendors = SandboxVendors::start_with(|ch, es, zz| {
             ch.rate_limit = None;
             es.rate_limit = None;
@@ -577,7 +586,6 @@ mod races {
         c.vendors.zilliz.rate_limit_requests = 10_000;
         let env = vendors.env();
         let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open_in_memory().unwrap());
         let instance =
             || VendorSync::new(build_vendors(&c.vendors, lookup).unwrap(), c.vendors.clone(), ledger.clone());
         let (a, b) = (instance(), instance());
@@ -693,9 +701,7 @@ async fn two_instances_registering_at_once_make_one_registration_per_vendor() {
 /// deregisters (it read ARM just after), started at many offsets from each other. However
 /// they interleave, an endpoint the vendor still allowlists has a ledger entry, so the
 /// next deregistration (the sweep's) removes it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_register_racing_a_deregister_never_leaves_an_unrecorded_allowlisting() {
-    let w = races::two_instances(Duration::from_millis(25)).await;
+async fn register_racing_deregister(w: &races::Instances) {
     let guid = "5dc81a36-0000-4000-8000-0000000000e2";
     let mut unrecorded = Vec::new();
     for (round, offset_ms) in (0..=200).step_by(10).enumerate() {
@@ -718,6 +724,31 @@ async fn a_register_racing_a_deregister_never_leaves_an_unrecorded_allowlisting(
     }
     assert!(unrecorded.is_empty(), "allowlisted with no ledger entry at offsets (ms) {unrecorded:?}");
     assert!(w.ledger.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_racing_a_deregister_never_leaves_an_unrecorded_allowlisting() {
+    register_racing_deregister(&races::two_instances(Duration::from_millis(25)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_race_with_the_table_ledger_on_the_fake_table_service() {
+    use private_link_autopilot::arm::Secret;
+    use private_link_autopilot::arm::credential::StaticToken;
+    use private_link_autopilot::effects::vendors::ledger::TableLedger;
+    use private_link_autopilot::sandbox::fake_table::FakeTableService;
+    let fake = FakeTableService::start("t", 1000).await.unwrap();
+    let ledger = TableLedger::new(&fake.base_url(), "vendorregistrations", Arc::new(StaticToken(Secret::new("t"))));
+    let w = races::two_instances_with(Duration::from_millis(25), Arc::new(ledger.unwrap())).await;
+    register_racing_deregister(&w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_race_with_the_table_ledger_on_azurite() {
+    let Some(a) = azurite::azurite() else { return };
+    let ledger = azurite::azurite_ledger(a, azurite::storage_token(3600));
+    let w = races::two_instances_with(Duration::from_millis(25), Arc::new(ledger)).await;
+    register_racing_deregister(&w).await;
 }
 
 /// F11: an endpoint deleted and recreated under the same name (new `resourceGuid`) before

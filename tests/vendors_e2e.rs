@@ -783,3 +783,45 @@ async fn an_endpoint_recreated_under_the_same_name_replaces_its_old_registration
     assert!(w.zilliz_endpoints("zz-re").is_empty());
     assert!(w.ledger.list().await.unwrap().is_empty());
 }
+
+/// F11 end to end: an endpoint deleted and recreated under the same name, the delete's
+/// event lost, so the only vendor item that runs is the recreated endpoint's register.
+/// The old guid's Elastic ruleset and Zilliz endpoint are removed, and the final delete
+/// leaves nothing behind.
+#[tokio::test]
+async fn an_endpoint_replaced_under_the_same_name_leaves_no_orphan_end_to_end() {
+    let w = world(no_rechecks).await;
+    let (es, _) = w.sb.create(&elastic("es-re")).await;
+    let (zz, _) = w.sb.create(&zilliz("zz-re")).await;
+    w.settle().await;
+    let guids = |w: &World| -> Vec<String> {
+        w.vendors.elastic.state().rulesets.values().flat_map(|r| r.rules.iter().map(|(_, g)| g.clone())).collect()
+    };
+    let zilliz_ids = |w: &World| -> Vec<String> {
+        w.vendors.zilliz.state().endpoints.iter().map(|e| e.endpoint_id.clone()).collect()
+    };
+    let old = guids(&w);
+    assert_eq!(old.len(), 1, "{old:?}");
+    let old_zilliz = zilliz_ids(&w);
+    assert_eq!(old_zilliz.len(), 1, "{old_zilliz:?}");
+
+    // Deleted and recreated (new resourceGuid); the delete's event never arrives.
+    assert!(w.sb.arm.delete_endpoint(&es));
+    assert!(w.sb.arm.delete_endpoint(&zz));
+    w.sb.create(&elastic("es-re")).await;
+    w.sb.create(&zilliz("zz-re")).await;
+    w.settle().await;
+    let new = guids(&w);
+    assert_eq!(new.len(), 1, "only the new endpoint's ruleset: {new:?}");
+    assert_ne!(new, old);
+    let new_zilliz = zilliz_ids(&w);
+    assert_eq!(new_zilliz.len(), 1, "only the new endpoint's Zilliz endpoint: {new_zilliz:?}");
+    assert_ne!(new_zilliz, old_zilliz);
+
+    w.sb.delete(&es).await;
+    w.sb.delete(&zz).await;
+    w.settle().await;
+    assert!(w.vendors.elastic.state().rulesets.is_empty(), "{:?}", w.vendors.elastic.state());
+    assert!(w.vendors.zilliz.state().endpoints.is_empty(), "{:?}", w.vendors.zilliz.state());
+    assert!(w.sb.app.reconciler.vendor_sync().unwrap().ledger().list().await.unwrap().is_empty());
+}

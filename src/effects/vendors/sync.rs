@@ -379,3 +379,32 @@ impl VendorSync {
         client.is_registered(&ep).await.map(Some).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(guid: Option<&str>, location: &str, alias: Option<&str>) -> VendorEndpoint {
+        VendorEndpoint {
+            pe_id: "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/privateEndpoints/p".into(),
+            pe_name: "p".into(),
+            resource_guid: guid.map(str::to_owned),
+            subscription_id: "s".into(),
+            location: location.into(),
+            alias: alias.map(str::to_owned),
+            targets: vec!["t1".into()],
+        }
+    }
+
+    #[test]
+    fn the_same_endpoint_is_the_same_guid_region_and_alias_whatever_the_casing_or_targets() {
+        let a = ep(Some("AB-12"), "eastus2", Some("x.y.eastus2.azure.privatelinkservice"));
+        let mut b = ep(Some("ab-12"), "EastUS2", Some("X.y.eastus2.azure.privatelinkservice"));
+        b.targets = vec!["t2".into()];
+        assert!(same_endpoint(&a, &b), "targets are routing, not identity");
+        assert!(!same_endpoint(&a, &ep(Some("cd-34"), "eastus2", a.alias.as_deref())), "recreated: new guid");
+        assert!(!same_endpoint(&a, &ep(Some("AB-12"), "westus3", a.alias.as_deref())), "another region");
+        assert!(!same_endpoint(&a, &ep(Some("AB-12"), "eastus2", None)), "another target");
+        assert!(!same_endpoint(&a, &ep(None, "eastus2", a.alias.as_deref())));
+    }
+}

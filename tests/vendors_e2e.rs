@@ -547,7 +547,7 @@ mod races {
     use private_link_autopilot::config::Config;
     use private_link_autopilot::effects::vendors::build_vendors;
     use private_link_autopilot::effects::vendors::ledger::{Ledger, SqliteLedger};
-    use private_link_autopilot::effects::vendors::sync::{VendorDone, VendorSync};
+    use private_link_autopilot::effects::vendors::sync::{SyncError, VendorDone, VendorSync};
     use private_link_autopilot::effects::vendors::zilliz::endpoint_id as zilliz_id;
     use private_link_autopilot::model::PrivateEndpoint;
     use private_link_autopilot::sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB};
@@ -645,6 +645,14 @@ mod races {
 
     pub fn registered(r: &Result<VendorDone, impl std::fmt::Display>) -> bool {
         matches!(r, Ok(VendorDone::Registered { .. }))
+    }
+
+    /// A failure the queue retries (after reading ARM again).
+    pub fn transient(e: &SyncError) -> bool {
+        match e {
+            SyncError::Vendor(e) => e.is_transient(),
+            SyncError::Ledger(e) => e.is_transient(),
+        }
     }
 
     pub fn zilliz_endpoint_id(name: &str, guid: &str) -> String {
@@ -824,4 +832,39 @@ async fn an_endpoint_replaced_under_the_same_name_leaves_no_orphan_end_to_end() 
     assert!(w.vendors.elastic.state().rulesets.is_empty(), "{:?}", w.vendors.elastic.state());
     assert!(w.vendors.zilliz.state().endpoints.is_empty(), "{:?}", w.vendors.zilliz.state());
     assert!(w.sb.app.reconciler.vendor_sync().unwrap().ledger().list().await.unwrap().is_empty());
+}
+
+/// F11 under a race: instance B still registers the old endpoint (its read of ARM is
+/// stale) while instance A registers the endpoint that replaced it. Whatever the
+/// interleaving, the vendor ends with only what the ledger names (the queue's retry of a
+/// stale item re-reads ARM and registers the live endpoint, so B's item may fail
+/// transiently, never leave an unrecorded ruleset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_register_racing_the_replacement_leaves_only_what_the_ledger_names() {
+    let w = races::two_instances(Duration::from_millis(20)).await;
+    for (round, offset_ms) in (0..=160).step_by(20).enumerate() {
+        let name = format!("es-swap-{round}");
+        let (old, new) = (
+            format!("0000000{round}-old0-4000-8000-000000000001"),
+            format!("0000000{round}-new0-4000-8000-000000000002"),
+        );
+        let stale = races::elastic(&name, &old);
+        let live = races::elastic(&name, &new);
+        let replacement = async {
+            tokio::time::sleep(Duration::from_millis(offset_ms)).await;
+            w.a.register("elastic", &live).await
+        };
+        let (b, a) = tokio::join!(w.b.register("elastic", &stale), replacement);
+        for r in [&a, &b] {
+            assert!(races::registered(r) || r.as_ref().is_err_and(races::transient), "offset {offset_ms}: {r:?}");
+        }
+        // The queue retries whichever item failed, after reading ARM: the live endpoint.
+        if a.is_err() || b.is_err() {
+            w.a.register("elastic", &live).await.unwrap();
+        }
+        let entry = w.ledger.get("elastic", live.id.as_str()).await.unwrap().expect("recorded");
+        assert_eq!(entry.endpoint.resource_guid.as_deref(), Some(new.as_str()), "offset {offset_ms}");
+        assert!(w.elastic_rulesets(&old).is_empty(), "offset {offset_ms}: the stale endpoint's ruleset is gone");
+        assert_eq!(w.elastic_rulesets(&new).len(), 1, "offset {offset_ms}");
+    }
 }

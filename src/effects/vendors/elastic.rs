@@ -21,7 +21,9 @@
 //!
 //! Removal disassociates every deployment, then deletes the ruleset with
 //! `ignore_associations=false` (so a racing association makes the delete fail loudly
-//! instead of silently cutting traffic); 404 at either step means already gone.
+//! instead of silently cutting traffic); 404 at either step means already gone. Such a
+//! refusal is transient when a re-list shows the association: a concurrent register made
+//! it, and the queue's retry reads ARM and the ledger again before deciding.
 //!
 //! Two instances registering the same endpoint at once both find nothing and both
 //! create a ruleset (vendor work is not serialised across instances). So after a create
@@ -325,6 +327,13 @@ impl Elastic {
         }
     }
 
+    /// Whether this ruleset has associations now (a delete without
+    /// `ignore_associations` was refused, and we want to know if a race is why).
+    async fn newly_associated(&self, ep: &VendorEndpoint, guid: &str, region: &str, id: &str) -> bool {
+        let Ok(now) = self.find(ep, guid, region).await else { return false };
+        now.iter().any(|r| r.id.eq_ignore_ascii_case(id) && !r.associations.as_deref().unwrap_or_default().is_empty())
+    }
+
     fn associated(r: &Ruleset, deployment: &str) -> bool {
         r.associations
             .as_deref()
@@ -425,7 +434,17 @@ impl Vendor for Elastic {
             }
             let ctx = format!("elastic: delete ruleset {} for private endpoint {}", ruleset.id, ep.pe_id);
             let path = format!("{RULESETS}/{}?ignore_associations=false", ruleset.id);
-            change = change.merge(self.delete(&path, &ctx).await?);
+            match self.delete(&path, &ctx).await {
+                Ok(c) => change = change.merge(c),
+                // Refused because a concurrent register associated it after our listing:
+                // not a dead letter, the retry (which re-reads ARM and the ledger) decides.
+                Err(e) if !e.is_transient() && self.newly_associated(ep, guid, &region, &ruleset.id).await => {
+                    let mut err = VendorError::transient(format!("{} (associated concurrently; retried)", e.message));
+                    err.status = e.status;
+                    return Err(err);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(change)
     }

@@ -41,6 +41,13 @@ use crate::model::{PrivateEndpoint, ResourceId};
 /// work back to the queue (which retries it with a fresh read of ARM).
 const CONFLICT_ROUNDS: usize = 5;
 
+/// How one round of `register` ended.
+enum Attempt {
+    /// The ledger changed between our read and our first write: read again.
+    Reread(LedgerError),
+    Done(Result<VendorDone, SyncError>),
+}
+
 /// Whether two registrations are of the same private endpoint, not just the same ARM id:
 /// an endpoint deleted and recreated under the same name gets a new `resourceGuid`
 /// (and may move region or target another alias).
@@ -187,10 +194,10 @@ impl VendorSync {
         }
         for _ in 0..CONFLICT_ROUNDS {
             match self.try_register(client, vendor, &ep).await {
-                Err(SyncError::Ledger(e)) if e.is_conflict() => {
+                Attempt::Reread(e) => {
                     tracing::debug!(endpoint = %ep.pe_id, vendor, error = %e, "ledger changed concurrently; reading again");
                 }
-                other => return other,
+                Attempt::Done(result) => return result,
             }
         }
         Err(SyncError::Ledger(LedgerError::Conflict(format!(
@@ -199,28 +206,30 @@ impl VendorSync {
         ))))
     }
 
-    async fn try_register(
-        &self,
-        client: &Arc<dyn Vendor>,
-        vendor: &str,
-        ep: &VendorEndpoint,
-    ) -> Result<VendorDone, SyncError> {
-        let previous = self.ledger.get(vendor, &ep.pe_id).await.map_err(SyncError::Ledger)?;
+    /// One round: read, decide, write the ledger, call the vendor, confirm. Only a
+    /// conflict on the first ledger write (before the vendor call) is worth another round
+    /// here; anything later goes back to the queue, whose retry reads ARM again (what a
+    /// stale read of the endpoint decided must not be acted on twice).
+    async fn try_register(&self, client: &Arc<dyn Vendor>, vendor: &str, ep: &VendorEndpoint) -> Attempt {
+        let previous = match self.ledger.get(vendor, &ep.pe_id).await {
+            Ok(p) => p,
+            Err(e) => return Attempt::Done(Err(SyncError::Ledger(e))),
+        };
         let mut dropped: Vec<String> = Vec::new();
         match &previous {
             // The endpoint was deleted and recreated under the same name: the old one's
             // registration is keyed by what changed (Elastic's and Zilliz's guid), and
             // this entry is the only record of it. Deregistered before the entry is
             // replaced, so a failure here leaves the entry naming it (retried).
-            Some(p) if !same_endpoint(&p.endpoint, ep) => {
-                let change = client.deregister(&p.endpoint).await.map_err(SyncError::Vendor)?;
-                tracing::info!(
+            Some(p) if !same_endpoint(&p.endpoint, ep) => match client.deregister(&p.endpoint).await {
+                Ok(change) => tracing::info!(
                     endpoint = %ep.pe_id, vendor, ?change,
                     old_guid = p.endpoint.resource_guid.as_deref().unwrap_or(""),
                     new_guid = ep.resource_guid.as_deref().unwrap_or(""),
                     "the endpoint was replaced under the same name; deregistered the previous one"
-                );
-            }
+                ),
+                Err(e) => return Attempt::Done(Err(SyncError::Vendor(e))),
+            },
             // Routing may have moved (a rule, a tag or the defaults changed): the targets
             // the ledger holds and the route no longer names are withdrawn after the new
             // registration. Until then the ledger holds both sets (too much, never too little).
@@ -229,20 +238,35 @@ impl VendorSync {
         }
         let mut record = ep.clone();
         record.targets.extend(dropped.iter().cloned());
-        let version = self
-            .ledger
-            .record(vendor, &record, previous.as_ref().map(|p| &p.version))
-            .await
-            .map_err(SyncError::Ledger)?;
+        let version = match self.ledger.record(vendor, &record, previous.as_ref().map(|p| &p.version)).await {
+            Ok(v) => v,
+            Err(e) if e.is_conflict() => return Attempt::Reread(e),
+            Err(e) => return Attempt::Done(Err(SyncError::Ledger(e))),
+        };
+        Attempt::Done(self.register_recorded(client, vendor, ep, previous, dropped, version).await)
+    }
+
+    /// The rest of a round, once the ledger names the endpoint: the vendor call, the
+    /// withdrawal from targets it left, the confirming write.
+    async fn register_recorded(
+        &self,
+        client: &Arc<dyn Vendor>,
+        vendor: &str,
+        ep: &VendorEndpoint,
+        previous: Option<Registration>,
+        dropped: Vec<String>,
+        version: Version,
+    ) -> Result<VendorDone, SyncError> {
         let change = client.register(ep).await.map_err(SyncError::Vendor)?;
         let mut withdrawn = Vec::new();
         let mut confirmed = ep.clone();
-        if let Some(old) = previous.filter(|_| !dropped.is_empty()) {
-            if client.withdraw(&old.endpoint, &dropped).await.map_err(SyncError::Vendor)? == Change::Applied {
-                withdrawn = dropped;
+        match previous {
+            Some(old) if !dropped.is_empty() => {
+                if client.withdraw(&old.endpoint, &dropped).await.map_err(SyncError::Vendor)? == Change::Applied {
+                    withdrawn = dropped;
+                }
             }
-        } else {
-            confirmed.targets.extend(dropped);
+            _ => confirmed.targets.extend(dropped),
         }
         self.confirm(client, vendor, &confirmed, version).await?;
         Ok(VendorDone::Registered { change, targets: ep.targets.clone(), withdrawn })

@@ -487,7 +487,9 @@ async fn elastic_connection_not_found_is_transient_then_succeeds() {
     assert_eq!(client.register(&endpoint()).await.unwrap(), Change::Applied);
     assert_eq!(fake.state().rulesets.len(), 1);
 
-    // Time-bounded hiding works the same way.
+    // Time-bounded hiding works the same way (after a fresh rate-limit window, so the
+    // client's own pacing cannot outlast the hiding).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let other = VendorEndpoint { resource_guid: Some("11111111-2222-3333-4444-555555555555".into()), ..endpoint() };
     fake.hide_connections(Hide::For(Duration::from_millis(300)));
     assert!(client.register(&other).await.unwrap_err().is_transient());
@@ -895,4 +897,37 @@ fn vendor_endpoint_from_arm_endpoint_round_trips_through_json() {
     assert_eq!(ep.alias_region(), Some("westus3"));
     let back: VendorEndpoint = serde_json::from_str(&serde_json::to_string(&ep).unwrap()).unwrap();
     assert_eq!(back, ep);
+}
+
+/// Rulesets a race already duplicated (two instances each created one): the next
+/// register keeps the lowest id, the same choice on every instance, deletes the other
+/// even though it is associated, and associates the kept one with every deployment.
+#[tokio::test]
+async fn elastic_register_keeps_the_lowest_id_of_duplicate_rulesets() {
+    use private_link_autopilot::sandbox::fake_vendors::elastic::{ElasticState, FakeRuleset};
+    let fake = elastic_fake().await;
+    let client = elastic_client(&elastic_config(&fake), ES_KEY);
+    let ruleset = |id: &str, deployments: &[&str]| FakeRuleset {
+        id: id.into(),
+        name: "pl-autopilot-dup".into(),
+        description: String::new(),
+        region: "azure-eastus2".into(),
+        ruleset_type: es::RULESET_TYPE.into(),
+        include_by_default: false,
+        rules: vec![(endpoint().pe_name, PE_GUID.into())],
+        deployments: deployments.iter().map(|d| d.to_string()).collect(),
+    };
+    let mut st = ElasticState::default();
+    st.rulesets.insert("f0".into(), ruleset("f0", &[DEPLOYMENT, "d2"]));
+    st.rulesets.insert("0a".into(), ruleset("0a", &[]));
+    fake.set_state(st);
+    assert_eq!(client.register(&endpoint()).await.unwrap(), Change::Applied);
+    let st = fake.state();
+    assert_eq!(st.rulesets.keys().collect::<Vec<_>>(), vec!["0a"], "{st:?}");
+    let mut deployments = st.rulesets["0a"].deployments.clone();
+    deployments.sort();
+    let mut expected = vec![DEPLOYMENT.to_string(), "d2".to_string()];
+    expected.sort();
+    assert_eq!(deployments, expected);
+    assert_eq!(client.register(&endpoint()).await.unwrap(), Change::AlreadyInPlace);
 }

@@ -2,6 +2,10 @@
 //! work -> embedded queue -> worker re-reads ARM -> fake ClickHouse / Elastic / Zilliz,
 //! with the ledger, retries, dead letters, approval re-checks and marks.
 
+#[path = "support/azurite.rs"]
+mod azurite;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use private_link_autopilot::config::Config;
@@ -441,9 +445,10 @@ async fn a_routing_change_from_an_old_ledger_entry_withdraws_from_the_defaults()
     w.sb.create(&clickhouse("ch-legacy")).await;
     w.settle().await;
     let ledger = w.sb.app.reconciler.vendor_sync().unwrap().ledger().clone();
-    let mut entry = ledger.list().await.unwrap().remove(0);
+    let listed = ledger.list().await.unwrap().remove(0);
+    let mut entry = ledger.get("clickhouse", &listed.endpoint.pe_id).await.unwrap().unwrap();
     entry.endpoint.targets.clear();
-    ledger.record("clickhouse", &entry.endpoint).await.unwrap();
+    ledger.record("clickhouse", &entry.endpoint, Some(&entry.version)).await.unwrap();
 
     w.sb.create(&clickhouse("ch-legacy").with_tag("autopilot.vendor.targets", &SECOND.to_uppercase())).await;
     w.settle().await;
@@ -526,4 +531,340 @@ async fn a_dead_lettered_vendor_item_is_replayed_once_the_cause_is_fixed() {
     w.settle().await;
     assert_eq!(w.vendors.clickhouse.state().services.values().flatten().count(), 1);
     assert!(w.sb.app.queue.dead_letters().await.unwrap().is_empty());
+}
+
+// ------------------------------------------------ several instances, one endpoint (F6, F11)
+//
+// Vendor work for one endpoint is not serialised across function-app instances. These
+// tests run two `VendorSync`s ("instance A" and "instance B": their own vendor clients,
+// rate limiters and caches) against the same fake vendors and the same ledger, with vendor
+// latency so their calls overlap.
+
+mod races {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use private_link_autopilot::config::Config;
+    use private_link_autopilot::effects::vendors::build_vendors;
+    use private_link_autopilot::effects::vendors::ledger::{Ledger, SqliteLedger};
+    use private_link_autopilot::effects::vendors::sync::{SyncError, VendorDone, VendorSync};
+    use private_link_autopilot::effects::vendors::zilliz::endpoint_id as zilliz_id;
+    use private_link_autopilot::model::PrivateEndpoint;
+    use private_link_autopilot::sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB};
+    use private_link_autopilot::sandbox::vendors::{
+        CLICKHOUSE_ALIAS as CH_ALIAS, ELASTIC_ALIAS as ES_ALIAS, SandboxVendors, ZILLIZ_ALIAS as ZZ_ALIAS,
+    };
+    use serde_json::json;
+
+    pub struct Instances {
+        pub vendors: SandboxVendors,
+        pub ledger: Arc<dyn Ledger>,
+        pub a: VendorSync,
+        pub b: VendorSync,
+    }
+
+    pub async fn two_instances(latency: Duration) -> Instances {
+        two_instances_with(latency, Arc::new(SqliteLedger::open_in_memory().unwrap())).await
+    }
+
+    /// Two instances sharing `ledger` (SQLite, the Table fake or Azurite).
+    pub async fn two_instances_with(latency: Duration, ledger: Arc<dyn Ledger>) -> Instances {
+        let vendors = SandboxVendors::start_with(|ch, es, zz| {
+            ch.rate_limit = None;
+            es.rate_limit = None;
+            zz.rate_limit = None;
+        })
+        .await
+        .expect("fake vendors start");
+        vendors.clickhouse.set_latency(latency);
+        vendors.elastic.set_latency(latency);
+        vendors.zilliz.set_latency(latency);
+        let mut c = Config::default();
+        vendors.configure(&mut c);
+        c.vendors.clickhouse.rate_limit_requests = 10_000;
+        c.vendors.elastic.rate_limit_requests = 10_000;
+        c.vendors.zilliz.rate_limit_requests = 10_000;
+        let env = vendors.env();
+        let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let instance =
+            || VendorSync::new(build_vendors(&c.vendors, lookup).unwrap(), c.vendors.clone(), ledger.clone());
+        let (a, b) = (instance(), instance());
+        Instances { vendors, ledger, a, b }
+    }
+
+    /// A private endpoint as ARM returns it.
+    pub fn endpoint(name: &str, guid: &str, alias: &str) -> PrivateEndpoint {
+        PrivateEndpoint::from_arm_json(&json!({
+            "id": format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/privateEndpoints/{name}"),
+            "name": name,
+            "location": "eastus2",
+            "tags": {"autopilot.zilliz.clusters": "in01-3f2a9c"},
+            "properties": {
+                "resourceGuid": guid,
+                "provisioningState": "Succeeded",
+                "privateLinkServiceConnections": [{"name": "c", "properties": {
+                    "privateLinkServiceId": alias,
+                    "privateLinkServiceConnectionState": {"status": "Pending"},
+                }}],
+            },
+        }))
+        .unwrap()
+    }
+
+    pub fn clickhouse(name: &str, guid: &str) -> PrivateEndpoint {
+        endpoint(name, guid, CH_ALIAS)
+    }
+    pub fn elastic(name: &str, guid: &str) -> PrivateEndpoint {
+        endpoint(name, guid, ES_ALIAS)
+    }
+    pub fn zilliz(name: &str, guid: &str) -> PrivateEndpoint {
+        endpoint(name, guid, ZZ_ALIAS)
+    }
+
+    impl Instances {
+        /// Elastic rulesets whose rule names this guid.
+        pub fn elastic_rulesets(&self, guid: &str) -> Vec<(String, Vec<String>)> {
+            let st = self.vendors.elastic.state();
+            st.rulesets
+                .values()
+                .filter(|r| r.rules.iter().any(|(_, g)| g == guid))
+                .map(|r| (r.id.clone(), r.deployments.clone()))
+                .collect()
+        }
+        pub fn zilliz_endpoints(&self, name: &str) -> Vec<String> {
+            let prefix = format!("{name}.");
+            let st = self.vendors.zilliz.state();
+            st.endpoints.iter().filter(|e| e.endpoint_id.starts_with(&prefix)).map(|e| e.endpoint_id.clone()).collect()
+        }
+        /// How many ClickHouse services list this endpoint id (any casing), and how often.
+        pub fn clickhouse_listings(&self, pe_id: &str) -> usize {
+            let st = self.vendors.clickhouse.state();
+            st.services.values().flatten().filter(|x| x.eq_ignore_ascii_case(pe_id)).count()
+        }
+    }
+
+    pub fn registered(r: &Result<VendorDone, impl std::fmt::Display>) -> bool {
+        matches!(r, Ok(VendorDone::Registered { .. }))
+    }
+
+    /// A failure the queue retries (after reading ARM again).
+    pub fn transient(e: &SyncError) -> bool {
+        match e {
+            SyncError::Vendor(e) => e.is_transient(),
+            SyncError::Ledger(e) => e.is_transient(),
+        }
+    }
+
+    pub fn zilliz_endpoint_id(name: &str, guid: &str) -> String {
+        zilliz_id(name, guid)
+    }
+}
+
+/// F6: two instances register the same new endpoint at the same moment: one Elastic
+/// ruleset (associated with every deployment), no ClickHouse "already added" failure,
+/// no duplicate Zilliz endpoint; both instances report success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_registering_at_once_make_one_registration_per_vendor() {
+    let w = races::two_instances(Duration::from_millis(120)).await;
+    let guid = "5dc81a36-0000-4000-8000-0000000000e1";
+
+    let es = races::elastic("es-race", guid);
+    let (a, b) = tokio::join!(w.a.register("elastic", &es), w.b.register("elastic", &es));
+    assert!(races::registered(&a) && races::registered(&b), "{a:?} {b:?}");
+    let rulesets = w.elastic_rulesets(guid);
+    assert_eq!(rulesets.len(), 1, "exactly one ruleset survives the race: {rulesets:?}");
+    let mut deployments = rulesets[0].1.clone();
+    deployments.sort();
+    let mut expected =
+        private_link_autopilot::sandbox::fake_vendors::elastic::ElasticFakeOptions::default().deployment_ids;
+    expected.sort();
+    assert_eq!(deployments, expected, "the kept ruleset is associated with every deployment");
+
+    let ch = races::clickhouse("ch-race", guid);
+    let (a, b) = tokio::join!(w.a.register("clickhouse", &ch), w.b.register("clickhouse", &ch));
+    assert!(races::registered(&a) && races::registered(&b), "no 'already added' failure: {a:?} {b:?}");
+    let services = ClickHouseFakeOptions::default().service_ids.len();
+    assert_eq!(w.clickhouse_listings(ch.id.as_str()), services, "{:?}", w.vendors.clickhouse.state());
+
+    let zz = races::zilliz("zz-race", guid);
+    let (a, b) = tokio::join!(w.a.register("zilliz", &zz), w.b.register("zilliz", &zz));
+    assert!(races::registered(&a) && races::registered(&b), "{a:?} {b:?}");
+    assert_eq!(w.zilliz_endpoints("zz-race"), vec![races::zilliz_endpoint_id("zz-race", guid)]);
+
+    let entries = w.ledger.list().await.unwrap();
+    assert_eq!(entries.len(), 3, "one ledger entry per vendor: {entries:?}");
+
+    // Both deregister at once too: nothing left anywhere, no failure.
+    for (vendor, pe) in [("elastic", &es), ("clickhouse", &ch), ("zilliz", &zz)] {
+        let (a, b) = tokio::join!(w.a.deregister(vendor, &pe.id), w.b.deregister(vendor, &pe.id));
+        assert!(a.is_ok() && b.is_ok(), "{vendor}: {a:?} {b:?}");
+    }
+    assert!(w.elastic_rulesets(guid).is_empty());
+    assert_eq!(w.clickhouse_listings(ch.id.as_str()), 0);
+    assert!(w.zilliz_endpoints("zz-race").is_empty());
+    assert!(w.ledger.list().await.unwrap().is_empty());
+}
+
+/// F6: instance B registers (it read ARM just before the delete) while instance A
+/// deregisters (it read ARM just after), started at many offsets from each other. However
+/// they interleave, an endpoint the vendor still allowlists has a ledger entry, so the
+/// next deregistration (the sweep's) removes it.
+async fn register_racing_deregister(w: &races::Instances) {
+    let guid = "5dc81a36-0000-4000-8000-0000000000e2";
+    let mut unrecorded = Vec::new();
+    for (round, offset_ms) in (0..=200).step_by(10).enumerate() {
+        let pe = races::clickhouse(&format!("ch-flip-{round}"), guid);
+        let register = w.b.register("clickhouse", &pe);
+        let deregister = async {
+            tokio::time::sleep(Duration::from_millis(offset_ms)).await;
+            w.a.deregister("clickhouse", &pe.id).await
+        };
+        let (r, d) = tokio::join!(register, deregister);
+        assert!(r.is_ok() && d.is_ok(), "offset {offset_ms} ms: {r:?} {d:?}");
+        let allowlisted = w.clickhouse_listings(pe.id.as_str()) > 0;
+        let recorded = w.ledger.get("clickhouse", pe.id.as_str()).await.unwrap().is_some();
+        if allowlisted && !recorded {
+            unrecorded.push(offset_ms);
+        }
+        // What the sweep does for an endpoint ARM no longer has.
+        w.a.deregister("clickhouse", &pe.id).await.unwrap();
+        assert_eq!(w.clickhouse_listings(pe.id.as_str()), 0, "offset {offset_ms} ms: cleaned up");
+    }
+    assert!(unrecorded.is_empty(), "allowlisted with no ledger entry at offsets (ms) {unrecorded:?}");
+    assert!(w.ledger.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_racing_a_deregister_never_leaves_an_unrecorded_allowlisting() {
+    register_racing_deregister(&races::two_instances(Duration::from_millis(25)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_race_with_the_table_ledger_on_the_fake_table_service() {
+    use private_link_autopilot::arm::Secret;
+    use private_link_autopilot::arm::credential::StaticToken;
+    use private_link_autopilot::effects::vendors::ledger::TableLedger;
+    use private_link_autopilot::sandbox::fake_table::FakeTableService;
+    let fake = FakeTableService::start("t", 1000).await.unwrap();
+    let ledger = TableLedger::new(&fake.base_url(), "vendorregistrations", Arc::new(StaticToken(Secret::new("t"))));
+    let w = races::two_instances_with(Duration::from_millis(25), Arc::new(ledger.unwrap())).await;
+    register_racing_deregister(&w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_race_with_the_table_ledger_on_azurite() {
+    let Some(a) = azurite::azurite() else { return };
+    let ledger = azurite::azurite_ledger(a, azurite::storage_token(3600));
+    let w = races::two_instances_with(Duration::from_millis(25), Arc::new(ledger)).await;
+    register_racing_deregister(&w).await;
+}
+
+/// F11: an endpoint deleted and recreated under the same name (new `resourceGuid`) before
+/// its vendor item runs: the old guid's Elastic ruleset and Zilliz endpoint are removed,
+/// and the ledger names the new one, so the final deletion leaves nothing behind.
+#[tokio::test]
+async fn an_endpoint_recreated_under_the_same_name_replaces_its_old_registration() {
+    let w = races::two_instances(Duration::ZERO).await;
+    let (old, new) = ("97d744b9-0000-4000-8000-000000000001", "c324e073-0000-4000-8000-000000000002");
+
+    w.a.register("elastic", &races::elastic("es-re", old)).await.unwrap();
+    w.a.register("zilliz", &races::zilliz("zz-re", old)).await.unwrap();
+    assert_eq!(w.elastic_rulesets(old).len(), 1);
+
+    // Recreated: the next register (on either instance) sees the new guid.
+    let es = races::elastic("es-re", new);
+    let zz = races::zilliz("zz-re", new);
+    w.b.register("elastic", &es).await.unwrap();
+    w.b.register("zilliz", &zz).await.unwrap();
+    assert!(w.elastic_rulesets(old).is_empty(), "the old guid's ruleset is withdrawn");
+    assert_eq!(w.elastic_rulesets(new).len(), 1);
+    assert_eq!(w.zilliz_endpoints("zz-re"), vec![races::zilliz_endpoint_id("zz-re", new)]);
+    for (vendor, pe) in [("elastic", &es), ("zilliz", &zz)] {
+        let entry = w.ledger.get(vendor, pe.id.as_str()).await.unwrap().unwrap();
+        assert_eq!(entry.endpoint.resource_guid.as_deref(), Some(new), "{vendor}");
+    }
+
+    // The final delete leaves nothing.
+    w.a.deregister("elastic", &es.id).await.unwrap();
+    w.a.deregister("zilliz", &zz.id).await.unwrap();
+    assert!(w.vendors.elastic.state().rulesets.is_empty(), "{:?}", w.vendors.elastic.state());
+    assert!(w.zilliz_endpoints("zz-re").is_empty());
+    assert!(w.ledger.list().await.unwrap().is_empty());
+}
+
+/// F11 end to end: an endpoint deleted and recreated under the same name, the delete's
+/// event lost, so the only vendor item that runs is the recreated endpoint's register.
+/// The old guid's Elastic ruleset and Zilliz endpoint are removed, and the final delete
+/// leaves nothing behind.
+#[tokio::test]
+async fn an_endpoint_replaced_under_the_same_name_leaves_no_orphan_end_to_end() {
+    let w = world(no_rechecks).await;
+    let (es, _) = w.sb.create(&elastic("es-re")).await;
+    let (zz, _) = w.sb.create(&zilliz("zz-re")).await;
+    w.settle().await;
+    let guids = |w: &World| -> Vec<String> {
+        w.vendors.elastic.state().rulesets.values().flat_map(|r| r.rules.iter().map(|(_, g)| g.clone())).collect()
+    };
+    let zilliz_ids = |w: &World| -> Vec<String> {
+        w.vendors.zilliz.state().endpoints.iter().map(|e| e.endpoint_id.clone()).collect()
+    };
+    let old = guids(&w);
+    assert_eq!(old.len(), 1, "{old:?}");
+    let old_zilliz = zilliz_ids(&w);
+    assert_eq!(old_zilliz.len(), 1, "{old_zilliz:?}");
+
+    // Deleted and recreated (new resourceGuid); the delete's event never arrives.
+    assert!(w.sb.arm.delete_endpoint(&es));
+    assert!(w.sb.arm.delete_endpoint(&zz));
+    w.sb.create(&elastic("es-re")).await;
+    w.sb.create(&zilliz("zz-re")).await;
+    w.settle().await;
+    let new = guids(&w);
+    assert_eq!(new.len(), 1, "only the new endpoint's ruleset: {new:?}");
+    assert_ne!(new, old);
+    let new_zilliz = zilliz_ids(&w);
+    assert_eq!(new_zilliz.len(), 1, "only the new endpoint's Zilliz endpoint: {new_zilliz:?}");
+    assert_ne!(new_zilliz, old_zilliz);
+
+    w.sb.delete(&es).await;
+    w.sb.delete(&zz).await;
+    w.settle().await;
+    assert!(w.vendors.elastic.state().rulesets.is_empty(), "{:?}", w.vendors.elastic.state());
+    assert!(w.vendors.zilliz.state().endpoints.is_empty(), "{:?}", w.vendors.zilliz.state());
+    assert!(w.sb.app.reconciler.vendor_sync().unwrap().ledger().list().await.unwrap().is_empty());
+}
+
+/// F11 under a race: instance B still registers the old endpoint (its read of ARM is
+/// stale) while instance A registers the endpoint that replaced it. Whatever the
+/// interleaving, the vendor ends with only what the ledger names (the queue's retry of a
+/// stale item re-reads ARM and registers the live endpoint, so B's item may fail
+/// transiently, never leave an unrecorded ruleset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_register_racing_the_replacement_leaves_only_what_the_ledger_names() {
+    let w = races::two_instances(Duration::from_millis(20)).await;
+    for (round, offset_ms) in (0..=160).step_by(20).enumerate() {
+        let name = format!("es-swap-{round}");
+        let (old, new) = (
+            format!("0000000{round}-old0-4000-8000-000000000001"),
+            format!("0000000{round}-new0-4000-8000-000000000002"),
+        );
+        let stale = races::elastic(&name, &old);
+        let live = races::elastic(&name, &new);
+        let replacement = async {
+            tokio::time::sleep(Duration::from_millis(offset_ms)).await;
+            w.a.register("elastic", &live).await
+        };
+        let (b, a) = tokio::join!(w.b.register("elastic", &stale), replacement);
+        for r in [&a, &b] {
+            assert!(races::registered(r) || r.as_ref().is_err_and(races::transient), "offset {offset_ms}: {r:?}");
+        }
+        // The queue retries whichever item failed, after reading ARM: the live endpoint.
+        if a.is_err() || b.is_err() {
+            w.a.register("elastic", &live).await.unwrap();
+        }
+        let entry = w.ledger.get("elastic", live.id.as_str()).await.unwrap().expect("recorded");
+        assert_eq!(entry.endpoint.resource_guid.as_deref(), Some(new.as_str()), "offset {offset_ms}");
+        assert!(w.elastic_rulesets(&old).is_empty(), "offset {offset_ms}: the stale endpoint's ruleset is gone");
+        assert_eq!(w.elastic_rulesets(&new).len(), 1, "offset {offset_ms}");
+    }
 }

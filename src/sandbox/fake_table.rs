@@ -1,7 +1,13 @@
 //! A fake Azure Table service for the ledger's tests: the REST calls `TableLedger` makes,
 //! with the service's status codes and OData error shape, a bearer-token check, the
-//! `x-ms-version`/`x-ms-date` headers required, query paging by continuation headers, and
-//! injectable failures.
+//! `x-ms-version`/`x-ms-date` headers required, ETags (Insert 409, Update and Delete with
+//! `If-Match`: 412 on a changed entity, 404 on a missing one), query paging by
+//! continuation headers, and injectable failures.
+//!
+//! The ledger's behaviour is also tested against Azurite, Microsoft's emulator; this fake
+//! stays for what Azurite cannot be made to do: fail on demand (503, 403), and page the
+//! way the real service may, with `x-ms-continuation-NextPartitionKey` and no
+//! `NextRowKey` ([`FakeTableService::set_partition_only_continuation`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,14 +21,26 @@ use serde_json::{Value, json};
 
 use super::loopback::LoopbackServer;
 
+/// (PartitionKey, RowKey) -> (entity, ETag)
+type Entities = BTreeMap<(String, String), (Value, String)>;
+
 #[derive(Debug, Default)]
 struct Inner {
     token: String,
     page_size: usize,
-    /// table -> (PartitionKey, RowKey) -> entity
-    tables: BTreeMap<String, BTreeMap<(String, String), Value>>,
+    /// table -> (PartitionKey, RowKey) -> (entity, ETag)
+    tables: BTreeMap<String, Entities>,
     faults: VecDeque<u16>,
     requests: usize,
+    etags: u64,
+    partition_only_continuation: bool,
+}
+
+impl Inner {
+    fn next_etag(&mut self) -> String {
+        self.etags += 1;
+        format!("W/\"datetime'2026-01-01T00%3A00%3A00.{:07}Z'\"", self.etags)
+    }
 }
 
 #[derive(Debug)]
@@ -52,6 +70,19 @@ impl FakeTableService {
     pub fn requests(&self) -> usize {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).requests
     }
+    /// Pages end at partition boundaries and carry only `x-ms-continuation-NextPartitionKey`
+    /// (the service documents that `NextRowKey` may be absent); the next page starts at the
+    /// beginning of that partition.
+    pub fn set_partition_only_continuation(&self, on: bool) {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).partition_only_continuation = on;
+    }
+}
+
+fn with_etag(mut resp: Response, etag: &str) -> Response {
+    if let Ok(v) = etag.parse() {
+        resp.headers_mut().insert("etag", v);
+    }
+    resp
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -114,6 +145,33 @@ async fn handle(
         st.tables.insert(name.clone(), BTreeMap::new());
         return (StatusCode::CREATED, axum::Json(json!({"TableName": name}))).into_response();
     }
+    if method == Method::POST && !path.contains('(') {
+        let table = decode(path.trim_start_matches('/'));
+        let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+            return error(StatusCode::BAD_REQUEST, "InvalidInput", "The entity is not JSON.");
+        };
+        let (Some(pk), Some(rk)) =
+            (v["PartitionKey"].as_str().map(str::to_owned), v["RowKey"].as_str().map(str::to_owned))
+        else {
+            return error(StatusCode::BAD_REQUEST, "PropertiesNeedValue", "PartitionKey and RowKey are required.");
+        };
+        let etag = st.next_etag();
+        let Some(entities) = st.tables.get_mut(&table) else {
+            return error(StatusCode::NOT_FOUND, "TableNotFound", "The table specified does not exist.");
+        };
+        if entities.contains_key(&(pk.clone(), rk.clone())) {
+            return error(StatusCode::CONFLICT, "EntityAlreadyExists", "The specified entity already exists.");
+        }
+        v["PartitionKey"] = json!(pk);
+        v["RowKey"] = json!(rk);
+        entities.insert((pk, rk), (v.clone(), etag.clone()));
+        let resp = if header("prefer") == "return-no-content" {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            (StatusCode::CREATED, axum::Json(v)).into_response()
+        };
+        return with_etag(resp, &etag);
+    }
     let Some((table, key)) = parse_path(path) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -122,48 +180,84 @@ async fn handle(
         );
     };
     let page_size = st.page_size;
+    let partition_only = st.partition_only_continuation;
+    let new_etag = st.next_etag();
     let Some(entities) = st.tables.get_mut(&table) else {
         return error(StatusCode::NOT_FOUND, "TableNotFound", "The table specified does not exist.");
+    };
+    let if_match = header("if-match");
+    // None: the condition holds; Some(answer): it does not.
+    let precondition = |current: Option<&(Value, String)>| -> Option<Response> {
+        match current {
+            None => Some(error(StatusCode::NOT_FOUND, "ResourceNotFound", "The specified resource does not exist.")),
+            Some((_, etag)) if if_match != "*" && if_match != *etag => Some(error(
+                StatusCode::PRECONDITION_FAILED,
+                "UpdateConditionNotSatisfied",
+                "The update condition specified in the request was not satisfied.",
+            )),
+            Some(_) => None,
+        }
     };
     match (method, key) {
         (Method::PUT, Some(k)) => {
             let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
                 return error(StatusCode::BAD_REQUEST, "InvalidInput", "The entity is not JSON.");
             };
+            // With If-Match: Update Entity; without: Insert Or Replace.
+            if !if_match.is_empty()
+                && let Some(refused) = precondition(entities.get(&k))
+            {
+                return refused;
+            }
             v["PartitionKey"] = json!(k.0);
             v["RowKey"] = json!(k.1);
-            entities.insert(k, v);
-            StatusCode::NO_CONTENT.into_response()
+            entities.insert(k, (v, new_etag.clone()));
+            with_etag(StatusCode::NO_CONTENT.into_response(), &new_etag)
         }
         (Method::GET, Some(k)) => match entities.get(&k) {
-            Some(v) => axum::Json(v.clone()).into_response(),
+            Some((v, etag)) => with_etag(axum::Json(v.clone()).into_response(), etag),
             None => error(StatusCode::NOT_FOUND, "ResourceNotFound", "The specified resource does not exist."),
         },
         (Method::DELETE, Some(k)) => {
-            if header("if-match").is_empty() {
+            if if_match.is_empty() {
                 return error(StatusCode::BAD_REQUEST, "MissingRequiredHeader", "If-Match is required.");
             }
-            match entities.remove(&k) {
-                Some(_) => StatusCode::NO_CONTENT.into_response(),
-                None => error(StatusCode::NOT_FOUND, "ResourceNotFound", "The specified resource does not exist."),
+            if let Some(refused) = precondition(entities.get(&k)) {
+                return refused;
             }
+            entities.remove(&k);
+            StatusCode::NO_CONTENT.into_response()
         }
         (Method::GET, None) => {
             let q: BTreeMap<String, String> = uri
                 .query()
                 .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default();
-            let from = match (q.get("NextPartitionKey"), q.get("NextRowKey")) {
-                (Some(pk), Some(rk)) => Some((pk.clone(), rk.clone())),
-                _ => None,
-            };
+            // NextRowKey absent: from the start of that partition.
+            let from =
+                q.get("NextPartitionKey").map(|pk| (pk.clone(), q.get("NextRowKey").cloned().unwrap_or_default()));
             let mut iter = entities.iter().filter(|(k, _)| from.as_ref().is_none_or(|f| *k >= f)).peekable();
-            let page: Vec<Value> = iter.by_ref().take(page_size).map(|(_, v)| v.clone()).collect();
+            let mut page: Vec<Value> = Vec::new();
+            let mut last_pk: Option<String> = None;
+            while page.len() < page_size {
+                let Some((k, _)) = iter.peek() else { break };
+                if partition_only && last_pk.as_ref().is_some_and(|pk| *pk != k.0) {
+                    break;
+                }
+                let Some((k, (v, _))) = iter.next() else { break };
+                last_pk = Some(k.0.clone());
+                page.push(v.clone());
+            }
             let mut resp = axum::Json(json!({"value": page})).into_response();
             if let Some((k, _)) = iter.peek() {
                 let h = resp.headers_mut();
-                if let (Ok(pk), Ok(rk)) = (k.0.parse(), k.1.parse()) {
+                let starts_partition = last_pk.as_ref().is_none_or(|pk| *pk != k.0);
+                if let Ok(pk) = k.0.parse() {
                     h.insert("x-ms-continuation-NextPartitionKey", pk);
+                }
+                if !(partition_only && starts_partition)
+                    && let Ok(rk) = k.1.parse()
+                {
                     h.insert("x-ms-continuation-NextRowKey", rk);
                 }
             }

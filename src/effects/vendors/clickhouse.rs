@@ -5,7 +5,11 @@
 //!
 //! - Register: for each service, GET it and PATCH `{"privateEndpointIds":{"add":[id]}}`
 //!   only if the id is absent (compared case-insensitively): a duplicate add probably
-//!   fails. The deprecated organization-level add is never used; the service PATCH is
+//!   fails. Another instance may add it between our GET and PATCH (vendor work is not
+//!   serialised across instances), so an HTTP 400 on the add is checked by reading the
+//!   service again: if the id is there now, the loser of that race is done too
+//!   (`AlreadyInPlace`), not dead-lettered. The reread decides, not the error text
+//!   (ClickHouse's wording for a duplicate is unconfirmed; the fake says "already added"). The deprecated organization-level add is never used; the service PATCH is
 //!   the supported path (and registers the id with the organization as a side effect).
 //! - Deregister: PATCH `remove` on every service that lists the id, then PATCH the
 //!   organization's `privateEndpoints.remove` with the entry as the organization reports
@@ -311,8 +315,18 @@ impl Vendor for ClickHouse {
             }
             let ctx = format!("clickhouse: PATCH service {service} (add private endpoint {id})");
             let body = json!({ "privateEndpointIds": { "add": [id] } });
-            let _: Service = self.call(Method::PATCH, &self.service_path(service), Some(body), &ctx).await?;
-            change = Change::Applied;
+            match self.call::<Service>(Method::PATCH, &self.service_path(service), Some(body), &ctx).await {
+                Ok(_) => change = Change::Applied,
+                // Lost a race with another instance adding the same id: done if it is there.
+                Err(e) if e.status == Some(400) => {
+                    let now = self.get_service(service, ep).await?;
+                    if !contains(now.private_endpoint_ids.as_deref().unwrap_or_default(), &id) {
+                        return Err(e);
+                    }
+                    tracing::debug!(service, endpoint = %ep.pe_id, "already added by a concurrent registration");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(change)
     }

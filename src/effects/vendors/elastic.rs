@@ -21,7 +21,19 @@
 //!
 //! Removal disassociates every deployment, then deletes the ruleset with
 //! `ignore_associations=false` (so a racing association makes the delete fail loudly
-//! instead of silently cutting traffic); 404 at either step means already gone.
+//! instead of silently cutting traffic); 404 at either step means already gone. Such a
+//! refusal is transient when a re-list shows the association: a concurrent register made
+//! it, and the queue's retry reads ARM and the ledger again before deciding.
+//!
+//! Two instances registering the same endpoint at once both find nothing and both
+//! create a ruleset (vendor work is not serialised across instances). So after a create
+//! the rulesets for the guid are listed again, and every instance keeps the same one, the
+//! lowest id (Elastic reports no creation time; ids compare the same everywhere), deletes
+//! the others and associates only the kept one. Those extras carry the same rule for the
+//! same endpoint, so they are deleted with `ignore_associations=true`: an association
+//! the other instance made to one is replaced by ours on the kept ruleset. A 404 while
+//! associating right after that is transient (the other instance kept a ruleset we did
+//! not see yet and deleted ours); the retry finds the survivor.
 
 use std::fmt;
 use std::time::Duration;
@@ -315,6 +327,13 @@ impl Elastic {
         }
     }
 
+    /// Whether this ruleset has associations now (a delete without
+    /// `ignore_associations` was refused, and we want to know if a race is why).
+    async fn newly_associated(&self, ep: &VendorEndpoint, guid: &str, region: &str, id: &str) -> bool {
+        let Ok(now) = self.find(ep, guid, region).await else { return false };
+        now.iter().any(|r| r.id.eq_ignore_ascii_case(id) && !r.associations.as_deref().unwrap_or_default().is_empty())
+    }
+
     fn associated(r: &Ruleset, deployment: &str) -> bool {
         r.associations
             .as_deref()
@@ -334,28 +353,47 @@ impl Vendor for Elastic {
         let guid = ep.require_guid("elastic", "Elastic needs as azure_endpoint_guid")?;
         let region = self.region_for(ep);
         let mut change = Change::AlreadyInPlace;
-        let (ruleset_id, existing) = match self.find(ep, guid, &region).await?.into_iter().next() {
-            Some(r) => (r.id.clone(), Some(r)),
-            None => {
-                let ctx = format!("elastic: create traffic filter ruleset for private endpoint {}", ep.pe_id);
-                let body = json!({
-                    "name": ruleset_name(&ep.pe_name, guid),
-                    "description": format!("Managed by private-link-autopilot for {}", ep.pe_id),
-                    "region": region,
-                    "type": RULESET_TYPE,
-                    "include_by_default": false,
-                    "rules": [{ "azure_endpoint_name": ep.pe_name, "azure_endpoint_guid": guid }],
-                });
-                let raw = self.send(Method::POST, RULESETS, Some(body), &ctx).await?;
-                if !raw.status.is_success() {
-                    return Err(self.fail(&raw, &ctx));
-                }
-                let created: CreatedRuleset = serde_json::from_slice(&raw.body)
-                    .map_err(|e| VendorError::transient(format!("{ctx}: unexpected reply: {e}")))?;
-                change = Change::Applied;
-                (created.id, None)
+        let mut found = self.find(ep, guid, &region).await?;
+        let mut created = None;
+        if found.is_empty() {
+            let ctx = format!("elastic: create traffic filter ruleset for private endpoint {}", ep.pe_id);
+            let body = json!({
+                "name": ruleset_name(&ep.pe_name, guid),
+                "description": format!("Managed by private-link-autopilot for {}", ep.pe_id),
+                "region": region,
+                "type": RULESET_TYPE,
+                "include_by_default": false,
+                "rules": [{ "azure_endpoint_name": ep.pe_name, "azure_endpoint_guid": guid }],
+            });
+            let raw = self.send(Method::POST, RULESETS, Some(body), &ctx).await?;
+            if !raw.status.is_success() {
+                return Err(self.fail(&raw, &ctx));
             }
+            let made: CreatedRuleset = serde_json::from_slice(&raw.body)
+                .map_err(|e| VendorError::transient(format!("{ctx}: unexpected reply: {e}")))?;
+            change = Change::Applied;
+            // Another instance may have created one too: look again.
+            found = self.find(ep, guid, &region).await?;
+            created = Some(made.id);
+        }
+        // Every candidate id (ours may not be listed yet), the lowest kept, the rest deleted.
+        let mut ids: Vec<String> = found.iter().map(|r| r.id.clone()).collect();
+        ids.extend(created.iter().filter(|c| !found.iter().any(|r| r.id.eq_ignore_ascii_case(c))).cloned());
+        ids.sort_by_key(|id| id.to_ascii_lowercase());
+        let Some((ruleset_id, extras)) = ids.split_first() else {
+            return Err(VendorError::transient(format!(
+                "elastic: no traffic filter ruleset for private endpoint {} after creating one",
+                ep.pe_id
+            )));
         };
+        for extra in extras {
+            let ctx = format!("elastic: delete duplicate ruleset {extra} for private endpoint {}", ep.pe_id);
+            if self.delete(&format!("{RULESETS}/{extra}?ignore_associations=true"), &ctx).await? == Change::Applied {
+                tracing::info!(endpoint = %ep.pe_id, kept = %ruleset_id, deleted = %extra, "deleted a duplicate Elastic ruleset");
+                change = Change::Applied;
+            }
+        }
+        let existing = found.into_iter().find(|r| r.id.eq_ignore_ascii_case(ruleset_id));
         for deployment in self.deployments_for(ep)? {
             if existing.as_ref().is_some_and(|r| Self::associated(r, deployment)) {
                 continue;
@@ -370,10 +408,11 @@ impl Vendor for Elastic {
             match raw.status {
                 StatusCode::CREATED => change = Change::Applied,
                 StatusCode::OK => {}
-                // Read-after-create lag: the ruleset exists, Elastic just cannot find it yet.
-                StatusCode::NOT_FOUND if existing.is_none() => {
+                // Read-after-create lag (the ruleset exists, Elastic cannot find it yet), or
+                // a racing instance kept another ruleset and deleted this one.
+                StatusCode::NOT_FOUND if created.is_some() => {
                     let mut err = VendorError::transient(format!(
-                        "{ctx}: ruleset not visible yet right after creation ({})",
+                        "{ctx}: ruleset not visible right after creation ({})",
                         error_text(&raw.body)
                     ));
                     err.retry_after = Some(Duration::from_secs(5));
@@ -395,7 +434,17 @@ impl Vendor for Elastic {
             }
             let ctx = format!("elastic: delete ruleset {} for private endpoint {}", ruleset.id, ep.pe_id);
             let path = format!("{RULESETS}/{}?ignore_associations=false", ruleset.id);
-            change = change.merge(self.delete(&path, &ctx).await?);
+            match self.delete(&path, &ctx).await {
+                Ok(c) => change = change.merge(c),
+                // Refused because a concurrent register associated it after our listing:
+                // not a dead letter, the retry (which re-reads ARM and the ledger) decides.
+                Err(e) if !e.is_transient() && self.newly_associated(ep, guid, &region, &ruleset.id).await => {
+                    let mut err = VendorError::transient(format!("{} (associated concurrently; retried)", e.message));
+                    err.status = e.status;
+                    return Err(err);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(change)
     }

@@ -9,9 +9,14 @@
 //! - Register: list the project's endpoints (paged); if `<pe-name>.<resourceGuid>` is
 //!   there, nothing to do. Otherwise whitelist the PE's subscription for the project and
 //!   region (add-only API with no list: we remember per process what we whitelisted, and
-//!   re-adding is assumed harmless), then create the endpoint.
+//!   re-adding is assumed harmless), then create the endpoint. A create that fails with
+//!   a non-transient error is checked by listing again: another instance may have
+//!   created the same endpoint between our list and our POST (the duplicate's code is
+//!   unconfirmed; the fake answers code 96021 "already exists"), and if it is listed now
+//!   the registration is done (`AlreadyInPlace`), never a duplicate or a dead letter.
 //! - Deregister: delete it if listed; absent is success (delete of an absent endpoint is
-//!   unconfirmed, so we never send one). The whitelist entry stays: there is no delete
+//!   unconfirmed, so we never send one on purpose; if a concurrent deregistration wins the
+//!   race and ours fails, a second list that no longer shows it makes ours a success). The whitelist entry stays: there is no delete
 //!   API, and other endpoints of the subscription may need it.
 //! - Codes: 96012–96016 (no permission), 96001 (invalid RegionId), 96005 (invalid
 //!   projectId) and 80001 (invalid token; assumed) are configuration errors; 429/5xx-like
@@ -320,8 +325,19 @@ impl Vendor for Zilliz {
         let ctx = format!("zilliz: create private endpoint {id} in {region} for project {}", self.project_id);
         let path = format!("/v2/projects/{}/privateEndpoints", self.project_id);
         let body = json!({ "regionId": region, "endpointId": id });
-        let _: Option<Value> = self.call(Method::POST, &path, Some(body), &ctx).await?;
-        Ok(Change::Applied)
+        match self.call::<Value>(Method::POST, &path, Some(body), &ctx).await {
+            Ok(_) => Ok(Change::Applied),
+            // Lost a race with another instance creating the same endpoint: done if listed.
+            Err(e) if !e.is_transient() && e.kind != super::VendorErrorKind::Config => {
+                if Self::find(&self.list_endpoints(ep).await?, &id, &region).is_some() {
+                    tracing::debug!(endpoint = %ep.pe_id, "created by a concurrent registration");
+                    Ok(Change::AlreadyInPlace)
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn deregister(&self, ep: &VendorEndpoint) -> Result<Change, VendorError> {
@@ -336,8 +352,18 @@ impl Vendor for Zilliz {
             "/v2/projects/{}/privateEndpoints/{}?regionId={}",
             self.project_id, found.endpoint_id, found.region_id
         );
-        let _: Option<Value> = self.call(Method::DELETE, &path, None, &ctx).await?;
-        Ok(Change::Applied)
+        match self.call::<Value>(Method::DELETE, &path, None, &ctx).await {
+            Ok(_) => Ok(Change::Applied),
+            // Another instance deleted it between our list and our DELETE: gone is done.
+            Err(e) if !e.is_transient() && e.kind != super::VendorErrorKind::Config => {
+                if Self::find(&self.list_endpoints(ep).await?, &id, &region).is_none() {
+                    Ok(Change::AlreadyInPlace)
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn is_registered(&self, ep: &VendorEndpoint) -> Result<bool, VendorError> {

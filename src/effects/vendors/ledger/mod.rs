@@ -13,8 +13,25 @@
 //! gone"), and forgotten only *after* a successful deregistration. So it can hold too
 //! much, never too little.
 //!
+//! Why every write is conditional: vendor work for one endpoint can run on several
+//! instances at once (Service Bus hands duplicates to different instances; the sweep
+//! queues its own items). An unconditional "insert or replace" and a "delete whatever is
+//! there" let a deregistration erase the entry a racing registration has just written,
+//! leaving a deleted endpoint allowlisted with nothing left to remember it. So each entry
+//! carries a [`Version`] (the Table ETag, a counter in SQLite):
+//! - [`Ledger::get`] returns the entry with the version it was read at;
+//! - [`Ledger::record`] with `expected = None` only creates (someone else created it
+//!   first: [`LedgerError::Conflict`]), with `Some(version)` only replaces that version
+//!   (changed or gone since: `Conflict`);
+//! - [`Ledger::forget`] only erases the version that was read (a newer write: `Conflict`;
+//!   already gone: success).
+//!
+//! A `Conflict` means "re-read and decide again" (`sync.rs` does, a few times); if it
+//! escapes, it is transient, so the queue retries the item with a fresh read of ARM.
+//!
 //! Implementations: SQLite beside the embedded queue (laptop, demo), Azure Table storage
-//! in the function app's own storage account (managed identity) in Azure.
+//! in the function app's own storage account (managed identity) in Azure. Both pass the
+//! same behaviour suite (`tests/ledger.rs`), the Table one against a fake and Azurite.
 
 pub mod sqlite;
 pub mod table;
@@ -28,6 +45,18 @@ use super::VendorEndpoint;
 pub use sqlite::SqliteLedger;
 pub use table::TableLedger;
 
+/// The version an entry was read or written at: opaque, only compared by the store
+/// (the Table service's ETag; a counter in SQLite).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Version(pub String);
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
@@ -36,6 +65,13 @@ pub struct Registration {
     pub endpoint: VendorEndpoint,
     /// Unix seconds of the last write.
     pub recorded_at: u64,
+    /// The version this entry was read at: pass it back to `record` / `forget`.
+    #[serde(default, skip_serializing_if = "version_is_empty")]
+    pub version: Version,
+}
+
+fn version_is_empty(v: &Version) -> bool {
+    v.0.is_empty()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +82,18 @@ pub enum LedgerError {
     /// Configuration or permission problem; retrying will not help.
     #[error("registration ledger misconfigured: {0}")]
     Config(String),
+    /// The entry changed since it was read (a concurrent register or deregister):
+    /// re-read and decide again. Transient if it reaches the queue.
+    #[error("registration ledger entry changed concurrently: {0}")]
+    Conflict(String),
 }
 
 impl LedgerError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, LedgerError::Unavailable(_))
+        matches!(self, LedgerError::Unavailable(_) | LedgerError::Conflict(_))
+    }
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, LedgerError::Conflict(_))
     }
 }
 
@@ -61,12 +104,22 @@ pub fn endpoint_key(pe_id: &str) -> String {
 
 #[async_trait::async_trait]
 pub trait Ledger: Send + Sync + fmt::Debug {
-    /// Inserts or replaces the entry for (`vendor`, endpoint). Idempotent.
-    async fn record(&self, vendor: &str, ep: &VendorEndpoint) -> Result<(), LedgerError>;
-    /// The entry for (`vendor`, endpoint id in any casing), if any.
+    /// Writes the entry for (`vendor`, endpoint) and returns its new version.
+    /// `expected = None`: create only (an existing entry is a [`LedgerError::Conflict`]);
+    /// `Some(v)`: replace version `v` only (changed or gone since: `Conflict`).
+    async fn record(
+        &self,
+        vendor: &str,
+        ep: &VendorEndpoint,
+        expected: Option<&Version>,
+    ) -> Result<Version, LedgerError>;
+    /// The entry for (`vendor`, endpoint id in any casing), if any, with its version.
     async fn get(&self, vendor: &str, pe_id: &str) -> Result<Option<Registration>, LedgerError>;
-    /// Removes the entry; removing a missing entry is success.
-    async fn forget(&self, vendor: &str, pe_id: &str) -> Result<(), LedgerError>;
+    /// Removes the entry if it still is at `version`; a missing entry is success, a newer
+    /// one is a [`LedgerError::Conflict`] (never erased).
+    async fn forget(&self, vendor: &str, pe_id: &str, version: &Version) -> Result<(), LedgerError>;
     /// Every entry (for the sweep and `status`), ordered by vendor then endpoint key.
+    /// Their versions may be empty (the Table query does not return ETags): re-read an
+    /// entry with [`Ledger::get`] before a conditional write.
     async fn list(&self) -> Result<Vec<Registration>, LedgerError>;
 }

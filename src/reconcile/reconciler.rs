@@ -127,6 +127,11 @@ fn done_for(has_records: bool, report: &Report) -> Vec<String> {
     done
 }
 
+/// Plans one record set from what it holds (`None` = absent).
+type Decide<'a> = Box<dyn Fn(Option<&ARecordSet>) -> DnsAction + Send + Sync + 'a>;
+/// One record set to converge: its key, its planner, and whether to try a create first.
+type KeyWork<'a> = (RecordKey, Decide<'a>, bool);
+
 /// What converging one record set did.
 struct KeyResult {
     action: Option<DnsAction>,
@@ -399,8 +404,7 @@ impl Reconciler {
         // The records (all at once) and the marks are independent writes: they go out
         // together, so the tag write costs no round trip on the way to the record. The
         // conflict note is left as it is meanwhile and corrected after, when it changed.
-        type Decide<'a> = Box<dyn Fn(Option<&ARecordSet>) -> DnsAction + Send + Sync + 'a>;
-        let work: Vec<(RecordKey, Decide<'_>, bool)> = desired
+        let work: Vec<KeyWork<'_>> = desired
             .records
             .iter()
             .map(|d| {
@@ -684,8 +688,7 @@ impl Reconciler {
         if candidates.is_empty() {
             report.plan.notes.push("endpoint is gone and owns no records".into());
         }
-        type Decide<'a> = Box<dyn Fn(Option<&ARecordSet>) -> DnsAction + Send + Sync + 'a>;
-        let work: Vec<(RecordKey, Decide<'_>, bool)> = candidates
+        let work: Vec<KeyWork<'_>> = candidates
             .into_iter()
             .map(|key| {
                 let (endpoint, k) = (endpoint.clone(), key.clone());
@@ -787,7 +790,7 @@ impl Reconciler {
     /// Converges several keys at once (independent record sets: one round trip for all).
     async fn converge_keys(
         &self,
-        work: Vec<(RecordKey, Box<dyn Fn(Option<&ARecordSet>) -> DnsAction + Send + Sync + '_>, bool)>,
+        work: Vec<KeyWork<'_>>,
         mode: Mode,
         endpoint: &str,
         report: &mut Report,

@@ -158,12 +158,98 @@ async fn burst(dir: &std::path::Path, latency_ms: u64, events_n: usize) -> (f64,
     (rate, peak as f64 / 1024.0)
 }
 
+/// Event -> record as a user feels it: every ARM call answers after `latency_ms`; each
+/// event's time from delivery to the handler's acknowledgement (record written, marks
+/// merged). `in_flight` events are delivered at once. Returns the per-event latencies (ms)
+/// and the ARM requests per event.
+async fn event_latency(dir: &std::path::Path, latency_ms: u64, in_flight: usize) -> (Vec<f64>, f64) {
+    let options = FakeArmOptions {
+        latency: Duration::from_millis(latency_ms),
+        reads: (1_000_000, 1_000_000.0),
+        writes: (1_000_000, 1_000_000.0),
+        ..FakeArmOptions::default()
+    };
+    let arm = FakeArm::start(options).await.expect("fake ARM");
+    arm.add_zone(HUB_SUBSCRIPTION, HUB_RESOURCE_GROUP, "privatelink.vaultcore.azure.net");
+    let ids: Vec<String> = (0..in_flight)
+        .map(|i| {
+            let vault = format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/lat{i}");
+            arm.put_endpoint(&EndpointSpec::resource(
+                SUB,
+                RG,
+                &format!("pe-lat{i}"),
+                "eastus2",
+                &vault,
+                "vault",
+                vec![MemberSpec::new("default", &[&format!("lat{i}.vault.azure.net")])],
+            ))
+        })
+        .collect();
+    let port = free_port();
+    let mut child = spawn(port, dir, &arm.base_url());
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while !ready(addr) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    arm.clear_log();
+    let host = HostEmulator::new(&format!("http://{addr}"));
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let host = host.clone();
+            let event = events::event_grid(ResourceEvent::WriteSuccess, id);
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let status = host.deliver_event_grid("PrivateEndpointEvents", vec![event]).await.status;
+                (status, t.elapsed().as_secs_f64() * 1000.0)
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for task in tasks {
+        let (status, ms) = task.await.expect("delivery");
+        assert_eq!(status, 202);
+        times.push(ms);
+    }
+    assert_eq!(arm.all_records().len(), in_flight, "every event's record is written");
+    let per_event = arm.requests().len() as f64 / in_flight as f64;
+    let _ = child.kill();
+    let _ = child.wait();
+    (times, per_event)
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
     let dir = std::env::temp_dir().join(format!("autopilot-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
     startup(&dir);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // One event at a time (10 runs), then 1,000 at once, ARM answering after 100 ms.
+    let mut singles = Vec::new();
+    let mut requests = 0.0;
+    for _ in 0..10 {
+        let (t, r) = rt.block_on(event_latency(&dir, 100, 1));
+        singles.extend(t);
+        requests = r;
+    }
+    println!(
+        "event -> record, ARM at 100 ms per call: median {:.0} ms (min {:.0}, max {:.0}; 10 runs), {requests:.0} ARM requests per event",
+        median(singles.clone()),
+        singles.iter().copied().fold(f64::MAX, f64::min),
+        singles.iter().copied().fold(0.0, f64::max)
+    );
+    let (many, requests) = rt.block_on(event_latency(&dir, 100, 1000));
+    println!(
+        "event -> record, 1,000 events in flight, ARM at 100 ms per call: median {:.0} ms, p90 {:.0} ms, max {:.0} ms, {requests:.1} ARM requests per event",
+        median(many.clone()),
+        percentile(many.clone(), 0.9),
+        many.iter().copied().fold(0.0, f64::max)
+    );
     for latency in [0, 5] {
         let runs: Vec<(f64, f64)> = (0..3).map(|_| rt.block_on(burst(&dir, latency, 1000))).collect();
         println!(

@@ -11,6 +11,7 @@
 //! on stderr, because the host discards the body of a non-2xx answer): Event Grid then
 //! redelivers the batch and nothing is lost.
 
+use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,7 +134,7 @@ async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Re
         }
     }
     let deadline = app.deadline();
-    match reconcile_and_queue(&app, endpoints.into_values().collect(), deadline, None).await {
+    match reconcile_and_queue(&app, endpoints.into_values().collect(), deadline, None, Duration::ZERO).await {
         Ok((mut lines, summary)) => {
             logs.append(&mut lines);
             invocation_ok(InvocationResponse { logs, return_value: Value::Array(summary), ..Default::default() })
@@ -142,44 +143,59 @@ async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Re
     }
 }
 
+/// Sends queue messages at most this many at a time: a sweep's follow-ups for thousands
+/// of endpoints go out in a fraction of the time one-by-one sends would take, without
+/// opening thousands of connections at once.
+const ENQUEUE_CONCURRENCY: usize = 16;
+
 /// Reconciles `ids` within `deadline` and queues a retry for each one that did not
 /// converge. Returns log lines and one summary value per endpoint; `Err` when a retry
-/// could not be queued (the caller must then fail so its trigger redelivers).
+/// could not be queued (the caller must then fail so its trigger redelivers). An endpoint
+/// cut off by the deadline is retried after 1 s plus a random part of `spread`, so a
+/// large sweep's leftovers do not all come back at the same second.
 pub async fn reconcile_and_queue(
     app: &Arc<App>,
     ids: Vec<ResourceId>,
     deadline: Duration,
     dns: Option<Arc<DnsSnapshot>>,
+    spread: Duration,
 ) -> Result<(Vec<String>, Vec<Value>), String> {
     let results = reconcile_all(app, ids, deadline, dns).await;
     let mut logs = Vec::new();
     let mut summary = Vec::new();
+    let mut messages = Vec::new();
     for (id, result) in results {
+        let cut_off = || Duration::from_secs(1) + Duration::from_millis(fastrand::u64(..=spread.as_millis() as u64));
         let (line, retry) = match &result {
             Ok(report) => (format_report(report), retry_reason(report)),
-            Err(why) => (format!("{id}: {why}"), Some((why.clone(), Duration::from_secs(1)))),
+            Err(why) => (format!("{id}: {why}"), Some((why.clone(), cut_off()))),
         };
         logs.push(line);
         if let Ok(report) = &result {
             for msg in worker::follow_ups(report, &id) {
-                let what = msg.dedupe_key.clone();
-                if let Err(e) = app.queue.enqueue(msg).await {
-                    return Err(format!("could not queue {what}: {e}"));
-                }
-                logs.push(format!("{id}: queued {what}"));
+                logs.push(format!("{id}: queued {}", msg.dedupe_key));
+                messages.push(msg);
             }
         }
         if let Some((reason, after)) = retry {
-            let msg = work::reconcile_retry(&id, 1, work::now_unix(), &reason, after);
-            if let Err(e) = app.queue.enqueue(msg).await {
-                return Err(format!("could not queue a retry for {id} ({reason}): {e}"));
-            }
             logs.push(format!("{id}: retry queued in {:.1}s ({reason})", after.as_secs_f64()));
+            messages.push(work::reconcile_retry(&id, 1, work::now_unix(), &reason, after));
         }
         summary.push(match result {
             Ok(r) => serde_json::to_value(&r).unwrap_or(Value::Null),
             Err(why) => json!({"endpoint": id.to_string(), "outcome": "deadline", "reason": why}),
         });
+    }
+    let sent: Vec<Result<(), String>> = futures::stream::iter(messages)
+        .map(|msg| async move {
+            let what = msg.dedupe_key.clone();
+            app.queue.enqueue(msg).await.map_err(|e| format!("could not queue {what}: {e}"))
+        })
+        .buffer_unordered(ENQUEUE_CONCURRENCY)
+        .collect()
+        .await;
+    if let Some(Err(why)) = sent.into_iter().find(Result::is_err) {
+        return Err(why);
     }
     Ok((logs, summary))
 }
@@ -235,17 +251,41 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
         let logs = vec!["sweep: no subscriptions configured (sweep.subscriptions); nothing to do".to_owned()];
         return invocation_ok(InvocationResponse { logs, ..Default::default() });
     }
+    // One budget for the whole run (listing, reconciles, queueing the rest), well inside
+    // the host's functionTimeout; whatever does not fit is queued, never killed.
+    let budget = Duration::from_secs(app.config.sweep.deadline_secs.max(1));
     let scope = match crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions, &app.config.sweep.source)
         .await
     {
         Ok(s) => s,
-        Err(e) => return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &format!("listing: {e}")),
+        Err(e) => {
+            let reason = format!("listing: {e}");
+            let data = json!({"subscriptions": subscriptions.len(), "error": reason,
+                "elapsed_ms": started.elapsed().as_millis() as u64});
+            app.reconciler.publish(&[sweep_completed(data)]).await;
+            return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &reason);
+        }
     };
-    let deadline = Duration::from_secs(app.config.sweep.deadline_secs.max(1));
+    // Keep a tenth of the budget (at least 5 s) for queueing what the reconciles leave.
+    let reserve = (budget / 10).max(Duration::from_secs(5));
+    let deadline = budget.saturating_sub(started.elapsed()).saturating_sub(reserve).max(Duration::from_secs(1));
     let total = scope.ids.len();
-    let (mut logs, summary) = match reconcile_and_queue(&app, scope.ids, deadline, scope.dns.clone()).await {
+    // A rotating (random) start: when a run cannot finish, no prefix of the estate is
+    // always the part that gets done.
+    let mut ids = scope.ids;
+    if !ids.is_empty() {
+        let start = fastrand::usize(..ids.len());
+        ids.rotate_left(start);
+    }
+    let spread = Duration::from_secs(app.config.sweep.deadline_secs.clamp(1, 300));
+    let (logs, summary) = match reconcile_and_queue(&app, ids, deadline, scope.dns.clone(), spread).await {
         Ok(r) => r,
-        Err(why) => return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &why),
+        Err(why) => {
+            let data = json!({"subscriptions": subscriptions.len(), "error": why,
+                "elapsed_ms": started.elapsed().as_millis() as u64});
+            app.reconciler.publish(&[sweep_completed(data)]).await;
+            return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &why);
+        }
     };
     let count = |f: &dyn Fn(&Value) -> bool| summary.iter().filter(|r| f(r)).count();
     let changed = count(&|r| r["applied"].as_array().is_some_and(|a| !a.is_empty()));
@@ -274,11 +314,25 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
         started.elapsed().as_millis()
     );
     tracing::info!("{line}");
-    logs.insert(0, line);
-    let event =
-        crate::effects::audit::AuditEvent { kind: "sweep.completed".into(), subject: "sweep".into(), data: counts };
-    app.reconciler.publish(&[event]).await;
-    invocation_ok(InvocationResponse { logs, return_value: Value::Array(summary), ..Default::default() })
+    // The answer stays small whatever the estate's size: the counts, the summary line and
+    // at most SWEEP_LOG_LINES per-endpoint lines (the rest are at debug level).
+    for l in &logs {
+        tracing::debug!("{l}");
+    }
+    let mut answer_logs = vec![line];
+    answer_logs.extend(logs.iter().take(SWEEP_LOG_LINES).cloned());
+    if logs.len() > SWEEP_LOG_LINES {
+        answer_logs.push(format!("... and {} more lines (debug level)", logs.len() - SWEEP_LOG_LINES));
+    }
+    app.reconciler.publish(&[sweep_completed(counts.clone())]).await;
+    invocation_ok(InvocationResponse { logs: answer_logs, return_value: counts, ..Default::default() })
+}
+
+/// Per-endpoint lines a sweep returns to the host at most.
+const SWEEP_LOG_LINES: usize = 50;
+
+fn sweep_completed(data: Value) -> crate::effects::audit::AuditEvent {
+    crate::effects::audit::AuditEvent { kind: "sweep.completed".into(), subject: "sweep".into(), data }
 }
 
 /// Whether a report needs a queued retry, and after how long.

@@ -105,7 +105,7 @@ impl App {
             Reconciler::new(arm.clone(), Arc::new(catalog), Arc::new(router), config.reconcile.clone(), stats.clone())
                 .with_approvals(config.approvals.clone())
                 .with_marks(config.marks.clone());
-        if let Some(sink) = audit_sink(&config, &credential)? {
+        if let Some(sink) = audit_sink(&config, &credential, &stats)? {
             reconciler = reconciler.with_audit(sink);
         }
         let vendors = build_vendors(&config.vendors, env)?;
@@ -227,12 +227,17 @@ pub fn ledger(config: &Config, credential: &Arc<dyn TokenSource>) -> Result<Arc<
 
 /// The audit destination: the Event Grid topic when configured (Azure), else the local
 /// JSON-lines file, else none.
-fn audit_sink(config: &Config, credential: &Arc<dyn TokenSource>) -> Result<Option<Arc<dyn AuditSink>>, String> {
+fn audit_sink(
+    config: &Config,
+    credential: &Arc<dyn TokenSource>,
+    stats: &Arc<Stats>,
+) -> Result<Option<Arc<dyn AuditSink>>, String> {
     let source = "/privatelinkautopilot";
     let a = &config.audit;
     if !a.topic_endpoint.trim().is_empty() {
         let sink = EventGridSink::new(a.topic_endpoint.trim(), credential.clone(), source)?;
-        return Ok(Some(Arc::new(sink)));
+        // Never on the way from event to record (see `audit_spool`).
+        return Ok(Some(Arc::new(crate::effects::audit_spool::SpooledSink::start(Arc::new(sink), stats.clone()))));
     }
     if !a.file.trim().is_empty() {
         return Ok(Some(Arc::new(JsonLinesSink::new(a.file.trim(), source))));

@@ -179,6 +179,9 @@ pub struct ReconcileSettings {
     pub zone_scan_cache_secs: u64,
     /// How often the vendors are asked for their published aliases (`reconcile/known.rs`).
     pub known_names_refresh_secs: u64,
+    /// A queued work item (retry, vendor call, re-check) must finish within this, below
+    /// host.json's functionTimeout (5 min): past it the host kills the whole handler.
+    pub work_deadline_secs: u64,
 }
 
 impl Default for ReconcileSettings {
@@ -191,6 +194,7 @@ impl Default for ReconcileSettings {
             retry_window_secs: 24 * 3600,
             zone_scan_cache_secs: 10,
             known_names_refresh_secs: 600,
+            work_deadline_secs: 240,
         }
     }
 }
@@ -371,6 +375,15 @@ impl Config {
         }
         if self.reconcile.deadline_ms == 0 || self.reconcile.deadline_ms > 25_000 {
             return invalid("reconcile.deadline_ms", "must be between 1 and 25000 (Event Grid waits 30 s)");
+        }
+        if self.reconcile.work_deadline_secs == 0 || self.reconcile.work_deadline_secs > 280 {
+            return invalid(
+                "reconcile.work_deadline_secs",
+                "must be between 1 and 280 (host.json functionTimeout is 300 s)",
+            );
+        }
+        if self.sweep.deadline_secs == 0 || self.sweep.deadline_secs > 280 {
+            return invalid("sweep.deadline_secs", "must be between 1 and 280 (host.json functionTimeout is 300 s)");
         }
         if self.reconcile.max_parallel == 0 {
             return invalid("reconcile.max_parallel", "must be at least 1");

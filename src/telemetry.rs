@@ -24,6 +24,8 @@ pub struct Stats {
     pub dns_conflicts: AtomicU64,
     pub vendor_calls_ok: AtomicU64,
     pub vendor_calls_failed: AtomicU64,
+    /// Audit events dropped because the spool to the audit topic was full.
+    pub audit_dropped: AtomicU64,
 }
 
 impl Stats {
@@ -35,6 +37,7 @@ impl Stats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
             "events_received": g(&self.events_received),
+            "audit_dropped": g(&self.audit_dropped),
             "events_ignored": g(&self.events_ignored),
             "events_rejected": g(&self.events_rejected),
             "invocations_rejected": g(&self.invocations_rejected),

@@ -23,6 +23,8 @@ use crate::reconcile::reconciler::Report;
 
 pub const TYPE_PREFIX: &str = "com.privatelinkautopilot.";
 pub const EVENT_GRID_SCOPE: &str = "https://eventgrid.azure.net/.default";
+/// The longest server-requested wait between two tries of one batch.
+const MAX_AUDIT_WAIT: Duration = Duration::from_secs(5);
 
 /// One audit event before it is wrapped as a CloudEvent.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +237,9 @@ impl AuditSink for EventGridSink {
                 }
             };
             if attempt < self.attempts {
+                // A topic asking for an hour is not waited on: a few short tries, then the
+                // events are reported lost (the spool keeps the rest moving).
+                let retry_after = retry_after.map(|d| d.min(MAX_AUDIT_WAIT));
                 tokio::time::sleep(self.backoff.delay_honouring(attempt, retry_after)).await;
             }
         }

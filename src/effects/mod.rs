@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod audit_spool;
 pub mod dns;
 pub mod marks;
 pub mod vendors;

@@ -137,7 +137,26 @@ pub fn follow_ups(report: &crate::reconcile::Report, id: &ResourceId) -> Vec<New
 }
 
 /// Runs one work item against the current state of the world.
+/// Runs one work item within `reconcile.work_deadline_secs` (below the host's
+/// `functionTimeout`, which would kill the handler process and every invocation in it):
+/// an item that does not finish is requeued, never killed. Every write it may have
+/// started is conditional or idempotent, so running it again is safe.
 pub async fn execute(reconciler: &Reconciler, work: &Work, id: &ResourceId) -> Executed {
+    let limit = Duration::from_secs(reconciler.settings().work_deadline_secs.max(1));
+    match tokio::time::timeout(limit, execute_unbounded(reconciler, work, id)).await {
+        Ok(executed) => executed,
+        Err(_) => {
+            tracing::warn!(endpoint = %id, work = work.kind(), limit_s = limit.as_secs(), "work item cut off at its deadline; requeued");
+            Outcome::Requeue {
+                after: Duration::from_secs(reconciler.settings().retry_base_secs.max(1)),
+                reason: format!("not finished within the {} s invocation deadline", limit.as_secs()),
+            }
+            .into()
+        }
+    }
+}
+
+async fn execute_unbounded(reconciler: &Reconciler, work: &Work, id: &ResourceId) -> Executed {
     match work {
         Work::Reconcile { .. } => {
             let report = reconciler.reconcile(id, Mode::Apply).await;

@@ -259,7 +259,16 @@ impl Reconciler {
 
     /// Reconciles one endpoint. Never panics; errors are in `Report::outcome`.
     pub async fn reconcile(&self, id: &ResourceId, mode: Mode) -> Report {
-        let _guard = self.locks.lock(id.key()).await;
+        let report = {
+            let _guard = self.locks.lock(id.key()).await;
+            self.reconcile_locked(id, mode).await
+        };
+        // After the lock: publishing never holds up the next reconcile of this endpoint.
+        self.publish(&audit::events_for(&report)).await;
+        report
+    }
+
+    async fn reconcile_locked(&self, id: &ResourceId, mode: Mode) -> Report {
         Stats::inc(&self.stats.reconciles);
         let mut report = Report {
             endpoint: id.to_string(),
@@ -304,7 +313,6 @@ impl Reconciler {
             }
         }
         self.count_outcome(&report.outcome);
-        self.publish(&audit::events_for(&report)).await;
         report
     }
 

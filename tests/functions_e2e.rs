@@ -266,3 +266,29 @@ async fn vendor_work_travels_through_service_bus() {
         "a re-check is scheduled while the connection is Pending"
     );
 }
+
+/// The Status health view in the deployed shape: depth is a number (from ARM, with the
+/// Reader grant only), dead letters are counted without listing or locking anything, and a
+/// park that cannot be stored still answers 2xx so the work does not run again.
+#[tokio::test]
+async fn health_counts_in_the_deployed_shape_and_failed_parks_do_not_loop() {
+    let (bus, table, queue) = fake_bus().await;
+    let sb = sandbox(Some(queue.clone())).await;
+    let settled = sb.host.deliver_service_bus("WorkQueue", "{\"v\":99}", props("bad-1"), false).await;
+    assert_eq!(settled, SbSettlement::Complete);
+    assert_eq!(table.entity_count(DEAD_LETTER_TABLE), 1);
+
+    let before = bus.requests().len();
+    let res = sb.host.invoke_http("Status", "GET", "/api/status", None).await.unwrap();
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_eq!(res.body["queue"]["depth"], json!(0), "{}", res.body);
+    assert_eq!(res.body["queue"]["dead_letters"], json!(1), "{}", res.body);
+    let health_calls = bus.requests()[before..].to_vec();
+    assert!(health_calls.iter().all(|r| !r.path_and_query.contains("/messages")), "{health_calls:?}");
+
+    // The table refuses writes: the park fails, the host is still answered 2xx (complete),
+    // and the invalid message is not redelivered into the same failure.
+    table.fail_next(503, 10);
+    let settled = sb.host.deliver_service_bus("WorkQueue", "{\"v\":98}", props("bad-2"), false).await;
+    assert_eq!(settled, SbSettlement::Complete);
+}

@@ -123,7 +123,38 @@ macro_rules! conformance {
                 }
             )*
         }
+        /// As deployed: dead letters in the table, counts from ARM.
+        mod deployed {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let fake = fake().await;
+                    let token = fake.bearer_token().expect("bearer").expose().to_owned();
+                    let table = FakeTableService::start(&token, 3).await.expect("table");
+                    queue_conformance::$check(fresh_deployed(&fake, &table, $prefix)).await;
+                    assert!(
+                        fake.requests().iter().all(|r| !r.path_and_query.contains("-deadletter")),
+                        "no parked queue in the deployed shape"
+                    );
+                }
+            )*
+        }
     };
+}
+
+fn fresh_deployed(fake: &FakeServiceBus, table: &FakeTableService, prefix: &str) -> Arc<ServiceBusQueue> {
+    let i = NEXT_QUEUE.fetch_add(1, Ordering::SeqCst) % QUEUES;
+    let name = format!("{prefix}{i}");
+    let mut s = settings(fake, &name, Mode::Bearer);
+    s.dead_letter_table_endpoint = table.base_url();
+    s.dead_letter_table = "workdeadletters".into();
+    s.arm_queue_id = format!(
+        "/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/rg/providers/Microsoft.ServiceBus/namespaces/{}/queues/{name}",
+        fake.namespace()
+    );
+    s.management_endpoint = fake.base_url().to_owned();
+    Arc::new(ServiceBusQueue::connect(s, credentials(fake, Mode::Bearer)).expect("connect"))
 }
 
 conformance!(
@@ -842,4 +873,22 @@ fn infra_provides_what_the_service_bus_code_needs() {
     assert!(!main.contains("AUTOPILOT__QUEUE__DEAD_LETTER_QUEUE"), "no parked queue in Azure");
     assert!(module.contains(&format!("output deadLetterTableName string = {table_sym}.name")));
     assert!(module.contains(&format!("output queueId string = {queue_sym}.id")));
+}
+
+/// The trigger's settlement contract (src/queue/trigger.rs): the host completes on 2xx.
+#[test]
+fn host_json_lets_the_host_complete_on_2xx() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let host: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/host.json")).expect("host.json")).expect("json");
+    let sb = &host["extensions"]["serviceBus"];
+    assert_ne!(sb["autoCompleteMessages"], Value::Bool(false), "a custom handler cannot settle by itself");
+    let function: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/handlers/WorkQueue/function.json")).expect("function.json"),
+    )
+    .expect("json");
+    let trigger = &function["bindings"][0];
+    assert_eq!(trigger["type"], "serviceBusTrigger");
+    assert_eq!(trigger["name"], trigger::MESSAGE_BINDING);
+    assert_ne!(trigger["autoComplete"], Value::Bool(false));
 }

@@ -1,8 +1,10 @@
 //! The consuming side on Azure: a `serviceBusTrigger` function (`handlers/WorkQueue`,
 //! binding `message`) whose invocations the Functions host POSTs to us.
 //!
-//! The host settles the message itself: it *completes* it when we answer 2xx and
-//! *abandons* it otherwise, which makes it redeliverable at once with no delay, up to the
+//! The host settles the message itself (`host.json` `extensions.serviceBus`:
+//! `autoCompleteMessages` is `true`, as it must be for a non-.NET worker, and
+//! `maxAutoLockRenewalDuration` covers `functionTimeout`): it *completes* it when we
+//! answer 2xx and *abandons* it otherwise, which makes it redeliverable at once with no delay, up to the
 //! queue's `MaxDeliveryCount` (then the broker dead-letters it). Abandon is therefore
 //! useless as a retry mechanism, so every outcome that is *ours* ends in a 2xx:
 //! - done → 2xx (completed);

@@ -703,7 +703,7 @@ struct Counts {
 
 impl Counts {
     fn from_xml(xml: &str) -> Result<Self, QueueError> {
-        let count = |name: &str| props::xml_count(xml, name).and_then(|n| u64::try_from(n).ok());
+        let count = |name: &str| props::xml_count(xml, name);
         match (count("ActiveMessageCount"), count("ScheduledMessageCount")) {
             (Some(active), Some(scheduled)) => {
                 Ok(Self { active, scheduled, dead: count("DeadLetterMessageCount").unwrap_or(0) })

@@ -251,13 +251,26 @@ impl DeadLetterTable {
 
     /// Every dead letter of this partition (reads only).
     pub async fn list(&self) -> Result<Vec<IndexedDeadLetter>, QueueError> {
+        let rows = self.query("").await?;
+        Ok(rows.iter().filter_map(entity_to_dead_letter).collect())
+    }
+
+    /// How many dead letters this partition holds: the same query with only the keys
+    /// selected, so a count moves no bodies.
+    pub async fn count(&self) -> Result<usize, QueueError> {
+        Ok(self.query("PartitionKey,RowKey").await?.len())
+    }
+
+    /// The partition's entities (`select`: `$select` columns, empty = all), every page.
+    async fn query(&self, select: &str) -> Result<Vec<Value>, QueueError> {
         self.ensure_table().await?;
         let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         let filter = enc(&format!("PartitionKey eq '{}'", self.partition.replace('\'', "''")));
+        let select = if select.is_empty() { String::new() } else { format!("&$select={}", enc(select)) };
         let mut out = Vec::new();
         let mut next: Option<(String, Option<String>)> = None;
         for _ in 0..MAX_PAGES {
-            let mut path = format!("/{}()?$filter={filter}", self.table);
+            let mut path = format!("/{}()?$filter={filter}{select}", self.table);
             if let Some((pk, rk)) = &next {
                 path.push_str(&format!("&NextPartitionKey={}", enc(pk)));
                 if let Some(rk) = rk {
@@ -275,7 +288,7 @@ impl DeadLetterTable {
                     .into_iter()
                     .flatten()
                     .filter(|e| e["PartitionKey"].as_str() == Some(self.partition.as_str()))
-                    .filter_map(entity_to_dead_letter),
+                    .cloned(),
             );
             let header = |n: &str| a.headers.get(n).and_then(|h| h.to_str().ok()).map(str::to_owned);
             next = header("x-ms-continuation-NextPartitionKey").map(|pk| (pk, header("x-ms-continuation-NextRowKey")));

@@ -66,7 +66,8 @@
 //! `MaxDeliveryCount` times, expired ones) are listed too, by peek-lock and unlock: a
 //! dead-letter subqueue has no `MaxDeliveryCount`, so locking there never moves or loses
 //! a message. Without a table configured (local runs with a SAS key) the old layout
-//! remains: a copy is sent to `{queue}-deadletter` (`dead_letter_queue`) and listing
+//! remains: a copy is sent to `{queue}-deadletter` (`dead_letter_queue`; its own DLQ is
+//! listed too) and listing
 //! peek-locks it, which counts deliveries there; it is not what infra deploys.
 //!
 //! # Counts without `Manage`
@@ -258,8 +259,11 @@ struct Inner {
     main: QueueClient,
     /// `{queue}/$DeadLetterQueue`: the broker's own dead letters.
     native_dlq: QueueClient,
-    /// Where we park messages (module docs).
+    /// Where we park messages without a table (module docs).
     parked: QueueClient,
+    /// `{parked}/$DeadLetterQueue`: parked messages the broker moved (expiry, or locked
+    /// `MaxDeliveryCount` times by listings of the parked layout).
+    parked_dlq: QueueClient,
     /// For signing requests the crate has no method for (entity description).
     sas: Option<(String, Secret)>,
     /// The managed identity (ARM counts); `None` with a SAS key.
@@ -417,6 +421,7 @@ impl ServiceBusQueue {
         let main = client(settings.queue.clone())?;
         let native_dlq = client(format!("{}/$DeadLetterQueue", settings.queue))?;
         let parked = client(settings.dead_letter_queue_name())?;
+        let parked_dlq = client(format!("{}/$DeadLetterQueue", settings.dead_letter_queue_name()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
@@ -424,6 +429,7 @@ impl ServiceBusQueue {
                 main,
                 native_dlq,
                 parked,
+                parked_dlq,
                 sas,
                 tokens,
                 index,
@@ -557,7 +563,7 @@ impl ServiceBusQueue {
         let sources: Vec<(bool, &QueueClient)> = if self.inner.index.is_some() {
             vec![(true, &self.inner.native_dlq)]
         } else {
-            vec![(false, &self.inner.parked), (true, &self.inner.native_dlq)]
+            vec![(false, &self.inner.parked), (false, &self.inner.parked_dlq), (true, &self.inner.native_dlq)]
         };
         for (native, from) in sources {
             while all.len() < MAX_DEAD_LETTERS_LISTED {
@@ -841,7 +847,7 @@ impl WorkQueue for ServiceBusQueue {
             let n = parked.active + parked.scheduled + parked.dead + main.dead;
             return Ok(usize::try_from(n).unwrap_or(usize::MAX));
         };
-        let stored = index.list().await?.len();
+        let stored = index.count().await?;
         let broker = self.counts().await?.dead;
         Ok(stored.saturating_add(usize::try_from(broker).unwrap_or(usize::MAX)))
     }

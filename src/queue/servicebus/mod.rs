@@ -67,8 +67,8 @@
 //! dead-letter subqueue has no `MaxDeliveryCount`, so locking there never moves or loses
 //! a message. Without a table configured (local runs with a SAS key) the old layout
 //! remains: a copy is sent to `{queue}-deadletter` (`dead_letter_queue`; its own DLQ is
-//! listed too) and listing
-//! peek-locks it, which counts deliveries there; it is not what infra deploys.
+//! listed too) and listing peek-locks it, which counts deliveries there; it is not what
+//! infra deploys.
 //!
 //! # Counts without `Manage`
 //! The entity description (`GET /{queue}?api-version=2021-05`) needs the `Manage` claim,

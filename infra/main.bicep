@@ -199,6 +199,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     queueName: workQueueName
     appPrincipalId: identity.outputs.principalId
     skuName: serviceBusSku
+    storageAccountName: storage.outputs.name
   }
 }
 
@@ -251,6 +252,9 @@ var baseSettings = {
   AUTOPILOT__QUEUE__KIND: 'servicebus'
   AUTOPILOT__QUEUE__NAMESPACE: serviceBus.outputs.fullyQualifiedNamespace
   AUTOPILOT__QUEUE__NAME: serviceBus.outputs.queueName
+  AUTOPILOT__QUEUE__DEAD_LETTER_TABLE_ENDPOINT: storage.outputs.tableEndpoint
+  AUTOPILOT__QUEUE__DEAD_LETTER_TABLE: serviceBus.outputs.deadLetterTableName
+  AUTOPILOT__QUEUE__ARM_QUEUE_ID: serviceBus.outputs.queueId
   AUTOPILOT__AUDIT__TOPIC_ENDPOINT: auditTopic.outputs.endpoint
   AUTOPILOT__LEDGER__KIND: 'table'
   AUTOPILOT__LEDGER__TABLE_ENDPOINT: storage.outputs.tableEndpoint

@@ -209,6 +209,11 @@ pub fn service_bus_settings(config: &Config) -> ServiceBusSettings {
         auth,
         endpoint_override: String::new(),
         lock_secs: q.lock_secs,
+        dead_letter_table_endpoint: q.dead_letter_table_endpoint.clone(),
+        dead_letter_table: q.dead_letter_table.clone(),
+        arm_queue_id: q.arm_queue_id.clone(),
+        management_endpoint: config.arm.base_url.clone(),
+        dedupe_bucket_secs: 60,
     }
 }
 

@@ -215,8 +215,15 @@ pub struct QueueSettings {
     pub namespace: String,
     /// Service Bus: the work queue (the trigger's `%AUTOPILOT_WORK_QUEUE%`).
     pub name: String,
-    /// Service Bus: where permanent failures are parked; empty = `<name>-deadletter`.
+    /// Service Bus without a dead-letter table (local runs): where permanent failures
+    /// are parked; empty = `<name>-deadletter`.
     pub dead_letter_queue: String,
+    /// Service Bus: Table endpoint and table holding the dead letters (what infra deploys;
+    /// see `src/queue/servicebus/mod.rs`, "Dead letters").
+    pub dead_letter_table_endpoint: String,
+    pub dead_letter_table: String,
+    /// Service Bus: ARM id of the work queue, for its counts with Reader only.
+    pub arm_queue_id: String,
     /// Service Bus: `managed_identity` (uses arm.managed_identity_client_id) or `sas`.
     pub auth: String,
     /// Service Bus with `auth = "sas"`: the policy name and the environment variable
@@ -235,6 +242,9 @@ impl Default for QueueSettings {
             namespace: String::new(),
             name: "autopilot-work".into(),
             dead_letter_queue: String::new(),
+            dead_letter_table_endpoint: String::new(),
+            dead_letter_table: String::new(),
+            arm_queue_id: String::new(),
             auth: "managed_identity".into(),
             sas_key_name: String::new(),
             sas_key_env: "AUTOPILOT_SERVICEBUS_KEY".into(),

@@ -8,12 +8,16 @@ use std::sync::Arc;
 use axum::http::Method;
 use private_link_autopilot::arm::credential::StaticToken;
 use private_link_autopilot::model::ResourceId;
+use private_link_autopilot::queue::WorkQueue;
 use private_link_autopilot::queue::servicebus::{
     ServiceBusAuth, ServiceBusCredentials, ServiceBusQueue, ServiceBusSettings,
 };
 use private_link_autopilot::queue::work;
 use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault};
-use private_link_autopilot::sandbox::fake_servicebus::{FakeServiceBus, FakeServiceBusOptions};
+use private_link_autopilot::sandbox::fake_servicebus::{
+    FakeGrant, FakeQueueOptions, FakeRight, FakeServiceBus, FakeServiceBusOptions,
+};
+use private_link_autopilot::sandbox::fake_table::FakeTableService;
 use private_link_autopilot::sandbox::harness::{
     SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
 };
@@ -143,8 +147,19 @@ async fn sweeps_never_overlap() {
     assert_eq!(b, vec!["sweep already running; this run is skipped".to_owned()]);
 }
 
-async fn fake_bus() -> (FakeServiceBus, Arc<ServiceBusQueue>) {
-    let fake = FakeServiceBus::start(FakeServiceBusOptions::default()).await.unwrap();
+/// The deployed shape (infra/modules/servicebus.bicep): only the work queue exists, the
+/// identity holds Data Sender + Data Receiver + Reader on it and nothing else, and dead
+/// letters go to the Table the module creates.
+async fn fake_bus() -> (FakeServiceBus, FakeTableService, Arc<ServiceBusQueue>) {
+    let fake = FakeServiceBus::start(FakeServiceBusOptions {
+        queues: vec![FakeQueueOptions::new("work")],
+        bearer_grants: Some(vec![FakeGrant::new("work", &[FakeRight::Send, FakeRight::Listen, FakeRight::ArmRead])]),
+        ..FakeServiceBusOptions::default()
+    })
+    .await
+    .unwrap();
+    let token = fake.bearer_token().cloned().unwrap();
+    let table = FakeTableService::start(token.expose(), 100).await.unwrap();
     let settings = ServiceBusSettings {
         namespace: fake.namespace().to_owned(),
         queue: "work".into(),
@@ -152,11 +167,21 @@ async fn fake_bus() -> (FakeServiceBus, Arc<ServiceBusQueue>) {
         auth: ServiceBusAuth::ManagedIdentity { client_id: String::new() },
         endpoint_override: fake.base_url().to_owned(),
         lock_secs: 60,
+        dead_letter_table_endpoint: table.base_url(),
+        dead_letter_table: DEAD_LETTER_TABLE.into(),
+        arm_queue_id: format!(
+            "/subscriptions/{SUB}/resourceGroups/rg-autopilot/providers/Microsoft.ServiceBus/namespaces/{}/queues/work",
+            fake.namespace()
+        ),
+        management_endpoint: fake.base_url().to_owned(),
+        dedupe_bucket_secs: 60,
     };
-    let creds = ServiceBusCredentials::Tokens(Arc::new(StaticToken(fake.bearer_token().cloned().unwrap())));
+    let creds = ServiceBusCredentials::Tokens(Arc::new(StaticToken(token)));
     let queue = Arc::new(ServiceBusQueue::connect(settings, creds).unwrap());
-    (fake, queue)
+    (fake, table, queue)
 }
+
+const DEAD_LETTER_TABLE: &str = "deadletters";
 
 fn props(message_id: &str) -> ServiceBusProps {
     ServiceBusProps { message_id: message_id.into(), ..ServiceBusProps::default() }
@@ -164,8 +189,8 @@ fn props(message_id: &str) -> ServiceBusProps {
 
 #[tokio::test]
 async fn work_queue_trigger_reconciles_and_reschedules_on_service_bus() {
-    let (bus, queue) = fake_bus().await;
-    let sb = sandbox(Some(queue)).await;
+    let (bus, table, queue) = fake_bus().await;
+    let sb = sandbox(Some(queue.clone())).await;
     let id = sb.arm.put_endpoint(&clickhouse("ch-wq", [10, 1, 4, 1]));
     let pe = ResourceId::parse_private_endpoint(&id).unwrap();
     let body = work::reconcile_retry(&pe, 1, work::now_unix(), "test", std::time::Duration::ZERO).body.to_string();
@@ -173,7 +198,7 @@ async fn work_queue_trigger_reconciles_and_reschedules_on_service_bus() {
     // Delivered by the host's serviceBusTrigger: converges, answered 2xx (host completes).
     let settled = sb.host.deliver_service_bus("WorkQueue", &body, props("m1"), false).await;
     assert_eq!(settled, SbSettlement::Complete);
-    assert!(sb.arm.record(&sb.zone_id(ZONE), "*").is_some(), "{:?}", bus.queue_snapshot("work-deadletter"));
+    assert!(sb.arm.record(&sb.zone_id(ZONE), "*").is_some());
 
     // ARM failing: a delayed copy goes to Service Bus and the host still completes this one.
     sb.arm.inject(Fault::status(Some(Method::GET), "/privateEndpoints/ch-wq", 500, 20));
@@ -186,8 +211,11 @@ async fn work_queue_trigger_reconciles_and_reschedules_on_service_bus() {
     // A message that is not ours is parked with its reason, not retried forever.
     let settled = sb.host.deliver_service_bus("WorkQueue", "{\"v\":99}", props("m3"), false).await;
     assert_eq!(settled, SbSettlement::Complete);
-    let parked = bus.queue_snapshot("work-deadletter").unwrap().active;
-    assert_eq!(parked.len(), 1);
+    assert_eq!(table.entity_count(DEAD_LETTER_TABLE), 1, "parked in the table infra creates");
+    let dead = queue.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("unreadable"), "{dead:?}");
+    assert!(bus.requests().iter().all(|r| r.status != 401 && r.status != 404), "nothing outside the grants");
 }
 
 #[tokio::test]
@@ -203,7 +231,7 @@ async fn work_queue_without_service_bus_fails_loudly() {
 #[tokio::test]
 async fn vendor_work_travels_through_service_bus() {
     use private_link_autopilot::sandbox::vendors::SandboxVendors;
-    let (bus, queue) = fake_bus().await;
+    let (bus, _table, queue) = fake_bus().await;
     let vendors = SandboxVendors::start().await.unwrap();
     let mut base = private_link_autopilot::config::Config::default();
     vendors.configure(&mut base);
@@ -237,4 +265,30 @@ async fn vendor_work_travels_through_service_bus() {
         recheck.iter().any(|m| String::from_utf8_lossy(&m.body).contains("\"kind\":\"recheck\"")),
         "a re-check is scheduled while the connection is Pending"
     );
+}
+
+/// The Status health view in the deployed shape: depth is a number (from ARM, with the
+/// Reader grant only), dead letters are counted without listing or locking anything, and a
+/// park that cannot be stored still answers 2xx so the work does not run again.
+#[tokio::test]
+async fn health_counts_in_the_deployed_shape_and_failed_parks_do_not_loop() {
+    let (bus, table, queue) = fake_bus().await;
+    let sb = sandbox(Some(queue.clone())).await;
+    let settled = sb.host.deliver_service_bus("WorkQueue", "{\"v\":99}", props("bad-1"), false).await;
+    assert_eq!(settled, SbSettlement::Complete);
+    assert_eq!(table.entity_count(DEAD_LETTER_TABLE), 1);
+
+    let before = bus.requests().len();
+    let res = sb.host.invoke_http("Status", "GET", "/api/status", None).await.unwrap();
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_eq!(res.body["queue"]["depth"], json!(0), "{}", res.body);
+    assert_eq!(res.body["queue"]["dead_letters"], json!(1), "{}", res.body);
+    let health_calls = bus.requests()[before..].to_vec();
+    assert!(health_calls.iter().all(|r| !r.path_and_query.contains("/messages")), "{health_calls:?}");
+
+    // The table refuses writes: the park fails, the host is still answered 2xx (complete),
+    // and the invalid message is not redelivered into the same failure.
+    table.fail_next(503, 10);
+    let settled = sb.host.deliver_service_bus("WorkQueue", "{\"v\":98}", props("bad-2"), false).await;
+    assert_eq!(settled, SbSettlement::Complete);
 }

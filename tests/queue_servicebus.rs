@@ -29,7 +29,10 @@ use private_link_autopilot::queue::trigger::{self, TriggerQueue};
 use private_link_autopilot::queue::worker::{RetryPolicy, Settlement};
 use private_link_autopilot::queue::{Delivery, NewMessage, QueueError, WorkQueue, work};
 use private_link_autopilot::reconcile::Outcome;
-use private_link_autopilot::sandbox::fake_servicebus::{FakeQueueOptions, FakeServiceBus, FakeServiceBusOptions};
+use private_link_autopilot::sandbox::fake_servicebus::{
+    FakeGrant, FakeQueueOptions, FakeRight, FakeServiceBus, FakeServiceBusOptions,
+};
+use private_link_autopilot::sandbox::fake_table::FakeTableService;
 use serde_json::{Value, json};
 
 const QUEUES: usize = 16;
@@ -70,6 +73,11 @@ fn settings(fake: &FakeServiceBus, queue: &str, mode: Mode) -> ServiceBusSetting
         },
         endpoint_override: fake.base_url().to_owned(),
         lock_secs: 60,
+        dead_letter_table_endpoint: String::new(),
+        dead_letter_table: String::new(),
+        arm_queue_id: String::new(),
+        management_endpoint: String::new(),
+        dedupe_bucket_secs: 60,
     }
 }
 
@@ -115,7 +123,38 @@ macro_rules! conformance {
                 }
             )*
         }
+        /// As deployed: dead letters in the table, counts from ARM.
+        mod deployed {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let fake = fake().await;
+                    let token = fake.bearer_token().expect("bearer").expose().to_owned();
+                    let table = FakeTableService::start(&token, 3).await.expect("table");
+                    queue_conformance::$check(fresh_deployed(&fake, &table, $prefix)).await;
+                    assert!(
+                        fake.requests().iter().all(|r| !r.path_and_query.contains("-deadletter")),
+                        "no parked queue in the deployed shape"
+                    );
+                }
+            )*
+        }
     };
+}
+
+fn fresh_deployed(fake: &FakeServiceBus, table: &FakeTableService, prefix: &str) -> Arc<ServiceBusQueue> {
+    let i = NEXT_QUEUE.fetch_add(1, Ordering::SeqCst) % QUEUES;
+    let name = format!("{prefix}{i}");
+    let mut s = settings(fake, &name, Mode::Bearer);
+    s.dead_letter_table_endpoint = table.base_url();
+    s.dead_letter_table = "workdeadletters".into();
+    s.arm_queue_id = format!(
+        "/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/rg/providers/Microsoft.ServiceBus/namespaces/{}/queues/{name}",
+        fake.namespace()
+    );
+    s.management_endpoint = fake.base_url().to_owned();
+    Arc::new(ServiceBusQueue::connect(s, credentials(fake, Mode::Bearer)).expect("connect"))
 }
 
 conformance!(
@@ -267,7 +306,7 @@ async fn rejects_expired_and_misdirected_sas() {
         .send()
         .await
         .expect("send");
-    assert_eq!(unknown.status().as_u16(), 410, "unknown entity");
+    assert_eq!(unknown.status().as_u16(), 404, "unknown entity");
 }
 
 /// Ten abandons (the host's answer to non-2xx) move the message to `$DeadLetterQueue` with
@@ -509,14 +548,347 @@ async fn trigger_outcomes_against_the_fake() {
     .await;
     assert_eq!(a.status, 500);
     assert!(matches!(a.settlement, Settlement::Abandoned { .. }));
+    // The park fails → still 2xx (the work already ran; a redelivery would repeat it).
     fake.fail_next(1, 500);
     let a =
         trigger::handle_trigger(&body, &*q, &policy(), |_, _| async { Outcome::Failed { reason: "x".into() } }).await;
-    assert_eq!(a.status, 500, "dead-letter send failed");
+    assert_eq!(a.status, 200, "a failed park never answers 500");
+    let Settlement::DeadLettered { reason } = &a.settlement else { panic!("{:?}", a.settlement) };
+    assert!(reason.starts_with("NOT STORED"), "{reason}");
     let rec = Recorder { fail: true, ..Default::default() };
     let a = trigger::handle_trigger(&body, &rec, &policy(), |_, _| async {
         Outcome::Requeue { after: Duration::ZERO, reason: "r".into() }
     })
     .await;
     assert_eq!(a.status, 500);
+}
+
+// ------------------------------------------------ the deployed shape (infra/modules/servicebus.bicep)
+
+const TABLE: &str = "workdeadletters";
+const ARM_SUB: &str = "00000000-0000-0000-0000-0000000000aa";
+
+/// What infra deploys: only `work` exists, the identity holds Data Sender + Data Receiver +
+/// Reader on it and nothing else, dead letters go to the table.
+async fn deployed(max_delivery_count: u32) -> (FakeServiceBus, FakeTableService) {
+    let mut work = FakeQueueOptions::new("work");
+    work.max_delivery_count = max_delivery_count;
+    work.lock_duration = SHORT_LOCK;
+    let fake = FakeServiceBus::start(FakeServiceBusOptions {
+        queues: vec![work],
+        bearer_grants: Some(vec![FakeGrant::new("work", &[FakeRight::Send, FakeRight::Listen, FakeRight::ArmRead])]),
+        ..Default::default()
+    })
+    .await
+    .expect("start fake");
+    let token = fake.bearer_token().expect("bearer").expose().to_owned();
+    let table = FakeTableService::start(&token, 2).await.expect("table");
+    (fake, table)
+}
+
+fn arm_queue_id(fake: &FakeServiceBus) -> String {
+    format!(
+        "/subscriptions/{ARM_SUB}/resourceGroups/rg-autopilot/providers/Microsoft.ServiceBus/namespaces/{}/queues/work",
+        fake.namespace()
+    )
+}
+
+/// Settings as `infra/main.bicep` writes them (table + ARM id), or today's shape without.
+fn deployed_queue(fake: &FakeServiceBus, table: Option<&FakeTableService>, arm: bool) -> Arc<ServiceBusQueue> {
+    let mut s = settings(fake, "work", Mode::Bearer);
+    if let Some(t) = table {
+        s.dead_letter_table_endpoint = t.base_url();
+        s.dead_letter_table = TABLE.into();
+    }
+    if arm {
+        s.arm_queue_id = arm_queue_id(fake);
+        s.management_endpoint = fake.base_url().to_owned();
+    }
+    Arc::new(ServiceBusQueue::connect(s, credentials(fake, Mode::Bearer)).expect("connect"))
+}
+
+/// Delivers like the host: non-2xx = abandon = immediate redelivery, up to `max` times.
+/// Returns (handler runs, last status).
+async fn host_deliveries(q: &ServiceBusQueue, max: u32) -> (usize, u16) {
+    let runs = AtomicUsize::new(0);
+    let body = invocation(double_encoded(&envelope(1)));
+    let mut last = 0;
+    for _ in 0..max {
+        let a = trigger::handle_trigger(&body, q, &policy(), |_, _| async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Outcome::Failed { reason: "vendor answered 404: service not found".into() }
+        })
+        .await;
+        last = a.status;
+        if (200..300).contains(&a.status) {
+            break;
+        }
+    }
+    (runs.load(Ordering::SeqCst), last)
+}
+
+/// F3: today's code parks on `work-deadletter`, which infra never creates: the fake now
+/// answers 404 as Service Bus does, and the failed park must not loop the side effects.
+#[tokio::test]
+async fn park_to_a_missing_entity_runs_the_side_effects_once() {
+    let (fake, _table) = deployed(10).await;
+    let q = deployed_queue(&fake, None, false);
+    let (runs, status) = host_deliveries(&q, 10).await;
+    assert_eq!((runs, status), (1, 200), "one execution, answered 2xx although the park failed");
+    let park = fake.requests().into_iter().find(|r| r.path_and_query.starts_with("/work-deadletter")).expect("park");
+    assert_eq!(park.status, 404, "the entity does not exist in the deployed shape");
+}
+
+/// F3 fixed: in the deployed shape the park lands in the table, with the reason, once.
+#[tokio::test]
+async fn permanent_failure_is_parked_in_the_table_with_its_reason() {
+    let (fake, table) = deployed(10).await;
+    let q = deployed_queue(&fake, Some(&table), true);
+    let (runs, status) = host_deliveries(&q, 10).await;
+    assert_eq!((runs, status), (1, 200));
+    assert_eq!(table.entity_count(TABLE), 1);
+    let dead = q.dead_letters().await.expect("list");
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("vendor answered 404"), "{}", dead[0].reason);
+    // A redelivered park (crash between park and complete) replaces, never doubles.
+    let _ = host_deliveries(&q, 1).await;
+    assert_eq!(table.entity_count(TABLE), 1);
+    assert!(fake.requests().iter().all(|r| r.status != 401 && r.status != 404), "{:?}", fake.requests());
+}
+
+/// F10: listing must not consume deliveries. Today's listing peek-locks every parked
+/// message (DeliveryCount + 1 each time) and after `MaxDeliveryCount` listings the
+/// message moves where nothing reads it.
+#[tokio::test]
+async fn listing_dead_letters_never_consumes_deliveries() {
+    let (fake, table) = deployed(2).await;
+    let q = deployed_queue(&fake, Some(&table), true);
+    // One parked by us, one dead-lettered by the broker (abandoned MaxDeliveryCount times).
+    host_deliveries(&q, 1).await;
+    q.enqueue(attempt_message("poison", 1, Duration::ZERO)).await.expect("enqueue");
+    for _ in 0..2 {
+        let d = q.receive(Duration::from_secs(5), SHORT_LOCK).await.expect("receive").expect("message");
+        q.abandon(&d).await.expect("abandon");
+    }
+    assert_eq!(fake.queue_snapshot("work").expect("work").dead_letter.len(), 1, "in the broker's DLQ");
+
+    let seen: Vec<usize> = {
+        let mut v = Vec::new();
+        for _ in 0..12 {
+            v.push(q.dead_letters().await.expect("list").len());
+        }
+        v
+    };
+    assert_eq!(seen, vec![2; 12], "every listing sees both");
+    let snap = fake.queue_snapshot("work").expect("work");
+    assert_eq!(snap.dead_letter.len(), 1, "the broker's dead letter stays put");
+    assert!(snap.active.is_empty());
+    assert_eq!(table.entity_count(TABLE), 1);
+    let locks_outside_dlq = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path_and_query.contains("/messages/head") && !r.path_and_query.contains("$DeadLetterQueue"))
+        .count();
+    assert_eq!(locks_outside_dlq, 2, "only the two receives above locked anything on the work queue");
+
+    // The health count reads, never lists or locks.
+    let before = fake.requests().len();
+    assert_eq!(q.dead_letter_count().await.expect("count"), 2);
+    assert!(fake.requests()[before..].iter().all(|r| !r.path_and_query.contains("/messages")), "no message touched");
+
+    // Replay from the table: back on the queue, gone from the list.
+    let parked = q.dead_letters().await.expect("list").into_iter().find(|d| d.message_id == "m-1").expect("ours");
+    q.replay(&parked.message_id).await.expect("replay");
+    assert_eq!(table.entity_count(TABLE), 0);
+    assert!(matches!(q.replay(&parked.message_id).await, Err(QueueError::NotFound(_))), "replayed once");
+    assert_eq!(fake.queue_snapshot("work").expect("work").active.len(), 1);
+}
+
+/// Conformance item 4: the entity description needs `Manage`, which infra does not grant;
+/// today's depth therefore fails (health shows null). From ARM with Reader it works.
+#[tokio::test]
+async fn depth_without_manage_comes_from_arm() {
+    let (fake, table) = deployed(10).await;
+    let today = deployed_queue(&fake, Some(&table), false);
+    today.enqueue(attempt_message("d1", 1, Duration::ZERO)).await.expect("enqueue");
+    today.enqueue(attempt_message("d2", 1, Duration::from_secs(600))).await.expect("enqueue");
+    let err = today.depth().await.expect_err("entity description without Manage");
+    assert!(matches!(err, QueueError::Config(_)), "{err}");
+    let described = fake.requests().into_iter().rfind(|r| r.method == "GET").expect("GET");
+    assert_eq!(described.status, 401);
+
+    let q = deployed_queue(&fake, Some(&table), true);
+    assert_eq!(q.depth().await.expect("depth from ARM"), 2, "active + scheduled");
+    assert_eq!(q.dead_letter_count().await.expect("count"), 0);
+
+    // Without the Reader grant ARM says 403 and the error names the role.
+    let no_reader = FakeServiceBus::start(FakeServiceBusOptions {
+        queues: vec![FakeQueueOptions::new("work")],
+        bearer_grants: Some(vec![FakeGrant::new("work", &[FakeRight::Send, FakeRight::Listen])]),
+        ..Default::default()
+    })
+    .await
+    .expect("fake");
+    let e = deployed_queue(&no_reader, None, true).depth().await.expect_err("no Reader");
+    assert!(e.to_string().contains("Reader"), "{e}");
+}
+
+/// The fake is as strict as the service: unknown entities 404, rights per entity 401,
+/// with the service's error body; ARM's 403 for a missing read.
+#[tokio::test]
+async fn strict_fake_refuses_unknown_entities_and_missing_rights() {
+    let fake = FakeServiceBus::start(FakeServiceBusOptions {
+        queues: vec![FakeQueueOptions::new("work"), FakeQueueOptions::new("other")],
+        bearer_grants: Some(vec![
+            FakeGrant::new("work", &[FakeRight::Send]),
+            FakeGrant::new("other", &[FakeRight::Listen]),
+        ]),
+        ..Default::default()
+    })
+    .await
+    .expect("fake");
+    let bearer = format!("Bearer {}", fake.bearer_token().expect("bearer").expose());
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str| {
+        client.request(method, format!("{}{path}", fake.base_url())).header("authorization", bearer.clone()).send()
+    };
+    let r = call(reqwest::Method::POST, "/work-deadletter/messages").await.expect("send");
+    assert_eq!(r.status().as_u16(), 404);
+    let text = r.text().await.expect("body");
+    assert!(text.starts_with("<Error><Code>404</Code><Detail>") && text.contains("could not be found"), "{text}");
+    assert_eq!(call(reqwest::Method::POST, "/work/messages").await.expect("send").status().as_u16(), 201);
+    let r = call(reqwest::Method::POST, "/other/messages").await.expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.text().await.expect("body").contains("'Send' claim(s) are required"));
+    let r = call(reqwest::Method::POST, "/work/messages/head?timeout=0").await.expect("peek");
+    assert_eq!(r.status().as_u16(), 401, "no Listen on work");
+    let r = call(reqwest::Method::POST, "/work/$DeadLetterQueue/messages/head?timeout=0").await.expect("peek");
+    assert_eq!(r.status().as_u16(), 401, "the queue's grant decides for its DLQ too");
+    assert_eq!(
+        call(reqwest::Method::POST, "/other/messages/head?timeout=0").await.expect("peek").status().as_u16(),
+        204
+    );
+    let r = call(reqwest::Method::GET, "/work?api-version=2021-05").await.expect("describe");
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.text().await.expect("body").contains("'Manage' claim(s)"));
+    let arm = format!(
+        "/subscriptions/{ARM_SUB}/resourceGroups/rg/providers/Microsoft.ServiceBus/namespaces/{}/queues/work?api-version=2021-11-01",
+        fake.namespace()
+    );
+    let r = call(reqwest::Method::GET, &arm).await.expect("arm");
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.text().await.expect("body").contains("AuthorizationFailed"));
+}
+
+/// Duplicate work for one endpoint collapses on Service Bus even though each copy carries
+/// its own `first_failed_at` and reason; the next attempt is never swallowed.
+#[tokio::test]
+async fn duplicate_work_items_for_one_endpoint_collapse() {
+    let fake = fake().await;
+    let i = NEXT_QUEUE.fetch_add(1, Ordering::SeqCst) % QUEUES;
+    let name = format!("q{i}");
+    let mut s = settings(&fake, &name, Mode::Sas);
+    // A bucket far wider than the test, so no boundary falls between the two sends.
+    s.dedupe_bucket_secs = 400 * 24 * 3600;
+    let q = ServiceBusQueue::connect(s, credentials(&fake, Mode::Sas)).expect("connect");
+    let id = ResourceId::parse_private_endpoint(PE).expect("pe id");
+    let item = |first: u64, reason: &str, attempt: u32| {
+        work::Work::Vendor {
+            endpoint: PE.to_owned(),
+            vendor: "clickhouse".into(),
+            attempt,
+            first_failed_at: first,
+            reason: reason.into(),
+        }
+        .message(&id, Duration::ZERO)
+    };
+    q.enqueue(item(1_700_000_000, "endpoint written", 0)).await.expect("first");
+    q.enqueue(item(1_700_000_007, "endpoint written again", 0)).await.expect("duplicate");
+    let snap = fake.queue_snapshot(&name).expect("queue");
+    assert_eq!(snap.active.len(), 1, "one message for one (vendor, endpoint)");
+    q.enqueue(item(1_700_000_000, "retry", 1)).await.expect("next attempt");
+    assert_eq!(fake.queue_snapshot(&name).expect("queue").active.len(), 2, "the next attempt is its own message");
+}
+
+/// Offline check: the entities and grants the Service Bus code reaches in Azure exist in
+/// infra, and the app settings point the code at them.
+#[test]
+fn infra_provides_what_the_service_bus_code_needs() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let module = std::fs::read_to_string(format!("{root}/infra/modules/servicebus.bicep")).expect("servicebus.bicep");
+    let main = std::fs::read_to_string(format!("{root}/infra/main.bicep")).expect("main.bicep");
+    // resource blocks: symbol -> (type, body)
+    let blocks: Vec<(String, String, String)> = module
+        .split("\nresource ")
+        .skip(1)
+        .filter_map(|b| {
+            let sym = b.split_whitespace().next()?.to_owned();
+            let ty = b.split('\'').nth(1)?.split('@').next()?.to_owned();
+            let end = b.find("\n}").map_or(b.len(), |e| e + 2);
+            Some((sym, ty, b[..end].to_owned()))
+        })
+        .collect();
+    let of_type = |t: &str| blocks.iter().filter(|(_, ty, _)| ty == t).collect::<Vec<_>>();
+    let queues = of_type("Microsoft.ServiceBus/namespaces/queues");
+    assert_eq!(queues.len(), 1, "one queue: dead letters need no second entity");
+    let queue_sym = &queues[0].0;
+    let tables = of_type("Microsoft.Storage/storageAccounts/tableServices/tables");
+    assert_eq!(tables.len(), 1, "the dead-letter table");
+    let table_sym = &tables[0].0;
+    let role_var = |name: &str| -> String {
+        let line = module.lines().find(|l| l.trim_start().starts_with(&format!("var {name} ="))).expect(name);
+        line.split('\'').nth(1).expect("guid").to_owned()
+    };
+    let grants: Vec<(String, String)> = of_type("Microsoft.Authorization/roleAssignments")
+        .iter()
+        .map(|(_, _, body)| {
+            let scope = body.lines().find_map(|l| l.trim().strip_prefix("scope: ")).expect("scope").to_owned();
+            let def = body
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("roleDefinitionId: "))
+                .and_then(|l| l.rsplit(", ").next())
+                .map(|v| v.trim_end_matches(')').to_owned())
+                .expect("roleDefinitionId");
+            (scope, role_var(&def))
+        })
+        .collect();
+    let has = |scope: &str, guid: &str| grants.iter().any(|(s, g)| s == scope && g == guid);
+    // Built-in role ids (Azure built-in roles reference).
+    assert!(has(queue_sym, "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"), "Data Sender on the queue: {grants:?}");
+    assert!(has(queue_sym, "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"), "Data Receiver on the queue: {grants:?}");
+    assert!(has(queue_sym, "acdd72a7-3385-48ef-bd42-f606fba81ae7"), "Reader on the queue (counts): {grants:?}");
+    assert!(has(table_sym, "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"), "Table Data Contributor on the table: {grants:?}");
+    assert!(
+        !grants.iter().any(|(_, g)| g == "090c5cfd-751d-490a-894a-3ce6f1109419"),
+        "no Data Owner: nothing needs Manage"
+    );
+    for setting in [
+        "AUTOPILOT__QUEUE__DEAD_LETTER_TABLE_ENDPOINT:",
+        "AUTOPILOT__QUEUE__DEAD_LETTER_TABLE: serviceBus.outputs.deadLetterTableName",
+        "AUTOPILOT__QUEUE__ARM_QUEUE_ID: serviceBus.outputs.queueId",
+        "AUTOPILOT__QUEUE__NAME: serviceBus.outputs.queueName",
+    ] {
+        assert!(main.contains(setting), "main.bicep app settings lack {setting}");
+    }
+    assert!(!main.contains("AUTOPILOT__QUEUE__DEAD_LETTER_QUEUE"), "no parked queue in Azure");
+    assert!(module.contains(&format!("output deadLetterTableName string = {table_sym}.name")));
+    assert!(module.contains(&format!("output queueId string = {queue_sym}.id")));
+}
+
+/// The trigger's settlement contract (src/queue/trigger.rs): the host completes on 2xx.
+#[test]
+fn host_json_lets_the_host_complete_on_2xx() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let host: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/host.json")).expect("host.json")).expect("json");
+    let sb = &host["extensions"]["serviceBus"];
+    assert_ne!(sb["autoCompleteMessages"], Value::Bool(false), "a custom handler cannot settle by itself");
+    let function: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/handlers/WorkQueue/function.json")).expect("function.json"),
+    )
+    .expect("json");
+    let trigger = &function["bindings"][0];
+    assert_eq!(trigger["type"], "serviceBusTrigger");
+    assert_eq!(trigger["name"], trigger::MESSAGE_BINDING);
+    assert_ne!(trigger["autoComplete"], Value::Bool(false));
 }

@@ -11,6 +11,19 @@
 //   own delayed retries), so ten immediate redeliveries mean a poison message: dead-letter it.
 // - deadLetteringOnMessageExpiration: expired work is kept for `autopilot dlq` rather than lost.
 // Local (SAS) auth is disabled: the app connects with its managed identity only.
+//
+// Everything the queue code (src/queue/servicebus/mod.rs) reaches in Azure is created and granted
+// here, and tests/queue_servicebus.rs (`infra_provides_what_the_service_bus_code_needs`) reads
+// this file to keep it so:
+// - the work queue: Data Sender (enqueue, scheduled retries, replays) and Data Receiver (the
+//   WorkQueue trigger; `autopilot dlq` reading the broker's own $DeadLetterQueue), on the queue;
+// - Reader on the queue: its message counts come from ARM (properties.countDetails), because the
+//   data-plane entity description needs the Manage claim, i.e. Data Owner, which could also delete
+//   or reconfigure the queue. Reader is read-only control plane and opens no message;
+// - the dead-letter table: a custom handler cannot dead-letter (the host settles; REST has no
+//   dead-letter operation) and REST has no non-locking peek, so parked work lives in a table,
+//   where listing and counting are plain reads. Storage Table Data Contributor on that table only.
+//   No `<queue>-deadletter` entity exists or is needed.
 
 @description('Namespace name (globally unique).')
 param name string
@@ -43,8 +56,16 @@ param duplicateDetectionWindow string = 'PT10M'
 @description('Time to live of a queued message before it is dead-lettered (ISO 8601).')
 param messageTimeToLive string = 'P14D'
 
+@description('Storage account (the function app\'s) that holds the dead-letter table.')
+param storageAccountName string
+
+@description('Table holding parked (dead-lettered) work items.')
+param deadLetterTableName string = 'workdeadletters'
+
 var serviceBusDataSender = '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
 var serviceBusDataReceiver = '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
+var reader = 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
+var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 
 resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   name: name
@@ -98,7 +119,45 @@ resource receiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+resource queueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, appPrincipalId, reader)
+  scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', reader)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Queue depth and dead-letter count from ARM countDetails (no Manage claim needed).'
+  }
+}
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
+  parent: account
+  name: 'default'
+}
+
+resource deadLetterTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: deadLetterTableName
+}
+
+resource deadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deadLetterTable.id, appPrincipalId, storageTableDataContributor)
+  scope: deadLetterTable
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Parked work items: written by the WorkQueue function, listed and replayed by autopilot dlq.'
+  }
+}
+
 output id string = namespace.id
 output name string = namespace.name
 output fullyQualifiedNamespace string = '${namespace.name}.servicebus.windows.net'
 output queueName string = queue.name
+output queueId string = queue.id
+output deadLetterTableName string = deadLetterTable.name

@@ -422,7 +422,7 @@ async fn status(State(app): State<Arc<App>>, body: Bytes) -> Response {
 
 pub async fn health(app: &App) -> Value {
     let depth = app.queue.depth().await.map_err(|e| e.to_string());
-    let dead = app.queue.dead_letters().await.map(|d| d.len()).map_err(|e| e.to_string());
+    let dead = app.queue.dead_letter_count().await.map_err(|e| e.to_string());
     json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),

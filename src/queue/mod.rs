@@ -112,4 +112,10 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
 
     /// Messages waiting or locked (not dead-lettered), for status output and tests.
     async fn depth(&self) -> Result<usize, QueueError>;
+
+    /// How many messages are dead-lettered, for the health view: cheap, and never
+    /// locking or consuming anything (Service Bus overrides the listing-based default).
+    async fn dead_letter_count(&self) -> Result<usize, QueueError> {
+        self.dead_letters().await.map(|d| d.len())
+    }
 }

@@ -1,8 +1,10 @@
 //! The consuming side on Azure: a `serviceBusTrigger` function (`handlers/WorkQueue`,
 //! binding `message`) whose invocations the Functions host POSTs to us.
 //!
-//! The host settles the message itself: it *completes* it when we answer 2xx and
-//! *abandons* it otherwise, which makes it redeliverable at once with no delay, up to the
+//! The host settles the message itself (`host.json` `extensions.serviceBus`:
+//! `autoCompleteMessages` is `true`, as it must be for a non-.NET worker, and
+//! `maxAutoLockRenewalDuration` covers `functionTimeout`): it *completes* it when we
+//! answer 2xx and *abandons* it otherwise, which makes it redeliverable at once with no delay, up to the
 //! queue's `MaxDeliveryCount` (then the broker dead-letters it). Abandon is therefore
 //! useless as a retry mechanism, so every outcome that is *ours* ends in a 2xx:
 //! - done → 2xx (completed);
@@ -11,9 +13,17 @@
 //! - permanent failure, unreadable message, retry window exhausted → park a copy with
 //!   its reason on the dead-letter destination → 2xx.
 //!
-//! Only when that follow-up send itself fails do we answer 500: the host abandons, the
-//! message comes straight back, nothing is lost (and after ten such failures the broker's
-//! own dead-letter queue holds it).
+//! When a follow-up *send* fails (a retry or follow-up work could not be queued) we answer
+//! 500: the host abandons, the message comes straight back, nothing is lost (and after
+//! ten such failures the broker's own dead-letter queue holds it).
+//!
+//! A failed *park* is different and answers **2xx**: the work already ran and failed for
+//! good, so a redelivery would only repeat its side effects (vendor and ARM writes) up to
+//! `MaxDeliveryCount` times in a row, at once, and end in the broker's DLQ with the
+//! reason lost. The work item is dropped instead, after an error log naming the message,
+//! the endpoint's body and both reasons (stderr and the host's `Logs`), and the
+//! settlement says so. At most one execution of the side effects per delivery; the sweep
+//! re-plans the endpoint anyway.
 //!
 //! Decoding follows reference §1.2/§1.6: `Data.message` is the body as a JSON string
 //! encoded once more (older hosts and test fixtures: once), or base64 with
@@ -203,8 +213,21 @@ async fn park(queue: &dyn TriggerQueue, delivery: &Delivery, reason: String) -> 
     match queue.park(delivery, &reason).await {
         Ok(()) => answer(200, Settlement::DeadLettered { reason }),
         Err(e) => {
-            tracing::error!(message_id = %delivery.message_id, error = %e, "could not dead-letter; letting the host redeliver");
-            answer(500, Settlement::Abandoned { reason: format!("dead-letter failed: {e}") })
+            // Module docs: never 500 into a redelivery that repeats the side effects.
+            let body = delivery.body.to_string();
+            tracing::error!(
+                message_id = %delivery.message_id,
+                correlation_id = %delivery.correlation_id,
+                %reason,
+                error = %e,
+                body = %body.chars().take(2000).collect::<String>(),
+                "DEAD LETTER LOST: could not store the dead letter; completing the message anyway so its side effects do not run again"
+            );
+            eprintln!(
+                "autopilot: DEAD LETTER LOST: message {} ({}): {reason}; storing it failed: {e}",
+                delivery.message_id, delivery.correlation_id
+            );
+            answer(200, Settlement::DeadLettered { reason: format!("NOT STORED ({e}): {reason}") })
         }
     }
 }

@@ -11,9 +11,27 @@
 //! `timeout` seconds (204 when nothing came), locks expire into redelivery with
 //! `DeliveryCount + 1`, a message that used up `MaxDeliveryCount` deliveries moves to
 //! `$DeadLetterQueue` with `DeadLetterReason: MaxDeliveryCountExceeded`, duplicate
-//! detection drops a `MessageId` seen within the window (still 201), and an unknown
-//! entity answers 410. Faults can be injected (next N requests answer 500/503/429), and
-//! every request is logged without its `Authorization` value.
+//! detection drops a `MessageId` seen within the window (still 201). Faults can be
+//! injected (next N requests answer 500/503/429), and every request is logged without its
+//! `Authorization` value.
+//!
+//! It is strict where the real service is, so a deployment shape the code does not fit
+//! fails here rather than in Azure:
+//! - an entity the test did not create answers **404** with the service's error body
+//!   (`<Error><Code>404</Code><Detail>…could not be found…</Detail></Error>`, the
+//!   `ServiceBusManagementError` shape of the data-plane spec 2021-05), for sends,
+//!   receives, settlements and descriptions alike;
+//! - rights are per entity: the SAS key is a namespace `Manage` rule (everything), while
+//!   the bearer identity holds exactly the [`FakeGrant`]s a test configures (`None` = a
+//!   namespace-wide Data Owner, the lenient default). Send needs `Send` (Data Sender),
+//!   peek-lock and settling need `Listen` (Data Receiver), the entity description needs
+//!   `Manage` (Data Owner); a grant on a queue covers its `$DeadLetterQueue`. A missing
+//!   right answers **401** with the claim named in the detail, as Service Bus does;
+//! - the ARM read of a queue (`GET /subscriptions/…/providers/Microsoft.ServiceBus/
+//!   namespaces/{ns}/queues/{q}`, whose `properties.countDetails` carries the counts) is
+//!   served too, for the ARM base URL a test points at this fake; it needs the
+//!   [`FakeRight::ArmRead`] grant (Reader on the queue) and answers ARM's 403
+//!   `AuthorizationFailed` / 404 `ResourceNotFound` shapes otherwise.
 //!
 //! Not modelled: sessions, topics, TTL expiry (parsed, not enforced), partitioning.
 
@@ -69,6 +87,43 @@ impl FakeQueueOptions {
     }
 }
 
+/// A right the bearer identity may hold on one entity (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeRight {
+    /// Azure Service Bus Data Sender.
+    Send,
+    /// Azure Service Bus Data Receiver.
+    Listen,
+    /// Azure Service Bus Data Owner (entity description over the data plane).
+    Manage,
+    /// ARM `Microsoft.ServiceBus/namespaces/queues/read` (Reader on the queue).
+    ArmRead,
+}
+
+impl FakeRight {
+    fn claim(self) -> &'static str {
+        match self {
+            Self::Send => "Send",
+            Self::Listen => "Listen",
+            Self::Manage => "Manage",
+            Self::ArmRead => "Microsoft.ServiceBus/namespaces/queues/read",
+        }
+    }
+}
+
+/// Rights of the bearer identity on one entity (a role assignment scoped to a queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeGrant {
+    pub entity: String,
+    pub rights: Vec<FakeRight>,
+}
+
+impl FakeGrant {
+    pub fn new(entity: &str, rights: &[FakeRight]) -> Self {
+        Self { entity: entity.to_owned(), rights: rights.to_vec() }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FakeServiceBusOptions {
     pub namespace: String,
@@ -77,6 +132,8 @@ pub struct FakeServiceBusOptions {
     /// Accepted bearer token; `None` = Entra auth disabled.
     pub bearer_token: Option<Secret>,
     pub queues: Vec<FakeQueueOptions>,
+    /// What the bearer identity may do, per entity; `None` = everything everywhere.
+    pub bearer_grants: Option<Vec<FakeGrant>>,
 }
 
 impl Default for FakeServiceBusOptions {
@@ -87,6 +144,7 @@ impl Default for FakeServiceBusOptions {
             key: Secret::new(format!("fake-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))),
             bearer_token: Some(Secret::new(format!("bearer-{:016x}", fastrand::u64(..)))),
             queues: vec![FakeQueueOptions::new("work"), FakeQueueOptions::new("work-deadletter")],
+            bearer_grants: None,
         }
     }
 }
@@ -252,6 +310,51 @@ fn status(code: u16, text: &str) -> Response {
     (code, text.to_owned()).into_response()
 }
 
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The service's error body (`ServiceBusManagementError`: `Code`, `Detail`).
+fn sb_error(code: u16, detail: &str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = format!(
+        "<Error><Code>{code}</Code><Detail>{}. TrackingId:{}, SystemTracker:fake, Timestamp:{}</Detail></Error>",
+        xml_escape(detail),
+        guid(),
+        httpdate::fmt_http_date(now())
+    );
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/xml; charset=utf-8"));
+    r
+}
+
+fn not_found(namespace: &str, entity: &str) -> Response {
+    sb_error(
+        404,
+        &format!(
+            "The messaging entity 'sb://{namespace}.servicebus.windows.net/{entity}' could not be found. To know more visit https://aka.ms/sbResourceMgrExceptions"
+        ),
+    )
+}
+
+fn arm_error(code: u16, err: &str, message: &str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::json!({"error": {"code": err, "message": message}});
+    (status, [("content-type", "application/json; charset=utf-8")], body.to_string()).into_response()
+}
+
+/// Does the authenticated caller hold `right` on `entity`? SAS (a namespace Manage
+/// rule) always does; the bearer identity per its grants.
+fn allowed(st: &FakeState, how: &str, entity: &str, right: FakeRight) -> bool {
+    if how != "bearer" {
+        return right != FakeRight::ArmRead;
+    }
+    match &st.options.bearer_grants {
+        None => true,
+        Some(grants) => grants.iter().any(|g| g.entity.eq_ignore_ascii_case(entity) && g.rights.contains(&right)),
+    }
+}
+
 /// Outcome of checking `Authorization`.
 enum Auth {
     Ok(String),
@@ -388,17 +491,38 @@ async fn route(
             }
             return r;
         }
+        if segments.first().is_some_and(|s| s.eq_ignore_ascii_case("subscriptions")) {
+            return arm_queue(&mut st, method, headers, &segments, entry);
+        }
         let resource = format!("https://{}.servicebus.windows.net{}", st.options.namespace, uri.path());
-        match check_auth(&st, headers, &resource) {
-            Auth::Ok(how) => entry.auth = how,
+        let how = match check_auth(&st, headers, &resource) {
+            Auth::Ok(how) => how,
             Auth::Denied(how, why) => {
                 entry.auth = how;
-                return status(401, why);
+                return sb_error(401, why);
             }
-        }
-        let Some(queue) = segments.first() else { return status(400, "no entity") };
+        };
+        entry.auth.clone_from(&how);
+        let Some(queue) = segments.first().filter(|q| !q.is_empty()) else { return status(400, "no entity") };
         if !st.entities.contains_key(&queue.to_ascii_lowercase()) {
-            return status(410, "MessagingEntityNotFound");
+            return not_found(&st.options.namespace, queue);
+        }
+        let rest: Vec<&str> = segments[1..].iter().map(String::as_str).collect();
+        let tail = if rest.first() == Some(&DLQ) { &rest[1..] } else { &rest[..] };
+        let right = match (method.as_str(), tail) {
+            ("GET", []) => FakeRight::Manage,
+            ("POST", ["messages"]) => FakeRight::Send,
+            _ => FakeRight::Listen,
+        };
+        if !allowed(&st, &how, queue, right) {
+            let ns = st.options.namespace.clone();
+            return sb_error(
+                401,
+                &format!(
+                    "Unauthorized access. '{}' claim(s) are required to perform this operation. Resource: 'sb://{ns}.servicebus.windows.net/{queue}'",
+                    right.claim()
+                ),
+            );
         }
     }
     let queue = segments[0].to_ascii_lowercase();
@@ -441,7 +565,7 @@ fn send(shared: &Shared, queue: &str, headers: &HeaderMap, custom: Vec<(String, 
         },
     };
     let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
-    let Some(e) = st.entities.get_mut(queue) else { return status(410, "MessagingEntityNotFound") };
+    let Some(e) = st.entities.get_mut(queue) else { return status(404, "MessagingEntityNotFound") };
     let message_id = s("MessageId").unwrap_or_else(|| guid().replace('-', ""));
     let t = now();
     let window = e.options.duplicate_window;
@@ -507,7 +631,7 @@ async fn peek_lock(shared: &Shared, queue: &str, dlq: bool, timeout: Duration) -
         let next_wake = {
             let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
             let namespace = st.options.namespace.clone();
-            let Some(e) = st.entities.get_mut(queue) else { return status(410, "MessagingEntityNotFound") };
+            let Some(e) = st.entities.get_mut(queue) else { return status(404, "MessagingEntityNotFound") };
             let t = now();
             sweep(e, t);
             let lock_for = e.options.lock_duration;
@@ -584,7 +708,7 @@ fn delivered(namespace: &str, entity: &str, dlq: bool, m: &FakeMessage, token: &
 
 fn settle(shared: &Shared, queue: &str, dlq: bool, method: &str, id: &str, token: &str) -> Response {
     let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
-    let Some(e) = st.entities.get_mut(queue) else { return status(410, "MessagingEntityNotFound") };
+    let Some(e) = st.entities.get_mut(queue) else { return status(404, "MessagingEntityNotFound") };
     let t = now();
     sweep(e, t);
     let max = e.options.max_delivery_count;
@@ -618,7 +742,7 @@ fn settle(shared: &Shared, queue: &str, dlq: bool, method: &str, id: &str, token
 
 fn describe(shared: &Shared, queue: &str) -> Response {
     let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
-    let Some(e) = st.entities.get_mut(queue) else { return status(410, "MessagingEntityNotFound") };
+    let Some(e) = st.entities.get_mut(queue) else { return status(404, "MessagingEntityNotFound") };
     let t = now();
     sweep(e, t);
     let scheduled = e.messages.iter().filter(|m| m.visible_at > t).count();
@@ -640,4 +764,70 @@ fn describe(shared: &Shared, queue: &str) -> Response {
     let mut r = (StatusCode::OK, xml).into_response();
     r.headers_mut().insert("content-type", HeaderValue::from_static("application/atom+xml;type=entry;charset=utf-8"));
     r
+}
+
+/// `GET /subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.ServiceBus/namespaces/{ns}/queues/{q}`
+/// (module docs): the ARM view of a queue with its `countDetails`.
+fn arm_queue(
+    st: &mut FakeState,
+    method: &Method,
+    headers: &HeaderMap,
+    segments: &[String],
+    entry: &mut LoggedRequest,
+) -> Response {
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match (&st.options.bearer_token, bearer) {
+        (Some(t), Some(b)) if t.expose() == b.trim() => entry.auth = "bearer".into(),
+        _ => {
+            entry.auth = "invalid".into();
+            return arm_error(401, "InvalidAuthenticationToken", "The access token is invalid.");
+        }
+    }
+    let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let shape = lower.len() == 10
+        && lower[2] == "resourcegroups"
+        && lower[4] == "providers"
+        && lower[5] == "microsoft.servicebus"
+        && lower[6] == "namespaces"
+        && lower[8] == "queues";
+    if method != Method::GET || !shape {
+        return arm_error(400, "InvalidRequest", "the fake serves only GET of a Service Bus queue");
+    }
+    let (ns, queue) = (&lower[7], &lower[9]);
+    let id = format!("/{}", segments.join("/"));
+    if !allowed(st, "bearer", queue, FakeRight::ArmRead) {
+        return arm_error(
+            403,
+            "AuthorizationFailed",
+            &format!(
+                "The client does not have authorization to perform action 'Microsoft.ServiceBus/namespaces/queues/read' over scope '{id}' or the scope is invalid."
+            ),
+        );
+    }
+    let namespace = st.options.namespace.to_ascii_lowercase();
+    let Some(e) = st.entities.get_mut(queue.as_str()).filter(|_| *ns == namespace) else {
+        return arm_error(404, "ResourceNotFound", &format!("The Resource '{id}' was not found."));
+    };
+    let t = now();
+    sweep(e, t);
+    let scheduled = e.messages.iter().filter(|m| m.visible_at > t).count();
+    let active = e.messages.len() - scheduled;
+    let body = serde_json::json!({
+        "id": id,
+        "name": e.options.name,
+        "type": "Microsoft.ServiceBus/namespaces/queues",
+        "properties": {
+            "maxDeliveryCount": e.options.max_delivery_count,
+            "messageCount": e.messages.len() + e.dead.len(),
+            "countDetails": {
+                "activeMessageCount": active,
+                "deadLetterMessageCount": e.dead.len(),
+                "scheduledMessageCount": scheduled,
+                "transferMessageCount": 0,
+                "transferDeadLetterMessageCount": 0
+            },
+            "status": "Active"
+        }
+    });
+    (StatusCode::OK, [("content-type", "application/json; charset=utf-8")], body.to_string()).into_response()
 }

@@ -38,8 +38,12 @@ fn ready(addr: SocketAddr) -> bool {
 }
 
 fn spawn(port: u16, dir: &std::path::Path, arm_url: &str) -> Child {
-    Command::new(BIN)
-        .arg("serve")
+    spawn_with(port, dir, arm_url, &[])
+}
+
+fn spawn_with(port: u16, dir: &std::path::Path, arm_url: &str, extra: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
         .env("AUTOPILOT__QUEUE__PATH", dir.join(format!("q{port}.sqlite")))
         .env("AUTOPILOT__ARM__BASE_URL", arm_url)
@@ -55,9 +59,11 @@ fn spawn(port: u16, dir: &std::path::Path, arm_url: &str) -> Child {
         .env("AUTOPILOT__MARKS__ENABLED", std::env::var("BENCH_MARKS").unwrap_or("true".into()))
         .current_dir(dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn autopilot serve")
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn autopilot serve")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -186,7 +192,15 @@ async fn event_latency(dir: &std::path::Path, latency_ms: u64, in_flight: usize)
         })
         .collect();
     let port = free_port();
-    let mut child = spawn(port, dir, &arm.base_url());
+    // Every event in flight gets its own reconcile and its ARM calls go out at once: the
+    // measure is the handler's path, not a concurrency cap.
+    let parallel = in_flight.max(32).to_string();
+    let concurrency = (in_flight * 2).max(64).to_string();
+    let extra = [
+        ("AUTOPILOT__RECONCILE__MAX_PARALLEL", parallel.as_str()),
+        ("AUTOPILOT__ARM__MAX_CONCURRENCY", concurrency.as_str()),
+    ];
+    let mut child = spawn_with(port, dir, &arm.base_url(), &extra);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     while !ready(addr) {
         std::thread::sleep(Duration::from_millis(1));
@@ -227,7 +241,11 @@ fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
     let dir = std::env::temp_dir().join(format!("autopilot-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
-    startup(&dir);
+    // BENCH_ONLY=latency runs only the event -> record measurements.
+    let only_latency = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "latency");
+    if !only_latency {
+        startup(&dir);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     // One event at a time (10 runs), then 1,000 at once, ARM answering after 100 ms.
     let mut singles = Vec::new();
@@ -250,7 +268,7 @@ fn main() {
         percentile(many.clone(), 0.9),
         many.iter().copied().fold(0.0, f64::max)
     );
-    for latency in [0, 5] {
+    for latency in [0, 5].into_iter().filter(|_| !only_latency) {
         let runs: Vec<(f64, f64)> = (0..3).map(|_| rt.block_on(burst(&dir, latency, 1000))).collect();
         println!(
             "burst of 1000 events, ARM latency {latency} ms: median {:.0} events/s, median peak RSS {:.1} MB (3 runs)",

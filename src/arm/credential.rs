@@ -73,6 +73,8 @@ const REFRESH_BEFORE: time::Duration = time::Duration::minutes(5);
 /// If a refresh fails, a cached token that is still valid this much longer is used anyway:
 /// a flaky `az` should not fail requests that a perfectly good token can serve.
 const STALE_GRACE: time::Duration = time::Duration::seconds(30);
+/// The longest a token may take to arrive (managed identity endpoint, `az`).
+pub const TOKEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// SDK error messages (which may embed CLI output) are cut to this many characters.
 const MAX_ERROR_CHARS: usize = 1000;
 
@@ -150,11 +152,14 @@ impl AzureTokenSource {
         self.kind
     }
 
+    /// Every client (ARM, ledger, audit, Service Bus) gets its tokens here, so this one
+    /// bound covers them all: a hung identity endpoint fails the call instead of hanging it.
     async fn fetch(&self, scope: &str) -> Result<CachedToken, String> {
-        let t = self
-            .credential
-            .get_token(&[scope], None)
+        let t = tokio::time::timeout(TOKEN_TIMEOUT, self.credential.get_token(&[scope], None))
             .await
+            .map_err(|_| {
+                format!("{:?} credential did not answer within {} s for {scope}", self.kind, TOKEN_TIMEOUT.as_secs())
+            })?
             .map_err(|e| clean(&format!("{:?} credential could not get a token for {scope}: {e}", self.kind)))?;
         Ok(CachedToken { token: Secret::new(t.token.secret()), expires_on: t.expires_on })
     }
@@ -230,6 +235,24 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             Ok(AccessToken::new(format!("t{n}"), OffsetDateTime::now_utc() + self.lifetime))
         }
+    }
+
+    /// Never answers, like an identity endpoint that accepted the connection and hung.
+    #[derive(Debug)]
+    struct Hung;
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Hung {
+        async fn get_token(&self, _: &[&str], _: Option<TokenRequestOptions<'_>>) -> azure_core::Result<AccessToken> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_identity_endpoint_fails_the_call_instead_of_hanging_it() {
+        let source = AzureTokenSource::with_credential(Arc::new(Hung), true);
+        let err = source.token("https://management.azure.com/.default").await.unwrap_err();
+        assert!(err.contains("did not answer within 20 s"), "{err}");
     }
 
     fn source(lifetime: time::Duration, fail_after: usize) -> (Arc<Counting>, AzureTokenSource) {

@@ -248,3 +248,78 @@ fn glob() {
     assert!(glob_match("a*b*c", "axxbyyc"));
     assert!(!glob_match("a*b*c", "axxbyy"));
 }
+
+/// The generic first-party rule against Microsoft's published private endpoint DNS zone
+/// table ("Azure Private Endpoint private DNS zone values", MicrosoftDocs/azure-docs
+/// `articles/private-link/private-endpoint-dns.md`, commit 0095ac36d2562dea0378c60e0440a1de5424ce73,
+/// and the current page for ADX, Monitor workspaces and App Service's scm names): an
+/// endpoint's NIC FQDN must land in the zone Azure's own zone groups would use, or the
+/// record is written where nothing resolves it.
+#[test]
+fn first_party_names_land_in_microsofts_zones() {
+    let rows: &[(&str, &str, &str)] = &[
+        ("sqlsrv.database.windows.net", "privatelink.database.windows.net", "sqlsrv"),
+        ("ws.sql.azuresynapse.net", "privatelink.sql.azuresynapse.net", "ws"),
+        ("ws-ondemand.sql.azuresynapse.net", "privatelink.sql.azuresynapse.net", "ws-ondemand"),
+        ("ws.dev.azuresynapse.net", "privatelink.dev.azuresynapse.net", "ws"),
+        ("acct.blob.core.windows.net", "privatelink.blob.core.windows.net", "acct"),
+        ("acct.table.core.windows.net", "privatelink.table.core.windows.net", "acct"),
+        ("acct.queue.core.windows.net", "privatelink.queue.core.windows.net", "acct"),
+        ("acct.file.core.windows.net", "privatelink.file.core.windows.net", "acct"),
+        ("acct.web.core.windows.net", "privatelink.web.core.windows.net", "acct"),
+        ("acct.dfs.core.windows.net", "privatelink.dfs.core.windows.net", "acct"),
+        ("acct.documents.azure.com", "privatelink.documents.azure.com", "acct"),
+        ("acct.mongo.cosmos.azure.com", "privatelink.mongo.cosmos.azure.com", "acct"),
+        ("acct.cassandra.cosmos.azure.com", "privatelink.cassandra.cosmos.azure.com", "acct"),
+        ("acct.gremlin.cosmos.azure.com", "privatelink.gremlin.cosmos.azure.com", "acct"),
+        ("acct.table.cosmos.azure.com", "privatelink.table.cosmos.azure.com", "acct"),
+        ("acct.eastus2.batch.azure.com", "privatelink.eastus2.batch.azure.com", "acct"),
+        ("srv.postgres.database.azure.com", "privatelink.postgres.database.azure.com", "srv"),
+        ("srv.mysql.database.azure.com", "privatelink.mysql.database.azure.com", "srv"),
+        ("srv.mariadb.database.azure.com", "privatelink.mariadb.database.azure.com", "srv"),
+        ("kv.vault.azure.net", "privatelink.vaultcore.azure.net", "kv"),
+        ("aks-dns-1a2b.eastus2.azmk8s.io", "privatelink.eastus2.azmk8s.io", "aks-dns-1a2b"),
+        ("srch.search.windows.net", "privatelink.search.windows.net", "srch"),
+        ("reg.azurecr.io", "privatelink.azurecr.io", "reg"),
+        ("cfg.azconfig.io", "privatelink.azconfig.io", "cfg"),
+        ("ns.servicebus.windows.net", "privatelink.servicebus.windows.net", "ns"),
+        ("hub.azure-devices.net", "privatelink.azure-devices.net", "hub"),
+        ("topic.eastus2-1.eventgrid.azure.net", "privatelink.eventgrid.azure.net", "topic.eastus2-1"),
+        ("site.azurewebsites.net", "privatelink.azurewebsites.net", "site"),
+        ("site.scm.azurewebsites.net", "privatelink.azurewebsites.net", "site.scm"),
+        ("sig.service.signalr.net", "privatelink.service.signalr.net", "sig"),
+        ("cog.cognitiveservices.azure.com", "privatelink.cognitiveservices.azure.com", "cog"),
+        ("sync.afs.azure.net", "privatelink.afs.azure.net", "sync"),
+        ("adf.eastus2.datafactory.azure.net", "privatelink.datafactory.azure.net", "adf.eastus2"),
+        ("adf.adf.azure.com", "privatelink.adf.azure.com", "adf"),
+        ("cache.redis.cache.windows.net", "privatelink.redis.cache.windows.net", "cache"),
+        ("re.eastus2.redisenterprise.cache.azure.net", "privatelink.redisenterprise.cache.azure.net", "re.eastus2"),
+        ("pv.purview.azure.com", "privatelink.purview.azure.com", "pv"),
+        ("dt.api.eus2.digitaltwins.azure.net", "privatelink.digitaltwins.azure.net", "dt.api.eus2"),
+        ("api.monitor.azure.com", "privatelink.monitor.azure.com", "api"),
+        ("ws1.oms.opinsights.azure.com", "privatelink.oms.opinsights.azure.com", "ws1"),
+        ("ws1.ods.opinsights.azure.com", "privatelink.ods.opinsights.azure.com", "ws1"),
+        ("ws1.agentsvc.azure-automation.net", "privatelink.agentsvc.azure-automation.net", "ws1"),
+        ("guid.webhook.eus2.azure-automation.net", "privatelink.azure-automation.net", "guid.webhook.eus2"),
+        ("guid.workspace.eastus2.api.azureml.ms", "privatelink.api.azureml.ms", "guid.workspace.eastus2"),
+        (
+            "ml-ws-eastus2-guid.eastus2.notebooks.azure.net",
+            "privatelink.notebooks.azure.net",
+            "ml-ws-eastus2-guid.eastus2",
+        ),
+    ];
+    let target = format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Example/things/t1");
+    let mut wrong = Vec::new();
+    for (fqdn, zone, name) in rows {
+        let nic = json!({"properties": {"ipConfigurations": [{"properties": {"privateIPAddress": "10.0.0.8",
+            "privateLinkConnectionProperties": {"groupId": "g", "requiredMemberName": "m", "fqdns": [fqdn]}}}]}});
+        let mut p = pe(&target, &["g"], "eastus2", nic, json!({}));
+        p.connections[0].status = crate::model::ConnectionStatus::Approved;
+        let d = Catalog::builtin().desired(&p);
+        let got = d.records.first().map(|r| (r.key.zone.clone(), r.key.name.clone()));
+        if got.as_ref() != Some(&(zone.to_string(), name.to_string())) {
+            wrong.push(format!("{fqdn}: got {got:?}, Microsoft's zone is {zone} (record {name})"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -133,6 +133,9 @@ pub struct EndpointService {
 }
 
 /// The endpoint id Zilliz expects for an Azure private endpoint.
+/// How long a listing of the project's endpoints is reused by the reads that only look.
+const LISTING_TTL: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub fn endpoint_id(pe_name: &str, resource_guid: &str) -> String {
     format!("{pe_name}.{resource_guid}")
 }
@@ -151,6 +154,9 @@ pub struct Zilliz {
     transport: Transport,
     /// (region, subscription) pairs whitelisted by this process (no list API exists).
     whitelisted: Mutex<HashSet<(String, String)>>,
+    /// The project's endpoint list, reused for [`LISTING_TTL`] by the reads that only
+    /// look (see [`Zilliz::listing`]).
+    listing_cache: tokio::sync::Mutex<Option<(std::time::Instant, Vec<PrivateEndpointEntry>)>>,
 }
 
 impl fmt::Debug for Zilliz {
@@ -185,6 +191,7 @@ impl Zilliz {
             api_key,
             transport: Transport::new(S, base_url, &settings)?,
             whitelisted: Mutex::new(HashSet::new()),
+            listing_cache: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -270,6 +277,29 @@ impl Zilliz {
         Ok(all)
     }
 
+    /// The project's endpoints, from a listing at most [`LISTING_TTL`] old. Zilliz can only
+    /// list the whole project (100 per page), so asking once per work item made a sweep
+    /// O(N²) in requests; reused, a sweep's N items page the project about once per TTL.
+    /// Only the "is it there already?" reads use it: a stale "missing" costs one create
+    /// that the race check turns into "already in place", and deregistration always reads
+    /// afresh (a stale "already gone" would leave an endpoint allowlisted).
+    async fn listing(&self, ep: &VendorEndpoint) -> Result<Vec<PrivateEndpointEntry>, VendorError> {
+        let mut cache = self.listing_cache.lock().await;
+        if let Some((at, list)) = cache.as_ref()
+            && at.elapsed() < LISTING_TTL
+        {
+            return Ok(list.clone());
+        }
+        let list = self.list_endpoints(ep).await?;
+        *cache = Some((std::time::Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// Our own write changed the list.
+    async fn forget_listing(&self) {
+        *self.listing_cache.lock().await = None;
+    }
+
     fn find<'a>(list: &'a [PrivateEndpointEntry], id: &str, region: &str) -> Option<&'a PrivateEndpointEntry> {
         list.iter().find(|e| e.endpoint_id.eq_ignore_ascii_case(id) && e.region_id.eq_ignore_ascii_case(region))
     }
@@ -318,9 +348,10 @@ impl Vendor for Zilliz {
     async fn register(&self, ep: &VendorEndpoint) -> Result<Change, VendorError> {
         let id = Self::id_for(ep)?;
         let region = self.region_for(ep);
-        if Self::find(&self.list_endpoints(ep).await?, &id, &region).is_some() {
+        if Self::find(&self.listing(ep).await?, &id, &region).is_some() {
             return Ok(Change::AlreadyInPlace);
         }
+        self.forget_listing().await;
         self.ensure_whitelisted(ep, &region).await?;
         let ctx = format!("zilliz: create private endpoint {id} in {region} for project {}", self.project_id);
         let path = format!("/v2/projects/{}/privateEndpoints", self.project_id);
@@ -343,6 +374,7 @@ impl Vendor for Zilliz {
     async fn deregister(&self, ep: &VendorEndpoint) -> Result<Change, VendorError> {
         let id = Self::id_for(ep)?;
         let region = self.region_for(ep);
+        self.forget_listing().await;
         let list = self.list_endpoints(ep).await?;
         let Some(found) = Self::find(&list, &id, &region) else {
             return Ok(Change::AlreadyInPlace);
@@ -368,7 +400,7 @@ impl Vendor for Zilliz {
 
     async fn is_registered(&self, ep: &VendorEndpoint) -> Result<bool, VendorError> {
         let id = Self::id_for(ep)?;
-        Ok(Self::find(&self.list_endpoints(ep).await?, &id, &self.region_for(ep)).is_some())
+        Ok(Self::find(&self.listing(ep).await?, &id, &self.region_for(ep)).is_some())
     }
 
     /// Zilliz endpoints belong to the one configured project: routing never gives Zilliz

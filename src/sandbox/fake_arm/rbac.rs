@@ -160,17 +160,21 @@ impl Grants {
     }
 
     fn refuse(&self, action: &str, scope: &str) -> Answer {
-        Answer::error(
-            403,
-            "AuthorizationFailed",
-            format!(
-                "The client '{}' with object id '{}' does not have authorization to perform action '{action}' over \
-                 scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your \
-                 credentials.",
-                self.client_id, self.object_id
-            ),
-        )
+        authorization_failed(&self.client_id, &self.object_id, action, scope)
     }
+}
+
+/// ARM's 403 for a principal without `action` at `scope`.
+pub(crate) fn authorization_failed(client_id: &str, object_id: &str, action: &str, scope: &str) -> Answer {
+    Answer::error(
+        403,
+        "AuthorizationFailed",
+        format!(
+            "The client '{client_id}' with object id '{object_id}' does not have authorization to perform action \
+             '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh \
+             your credentials."
+        ),
+    )
 }
 
 /// A request the fake refused for lack of a role.

@@ -78,14 +78,29 @@ param eventsResourceGroupName string = 'rg-autopilot-events'
 @description('Resource ids of owned resources (Kusto clusters, Private Link services, Azure Monitor workspaces) whose connections the app approves.')
 param ownedResourceIds array = []
 
+@description('Approval policy: requester subscriptions whose connections to owned resources are approved (approvals fail closed without a policy). Default: the subscriptions in scope.')
+param approvalAllowedSubscriptions array = subscriptionsInScope
+
 @description('Register endpoints with ClickHouse Cloud (needs secrets clickhouse-key-id, clickhouse-key-secret).')
 param enableClickHouse bool = false
+
+@description('ClickHouse Cloud organization id (enableClickHouse).')
+param clickHouseOrganizationId string = ''
+
+@description('ClickHouse Cloud services whose privateEndpointIds receive endpoints by default (enableClickHouse).')
+param clickHouseServiceIds array = []
 
 @description('Register endpoints with Elastic Cloud (needs secret elastic-api-key).')
 param enableElastic bool = false
 
+@description('Elastic Cloud deployments the traffic filter ruleset is associated with by default (enableElastic).')
+param elasticDeploymentIds array = []
+
 @description('Register endpoints with Zilliz Cloud (needs secret zilliz-api-key).')
 param enableZilliz bool = false
+
+@description('Zilliz Cloud project id (enableZilliz).')
+param zillizProjectId string = ''
 
 @description('Create the Event Grid subscriptions. Needs the deployed function: false on the first provision, true after `azd deploy`.')
 param wireEventSubscriptions bool = false
@@ -249,6 +264,16 @@ var baseSettings = {
   AUTOPILOT__ARM__MANAGED_IDENTITY_CLIENT_ID: identity.outputs.clientId
   AUTOPILOT__DNS__DEFAULT_SUBSCRIPTION: dnsZoneSubscriptionId
   AUTOPILOT__DNS__DEFAULT_RESOURCE_GROUP: dnsZoneResourceGroup
+  // Features switched on by the same parameters that grant their permissions (review F4/F5;
+  // tests/rbac.rs checks the pairing). Arrays are JSON, which the binary reads as TOML arrays.
+  // The zones the A-record role is assigned at, iterated by name: the role is per zone, so
+  // listing the hub resource group would be refused.
+  AUTOPILOT__DNS__ZONES: '[${join(map(dnsZoneNames, zone => '{ name = "${zone}" }'), ', ')}]'
+  // Endpoint reader + tagger are assigned in these subscriptions: the sweep covers them.
+  AUTOPILOT__SWEEP__SUBSCRIPTIONS: string(subscriptionsInScope)
+  // The connection approver is assigned at these resources, with a policy (fail closed).
+  AUTOPILOT__APPROVALS__OWNED_RESOURCES: string(ownedResourceIds)
+  AUTOPILOT__APPROVALS__ALLOWED_SUBSCRIPTIONS: string(approvalAllowedSubscriptions)
   AUTOPILOT__QUEUE__KIND: 'servicebus'
   AUTOPILOT__QUEUE__NAMESPACE: serviceBus.outputs.fullyQualifiedNamespace
   AUTOPILOT__QUEUE__NAME: serviceBus.outputs.queueName
@@ -270,15 +295,24 @@ var elasticPremiumSettings = hostingPlan == 'ElasticPremium' ? {
   WEBSITE_RUN_FROM_PACKAGE_BLOB_MI_RESOURCE_ID: identity.outputs.id
 } : {}
 // Vendor credentials as Key Vault references, only for enabled vendors.
+// Each vendor's switch and ids come with its secrets: a vendor with a key but switched off (or on
+// without a key) is a deployment mistake, so one parameter decides both.
 var clickHouseSettings = enableClickHouse ? {
   CLICKHOUSE_KEY_ID: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=clickhouse-key-id)'
   CLICKHOUSE_KEY_SECRET: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=clickhouse-key-secret)'
+  AUTOPILOT__VENDORS__CLICKHOUSE__ENABLED: 'true'
+  AUTOPILOT__VENDORS__CLICKHOUSE__ORGANIZATION_ID: clickHouseOrganizationId
+  AUTOPILOT__VENDORS__CLICKHOUSE__SERVICE_IDS: string(clickHouseServiceIds)
 } : {}
 var elasticSettings = enableElastic ? {
   ELASTIC_API_KEY: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=elastic-api-key)'
+  AUTOPILOT__VENDORS__ELASTIC__ENABLED: 'true'
+  AUTOPILOT__VENDORS__ELASTIC__DEPLOYMENT_IDS: string(elasticDeploymentIds)
 } : {}
 var zillizSettings = enableZilliz ? {
   ZILLIZ_API_KEY: '@Microsoft.KeyVault(VaultName=${vaultName};SecretName=zilliz-api-key)'
+  AUTOPILOT__VENDORS__ZILLIZ__ENABLED: 'true'
+  AUTOPILOT__VENDORS__ZILLIZ__PROJECT_ID: zillizProjectId
 } : {}
 var appSettings = union(baseSettings, elasticPremiumSettings, clickHouseSettings, elasticSettings, zillizSettings)
 

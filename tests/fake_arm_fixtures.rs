@@ -45,8 +45,11 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        // The fake serves each type only at its published versions (Private DNS 2024-06-01,
+        // Network 2025-07-01).
+        let api = if path.to_ascii_lowercase().contains("/privatednszones") { "2024-06-01" } else { "2025-07-01" };
         let mut req =
-            self.http.request(method, format!("{}{path}?api-version=2024-06-01", self.base)).bearer_auth(SANDBOX_TOKEN);
+            self.http.request(method, format!("{}{path}?api-version={api}", self.base)).bearer_auth(SANDBOX_TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
         }

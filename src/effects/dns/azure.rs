@@ -62,11 +62,13 @@ impl ZoneDirectory {
 pub struct AzurePrivateDns {
     arm: ArmClient,
     directory: ZoneDirectory,
+    /// What the last zone discovery skipped (zone, reason).
+    skipped: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl AzurePrivateDns {
     pub fn new(arm: ArmClient, directory: ZoneDirectory) -> Self {
-        Self { arm, directory }
+        Self { arm, directory, skipped: Default::default() }
     }
 
     fn zone_path(&self, zone: &str) -> Result<String, DnsError> {
@@ -82,30 +84,72 @@ impl AzurePrivateDns {
         Ok(format!("{}/A/{}", self.zone_path(&key.zone)?, key.name))
     }
 
-    /// Zones in the hub resource group(s) we know about, for finding a deleted
-    /// endpoint's records.
+    /// Every Azure zone worth scanning for a deleted endpoint's records (and for the
+    /// sweep's listing).
+    ///
+    /// With zones configured by name (`[[dns.zones]]`, which infra sets from the same
+    /// `dnsZoneNames` its A-record role is assigned at), each zone is read on its own:
+    /// the role sits on each zone, and ARM authorises a collection GET against the scope
+    /// in its URL, so listing the hub resource group would be refused (review F5). A zone
+    /// that answers 403 or 404 is skipped and reported (a warning, and
+    /// [`AzurePrivateDns::skipped_zones`]) instead of failing every delete: the records in
+    /// the other zones still get cleaned up, and the sweep tries again. Only when no zone
+    /// is named does it fall back to listing the default resource group, which needs
+    /// `privateDnsZones/read` there; a refusal then names the setting that avoids it.
     pub async fn discover_zones(&self) -> Result<Vec<String>, DnsError> {
-        let mut locations: Vec<&ZoneLocation> = self.directory.zones.values().collect();
-        locations.extend(self.directory.default.as_ref());
-        locations.sort_by(|a, b| (&a.subscription, &a.resource_group).cmp(&(&b.subscription, &b.resource_group)));
-        locations.dedup();
-        let mut out: BTreeSet<String> = self.directory.zones.keys().cloned().collect();
-        for loc in locations {
-            let path = format!(
-                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/privateDnsZones",
+        if !self.directory.zones.is_empty() {
+            return self.read_configured_zones().await;
+        }
+        let Some(loc) = &self.directory.default else {
+            return Ok(Vec::new());
+        };
+        let path = format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/privateDnsZones",
+            loc.subscription, loc.resource_group
+        );
+        match self.arm.list_all(&path, PRIVATE_DNS_API).await {
+            Ok(zones) => {
+                let mut out: Vec<String> =
+                    zones.iter().filter_map(|z| z.get("name")?.as_str().map(str::to_ascii_lowercase)).collect();
+                out.sort();
+                out.dedup();
+                Ok(out)
+            }
+            Err(e) if e.status() == Some(404) => Ok(Vec::new()),
+            Err(e) if e.status() == Some(403) => Err(DnsError::permanent(format!(
+                "listing zones in {}/{} was refused ({e}); name the zones in [[dns.zones]] \
+                 (AUTOPILOT__DNS__ZONES) so each is read with its own role assignment",
                 loc.subscription, loc.resource_group
-            );
-            match self.arm.list_all(&path, PRIVATE_DNS_API).await {
-                Ok(zones) => {
-                    out.extend(zones.iter().filter_map(|z| z.get("name")?.as_str().map(str::to_ascii_lowercase)))
+            ))),
+            Err(e) => Err(map_err(e, &format!("listing zones in {}/{}", loc.subscription, loc.resource_group))),
+        }
+    }
+
+    /// Reads each configured zone; see [`Self::discover_zones`].
+    async fn read_configured_zones(&self) -> Result<Vec<String>, DnsError> {
+        let mut names: Vec<&String> = self.directory.zones.keys().collect();
+        names.sort();
+        let mut out = Vec::new();
+        let mut skipped = Vec::new();
+        for zone in names {
+            let path = self.zone_path(zone)?;
+            match self.arm.send(ArmRequest::get(&path, PRIVATE_DNS_API)).await {
+                Ok(_) => out.push(zone.clone()),
+                Err(e) if matches!(e.status(), Some(403 | 404)) => {
+                    tracing::warn!(zone = %zone, error = %e, "private DNS zone skipped: it cannot be read");
+                    skipped.push((zone.clone(), e.to_string()));
                 }
-                Err(e) if e.status() == Some(404) => {}
-                Err(e) => {
-                    return Err(map_err(e, &format!("listing zones in {}/{}", loc.subscription, loc.resource_group)));
-                }
+                Err(e) => return Err(map_err(e, &format!("reading zone {zone}"))),
             }
         }
-        Ok(out.into_iter().collect())
+        *self.skipped.lock().unwrap_or_else(|p| p.into_inner()) = skipped;
+        Ok(out)
+    }
+
+    /// Zones the last discovery skipped, with the reason (403: no role there; 404: the
+    /// zone does not exist).
+    pub fn skipped_zones(&self) -> Vec<(String, String)> {
+        self.skipped.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -37,13 +37,20 @@ impl DnsRouter {
         }
     }
 
-    /// Every zone we could have written to: explicitly routed zones plus the zones
-    /// found in the Azure zone locations.
+    /// Every zone we could have written to: explicitly routed zones plus the Azure zones
+    /// (read one by one when named in configuration, the only way that works with the
+    /// per-zone role infra assigns; an unreadable one is skipped, see
+    /// [`AzurePrivateDns::discover_zones`]).
     pub async fn known_zones(&self) -> Result<Vec<String>, DnsError> {
         let mut zones: BTreeSet<String> = self.by_zone.keys().cloned().collect();
         if let Some(a) = &self.azure {
             zones.extend(a.discover_zones().await?);
         }
         Ok(zones.into_iter().collect())
+    }
+
+    /// Azure zones the last discovery skipped, with the reason.
+    pub fn skipped_zones(&self) -> Vec<(String, String)> {
+        self.azure.as_ref().map(|a| a.skipped_zones()).unwrap_or_default()
     }
 }

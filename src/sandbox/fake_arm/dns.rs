@@ -9,7 +9,12 @@
 //!   or a missing set;
 //! * names are case-insensitive and come back lower-cased, `fqdn` ends with a dot,
 //!   `metadata` is omitted when empty, a set holds at most 20 records;
-//! * a record PUT into a missing zone is 404 `ParentResourceNotFound`.
+//! * a record PUT into a missing zone is 404 `ParentResourceNotFound`;
+//! * a record-set body that sets a read-only property (`properties.fqdn`,
+//!   `properties.isAutoRegistered`: `RecordSetProperties` in `privatedns.json` 2024-06-01
+//!   marks both `readOnly`) is refused with 400 `InvalidRequestContent`. ARM's guidance
+//!   lets a provider ignore read-only input; the fake is stricter on purpose, so a client
+//!   that echoes a GET back as its PUT (and so would also send a stale view) is caught.
 
 use std::net::Ipv4Addr;
 
@@ -21,6 +26,8 @@ use crate::sandbox::host_emulator::new_guid;
 
 pub const PRIVATE_DNS_API: &str = "2024-06-01";
 const MAX_RECORDS: usize = 20;
+/// `RecordSetProperties` members the spec marks `readOnly`.
+const READ_ONLY_RECORD_PROPERTIES: &[&str] = &["fqdn", "isAutoRegistered"];
 
 /// One A record set, flattened for tests and the demo's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,6 +335,13 @@ fn record_op(shared: &Shared, call: &Call<'_>) -> Answer {
                 Ok(b) => b,
                 Err(a) => return a,
             };
+            if let Some(ro) = READ_ONLY_RECORD_PROPERTIES.iter().find(|p| body["properties"].get(**p).is_some()) {
+                return Answer::error(
+                    400,
+                    "InvalidRequestContent",
+                    format!("The property 'properties.{ro}' is read-only and cannot be set."),
+                );
+            }
             let patch = *call.method == Method::PATCH;
             if patch && existing.is_none() {
                 return Answer::not_found(&record_id);

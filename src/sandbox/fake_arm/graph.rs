@@ -1,9 +1,20 @@
 //! Azure Resource Graph's `resources` query API, as far as the sweep uses it.
 //!
 //! `POST /providers/Microsoft.ResourceGraph/resources` answers from the fake's world
-//! without interpreting KQL: every query is taken to be "the private endpoints of these
+//! without evaluating KQL: every query is taken to be "the private endpoints of these
 //! subscriptions, ordered by id" (what [`crate::arm::graph::PRIVATE_ENDPOINTS_QUERY`]
 //! asks), and the NIC join column `nicIpConfigs` is added when the query text names it.
+//! The query is *checked*, though, so a typo in a table or column fails here and not
+//! only in Azure ([`check_kql`]): every table it reads (the first word, and the first
+//! word inside a `join (…)`) must be one of Resource Graph's documented tables
+//! ([`KNOWN_TABLES`], learn.microsoft.com "Azure Resource Graph table and resource type
+//! reference"), and every bare column it names must be one of the documented columns of
+//! the `Resources`-shaped tables ([`KNOWN_COLUMNS`], "Understand the query language")
+//! or a name the query itself defines (`name = …`). A violation is answered like the
+//! service answers an invalid query: 400 `BadRequest` whose `details` hold
+//! `InvalidQuery` and the reason (the reason's code and wording are the fake's; the
+//! public reports show `InvalidQuery` and Kusto's "does not refer to any known table"
+//! message, not a fixed code for it).
 //! What the real service does and a client can get wrong is reproduced, following
 //! `../shared/reference/arm.md` section 6 and the official examples
 //! `ResourcesFirstPageQuery.json` / `ResourcesNextPageQuery.json`:
@@ -248,6 +259,7 @@ impl Query {
             Some(Value::String(t)) => decode_token(t).ok_or_else(|| bad_request("The '$skipToken' is not valid."))?,
             Some(_) => return Err(bad_request("'$skipToken' must be a string.")),
         };
+        check_kql(query)?;
         Ok(Self {
             subscriptions,
             with_nic_ips: query.to_ascii_lowercase().contains("nicipconfigs"),
@@ -314,6 +326,222 @@ impl Query {
     }
 }
 
+/// Resource Graph's documented tables (lower case; table names are case-insensitive).
+pub const KNOWN_TABLES: &[&str] = &[
+    "resources",
+    "resourcecontainers",
+    "advisorresources",
+    "alertsmanagementresources",
+    "appserviceresources",
+    "authorizationresources",
+    "chaosresources",
+    "communitygalleryresources",
+    "computeresources",
+    "desktopvirtualizationresources",
+    "extendedlocationresources",
+    "guestconfigurationresources",
+    "healthresources",
+    "iotsecurityresources",
+    "kubernetesconfigurationresources",
+    "maintenanceresources",
+    "managedservicesresources",
+    "networkresources",
+    "patchassessmentresources",
+    "patchinstallationresources",
+    "policyresources",
+    "recoveryservicesresources",
+    "resourcechanges",
+    "resourcecontainerchanges",
+    "securityresources",
+    "servicehealthresources",
+    "spotresources",
+    "supportresources",
+];
+
+/// Columns of the `Resources`-shaped tables (lower case).
+pub const KNOWN_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "type",
+    "tenantid",
+    "kind",
+    "location",
+    "resourcegroup",
+    "subscriptionid",
+    "managedby",
+    "sku",
+    "plan",
+    "properties",
+    "tags",
+    "identity",
+    "zones",
+    "extendedlocation",
+];
+
+/// KQL words that are neither tables nor columns (operators, join kinds, literals).
+const KQL_WORDS: &[&str] = &[
+    "where",
+    "extend",
+    "project",
+    "join",
+    "kind",
+    "leftouter",
+    "inner",
+    "innerunique",
+    "leftanti",
+    "leftsemi",
+    "rightouter",
+    "fullouter",
+    "on",
+    "order",
+    "sort",
+    "by",
+    "asc",
+    "desc",
+    "and",
+    "or",
+    "not",
+    "in",
+    "has",
+    "contains",
+    "startswith",
+    "endswith",
+    "limit",
+    "take",
+    "top",
+    "summarize",
+    "count",
+    "distinct",
+    "mv",
+    "expand",
+    "union",
+    "true",
+    "false",
+    "null",
+    "between",
+    "with",
+    "as",
+    "nulls",
+    "first",
+    "last",
+    "let",
+];
+
+#[derive(Debug, PartialEq)]
+enum Tok {
+    Word(String),
+    Punct(char),
+}
+
+fn tokenize(query: &str) -> Vec<Tok> {
+    let mut out = Vec::new();
+    let mut chars = query.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' || c == '"' {
+            // String literal: skipped (its content is data, not names).
+            for d in chars.by_ref() {
+                if d == c {
+                    break;
+                }
+            }
+            out.push(Tok::Word(String::new()));
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let mut w = c.to_string();
+            while let Some(&d) = chars.peek() {
+                if d.is_ascii_alphanumeric() || d == '_' || d == '-' && w.eq_ignore_ascii_case("mv") {
+                    w.push(d);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            out.push(Tok::Word(w));
+        } else if c.is_ascii_digit() {
+            while chars.peek().is_some_and(|d| d.is_ascii_alphanumeric() || *d == '.') {
+                chars.next();
+            }
+            out.push(Tok::Word(String::new()));
+        } else if !c.is_whitespace() {
+            out.push(Tok::Punct(c));
+        }
+    }
+    out
+}
+
+fn invalid_query(code: &str, reason: String) -> Answer {
+    Answer::json(
+        400,
+        json!({"error": {
+            "code": "BadRequest",
+            "message": "Please provide below info when asking for support: timestamp = sandbox, correlationId = sandbox.",
+            "details": [
+                {"code": "InvalidQuery", "message": "Query is invalid. Please refer to the documentation for the Azure Resource Graph service and fix the error before retrying."},
+                {"code": code, "message": reason}
+            ]
+        }}),
+    )
+}
+
+/// Checks the tables and bare column names of a query (see the module docs).
+pub fn check_kql(query: &str) -> Result<(), Answer> {
+    let toks = tokenize(query);
+    let word = |i: usize| match toks.get(i) {
+        Some(Tok::Word(w)) => Some(w.to_ascii_lowercase()),
+        _ => None,
+    };
+    let punct = |i: usize, c: char| matches!(toks.get(i), Some(Tok::Punct(p)) if *p == c);
+    // Tables: the query's first word, and the first word after `join [kind=x] (`.
+    let mut tables = vec![0usize];
+    for i in 0..toks.len() {
+        if word(i).as_deref() == Some("join") {
+            let mut j = i + 1;
+            if word(j).as_deref() == Some("kind") && punct(j + 1, '=') {
+                j += 3;
+            }
+            if punct(j, '(') {
+                tables.push(j + 1);
+            }
+        }
+    }
+    for &t in &tables {
+        match word(t) {
+            Some(w) if KNOWN_TABLES.contains(&w.as_str()) => {}
+            Some(w) => {
+                let original = match &toks[t] {
+                    Tok::Word(o) => o.clone(),
+                    Tok::Punct(_) => w.clone(),
+                };
+                return Err(invalid_query(
+                    "UnknownTable",
+                    format!("The name '{original}' does not refer to any known table, tabular variable or function."),
+                ));
+            }
+            None => return Err(invalid_query("ParserFailure", "The query does not start with a table.".into())),
+        }
+    }
+    // Names the query defines: `name =` (not `==` or `=~`).
+    let defined: Vec<String> = (0..toks.len())
+        .filter(|&i| punct(i + 1, '=') && !punct(i + 2, '=') && !punct(i + 2, '~'))
+        .filter_map(word)
+        .collect();
+    for (i, tok) in toks.iter().enumerate() {
+        let Tok::Word(original) = tok else { continue };
+        let w = original.to_ascii_lowercase();
+        if w.is_empty()
+            || tables.contains(&i)
+            || (i > 0 && punct(i - 1, '.'))
+            || punct(i + 1, '(')
+            || KQL_WORDS.contains(&w.as_str())
+            || KNOWN_COLUMNS.contains(&w.as_str())
+            || defined.contains(&w)
+        {
+            continue;
+        }
+        return Err(invalid_query("UnknownColumn", format!("Failed to resolve scalar expression named '{original}'")));
+    }
+    Ok(())
+}
+
 fn encode_token(offset: u64, top: u64) -> String {
     B64.encode(json!({"offset": offset, "top": top}).to_string())
 }
@@ -334,6 +562,19 @@ mod tests {
         assert_eq!(decode_token(&encode_token(1000, 1000)), Some((1000, Some(1000))));
         assert_eq!(decode_token("not base64!"), None);
         assert_eq!(decode_token(&B64.encode("{}")), None);
+    }
+
+    #[test]
+    fn the_products_query_uses_known_tables_and_columns() {
+        assert!(check_kql(crate::arm::graph::PRIVATE_ENDPOINTS_QUERY).is_ok());
+        let e = check_kql("Resourcez | where type =~ 'x'").unwrap_err();
+        assert_eq!(e.status.as_u16(), 400);
+        assert_eq!(e.body.as_ref().unwrap()["error"]["details"][1]["code"], "UnknownTable");
+        let e = check_kql("Resources | join kind=leftouter (NetworkResourcez | project a = id) on a").unwrap_err();
+        assert!(e.body.unwrap().to_string().contains("NetworkResourcez"));
+        let e = check_kql("Resources | where typ =~ 'x' | project id").unwrap_err();
+        assert!(e.body.unwrap().to_string().contains("'typ'"));
+        assert!(check_kql("resources | extend n = tolower(name) | where n == 'a' | project id, n").is_ok());
     }
 
     #[test]

@@ -15,7 +15,13 @@
 //!   (private DNS zones and A record sets with ETags, 412, 200/201/204, lower-cased
 //!   names, `nextLink` paging, long-running zone operations);
 //! * fault injection ([`Fault`]) for 429/5xx/timeouts, a fixed answer latency for
-//!   benchmarks, and a request log so tests can count writes.
+//!   benchmarks, and a request log so tests can count writes;
+//! * strict api-versions ([`versions`]): every route is served only at the versions the
+//!   specs publish for its type, anything else is ARM's 400, so a client pinning a wrong
+//!   version fails here as it would in Azure;
+//! * opt-in role-based access control ([`rbac`], [`FakeArmOptions::rbac`]): with the grants
+//!   `infra/` assigns, a request outside them is ARM's 403 `AuthorizationFailed`, which is
+//!   how the tests prove the infra grants are enough and every one of them is needed.
 //!
 //! Tests and the demo seed state through [`FakeArm`]'s methods (the way a person would
 //! create an endpoint in the portal) and then let the product read it over HTTP.
@@ -25,9 +31,11 @@ pub mod dns;
 mod graph;
 pub mod network;
 mod providers;
+pub mod rbac;
 mod subscriptions;
 pub mod tags;
 mod throttle;
+pub mod versions;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,6 +77,12 @@ pub struct FakeArmOptions {
     /// Resource Graph's per-principal quota: (queries, per window). Answers 429
     /// `RateLimiting` with `Retry-After` once spent (the fake's `graph` module).
     pub resource_graph_quota: (u32, Duration),
+    /// Role-based access control: `None` (default) authorises everything; `Some` answers
+    /// 403 `AuthorizationFailed` outside these grants (see [`rbac`]).
+    pub rbac: Option<rbac::Grants>,
+    /// Every n-th Tags API PATCH is accepted asynchronously (202 + `location`, applied
+    /// when the operation completes), as the 2025-04-01 example allows; 0 = never.
+    pub tags_accepted_every: u32,
 }
 
 impl Default for FakeArmOptions {
@@ -84,6 +98,8 @@ impl Default for FakeArmOptions {
             lro_retry_after_secs: 60,
             lro_polls: 1,
             resource_graph_quota: (15, Duration::from_secs(5)),
+            rbac: None,
+            tags_accepted_every: 0,
         }
     }
 }
@@ -166,6 +182,9 @@ pub(crate) struct Operation {
     pub polls_left: u32,
     /// What the `Location` URL answers at the end (`None` = 204/empty).
     pub result: Option<Value>,
+    /// Tags to set on a resource (its id) when the operation completes: an accepted Tags
+    /// API PATCH takes effect only then.
+    pub set_tags: Option<(String, Value)>,
 }
 
 /// Everything the fake knows. Keys are lower-cased resource ids.
@@ -182,6 +201,12 @@ pub(crate) struct World {
     pub keep_connections_on_delete: bool,
     /// Subscription (lower case) -> its tenant, or `None` = we may not read it.
     pub subscription_tenants: BTreeMap<String, Option<String>>,
+    /// What the principal may do (`None` = everything); see [`rbac`].
+    pub grants: Option<rbac::Grants>,
+    /// Requests refused by [`rbac`], in order.
+    pub denials: Vec<rbac::Denial>,
+    /// Tags API PATCHes seen (for [`FakeArmOptions::tags_accepted_every`]).
+    pub tag_patches: u32,
 }
 
 impl World {
@@ -245,7 +270,7 @@ impl Shared {
             ("Location".into(), url(result_kind)),
             ("Retry-After".into(), self.options.lro_retry_after_secs.to_string()),
         ];
-        self.world().operations.insert(op, Operation { polls_left: self.options.lro_polls, result });
+        self.world().operations.insert(op, Operation { polls_left: self.options.lro_polls, result, set_tags: None });
         headers
     }
 
@@ -325,10 +350,15 @@ impl FakeArm {
     pub async fn start(options: FakeArmOptions) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let grants = options.rbac.clone();
         let shared = Arc::new(Shared {
             buckets: Buckets::new(&options),
             options,
-            world: Mutex::new(World { next_ip: u32::from(std::net::Ipv4Addr::new(10, 1, 0, 4)), ..World::default() }),
+            world: Mutex::new(World {
+                next_ip: u32::from(std::net::Ipv4Addr::new(10, 1, 0, 4)),
+                grants,
+                ..World::default()
+            }),
             base_url: format!("http://{addr}"),
         });
         // The base URL is part of the state (LRO and nextLink URLs), so bind first.
@@ -387,6 +417,16 @@ impl FakeArm {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Requests refused for lack of a role so far (see [`rbac`]).
+    pub fn denials(&self) -> Vec<rbac::Denial> {
+        self.shared.world().denials.clone()
+    }
+
+    /// Replaces the grants (`None` = authorise everything) from now on.
+    pub fn set_grants(&self, grants: Option<rbac::Grants>) {
+        self.shared.world().grants = grants;
     }
 }
 
@@ -467,6 +507,9 @@ async fn answer(shared: &Shared, call: &Call<'_>) -> Answer {
             "The api-version query parameter (?api-version=) is required for all requests.",
         );
     }
+    if let Some(a) = front_door(shared, call) {
+        return a;
+    }
     if let Some(a) = take_fault(shared, call).await {
         return a;
     }
@@ -480,6 +523,40 @@ async fn answer(shared: &Shared, call: &Call<'_>) -> Answer {
     let mut a = route(shared, call);
     a.headers.push((kind.remaining_header().into(), remaining.to_string()));
     a
+}
+
+/// What ARM checks before a provider sees the request: that the type is served at this
+/// api-version ([`versions`]), then that the principal may do it ([`rbac`]).
+fn front_door(shared: &Shared, call: &Call<'_>) -> Option<Answer> {
+    let target = versions::classify(call.path)?;
+    let lower_type = target.resource_type.to_ascii_lowercase();
+    // `connections.rs` checks its own versions (per parent type) and answers unknown types.
+    if !lower_type.contains("privateendpointconnections") {
+        let location = {
+            let w = shared.world();
+            let id = if target.collection { target.scope.clone() } else { call.path.to_owned() };
+            versions::location_of(w.get(&id), &target.resource_type)
+        };
+        if let Some(refused) = versions::check(call, &target, &location) {
+            return Some(refused);
+        }
+    }
+    // ARM's own operation results (the Tags API's 202 `location`) are readable by the
+    // caller that started the operation: the built-in Tag Contributor role, made for that
+    // API, holds no `operationresults` action.
+    if lower_type == "microsoft.resources/subscriptions/operationresults" {
+        return None;
+    }
+    let mut w = shared.world();
+    let grants = w.grants.as_ref()?;
+    match rbac::authorize(grants, call, &target) {
+        Ok(()) => None,
+        Err(refused) => {
+            let (answer, denial) = *refused;
+            w.denials.push(denial);
+            Some(answer)
+        }
+    }
 }
 
 async fn take_fault(shared: &Shared, call: &Call<'_>) -> Option<Answer> {
@@ -517,6 +594,8 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         ["subscriptions", _, "providers", _, "locations", _, "operations", op] => operation_status(shared, op),
         ["subscriptions", _, "providers", _, "locations", _, "operationresults", op] => operation_result(shared, op),
         ["subscriptions", sub, "providers", ns] if *call.method == Method::GET => providers::get(sub, ns),
+        // ARM's own operation results (the Tags API's accepted PATCH).
+        ["subscriptions", _, "operationresults", op] => operation_result(shared, op),
         _ if s.contains(&"privateendpointconnections") => connections::route(shared, call, &s),
         ["providers", "microsoft.resourcegraph", "resources"] => graph::route(shared, call),
         [.., "providers", "microsoft.resources", "tags", "default"] => tags::route(shared, call),
@@ -573,8 +652,15 @@ fn operation_result(shared: &Shared, op: &str) -> Answer {
         o.polls_left -= 1;
         return Answer::empty(202).with_header("Retry-After", "1");
     }
-    match &o.result {
-        Some(v) => Answer::json(200, v.clone()),
+    let result = o.result.clone();
+    if let Some((id, tags)) = o.set_tags.take()
+        && let Some(mut resource) = w.get(&id).cloned()
+    {
+        resource["tags"] = tags;
+        w.put(resource);
+    }
+    match result {
+        Some(v) => Answer::json(200, v),
         None => Answer::empty(204),
     }
 }

@@ -1,7 +1,8 @@
 //! `GET /subscriptions/{id}`: the subscription's `tenantId`, which the approval policy
 //! uses to tell the requester's tenant. A test sets which tenant owns a subscription, or
-//! makes one unreadable (403 `AuthorizationFailed`, as another tenant's subscription is
-//! to our identity); unknown ones answer 404 `SubscriptionNotFound`.
+//! makes one unreadable (403 `AuthorizationFailed` with ARM's message, the same one the
+//! [`super::rbac`] enforcement answers, as another tenant's subscription is to our
+//! identity); unknown ones answer 404 `SubscriptionNotFound`.
 
 use serde_json::json;
 
@@ -29,12 +30,11 @@ pub(super) fn get(shared: &Shared, subscription: &str) -> Answer {
                 "state": "Enabled",
             }),
         ),
-        Some(None) => Answer::error(
-            403,
-            "AuthorizationFailed",
-            format!(
-                "The client does not have authorization to perform action 'Microsoft.Resources/subscriptions/read' over scope '/subscriptions/{subscription}'."
-            ),
+        Some(None) => super::rbac::authorization_failed(
+            super::rbac::SANDBOX_OBJECT_ID,
+            super::rbac::SANDBOX_OBJECT_ID,
+            "Microsoft.Resources/subscriptions/read",
+            &format!("/subscriptions/{subscription}"),
         ),
         None => {
             Answer::error(404, "SubscriptionNotFound", format!("The subscription '{subscription}' could not be found."))

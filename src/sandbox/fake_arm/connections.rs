@@ -210,16 +210,7 @@ pub(super) fn route(shared: &Shared, call: &Call<'_>, s: &[&str]) -> Answer {
         );
     };
     if !versions.contains(&api) {
-        let supported: Vec<&str> = versions.iter().rev().copied().collect();
-        return Answer::error(
-            400,
-            "NoRegisteredProviderFound",
-            format!(
-                "No registered resource provider found for location '{location}' and API version '{api}' for type \
-                 '{short}/{KIND}'. The supported api-versions are '{}'. The supported locations are '{location}'.",
-                supported.join(", ")
-            ),
-        );
+        return super::versions::unsupported(&format!("{parent_type}/{KIND}"), api, &location, versions);
     }
     if shared.world().get(&target_path).is_none() {
         return Answer::not_found(&target_path);

@@ -71,7 +71,7 @@ pub const PRIVATE_ENDPOINTS_QUERY: &str = "Resources \
 | join kind=leftouter (Resources \
 | where type =~ 'microsoft.network/networkinterfaces' \
 | project nicId = tolower(id), nicIpConfigs = properties.ipConfigurations) on nicId \
-| project id, nicIpConfigs \
+| project id, name, location, tags, properties, nicIpConfigs \
 | order by id asc";
 
 /// One private endpoint as Resource Graph lists it.
@@ -82,6 +82,10 @@ pub struct GraphEndpoint {
     /// Private IPs of the endpoint's NIC, in order, without duplicates; empty when the
     /// query had no NIC column or the NIC was not indexed.
     pub nic_ips: Vec<String>,
+    /// The endpoint as the index holds it (`id`, `name`, `location`, `tags`, `properties`)
+    /// and its NIC (`properties.ipConfigurations`), when the query projected them: enough
+    /// for the sweep to tell a converged endpoint without reading ARM (see `sweep.rs`).
+    pub view: Option<(Value, Value)>,
 }
 
 /// One answer of the Resource Graph `resources` API, parsed.
@@ -225,7 +229,15 @@ fn parse_row(index: usize, row: &Value) -> Result<GraphEndpoint, ArmError> {
             push(Some(ip));
         }
     }
-    Ok(GraphEndpoint { id, nic_ips })
+    let view = match (row.get("properties"), row.get("nicIpConfigs")) {
+        (Some(props @ Value::Object(_)), Some(configs @ Value::Array(_))) => Some((
+            json!({"id": id, "name": row.get("name"), "location": row.get("location"),
+                   "tags": row.get("tags"), "properties": props}),
+            json!({"properties": {"ipConfigurations": configs}}),
+        )),
+        _ => None,
+    };
+    Ok(GraphEndpoint { id, nic_ips, view })
 }
 
 #[cfg(test)]
@@ -281,7 +293,7 @@ mod tests {
     #[test]
     fn query_projects_id_and_pages_stably() {
         let q = PRIVATE_ENDPOINTS_QUERY;
-        assert!(q.contains("project id, nicIpConfigs"));
+        assert!(q.contains("project id, name, location, tags, properties, nicIpConfigs"));
         assert!(q.contains("order by id asc"));
         assert!(q.contains("type =~ 'microsoft.network/privateendpoints'"));
     }

@@ -254,8 +254,13 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
     // One budget for the whole run (listing, reconciles, queueing the rest), well inside
     // the host's functionTimeout; whatever does not fit is queued, never killed.
     let budget = Duration::from_secs(app.config.sweep.deadline_secs.max(1));
-    let scope = match crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions, &app.config.sweep.source)
-        .await
+    let mut scope = match crate::reconcile::sweep::scope(
+        &app.arm,
+        &app.reconciler,
+        subscriptions,
+        &app.config.sweep.source,
+    )
+    .await
     {
         Ok(s) => s,
         Err(e) => {
@@ -270,9 +275,51 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let reserve = (budget / 10).max(Duration::from_secs(5));
     let deadline = budget.saturating_sub(started.elapsed()).saturating_sub(reserve).max(Duration::from_secs(1));
     let total = scope.ids.len();
+    // Resource Graph first: an endpoint whose indexed view agrees with the zone listing
+    // needs no ARM read at all; only the others are reconciled (from ARM, which decides
+    // every write). Its vendor work is queued as a reconcile would queue it.
+    let views = std::mem::take(&mut scope.views);
+    let checks = futures::stream::iter(scope.ids.into_iter().map(|id| {
+        let (app, dns, view) = (app.clone(), scope.dns.clone(), views.get(id.key()).cloned());
+        async move {
+            let confirmed = match view {
+                Some(pe) => DnsSnapshot::scope(dns, app.reconciler.converged_per_listing(&pe)).await,
+                None => None,
+            };
+            (id, confirmed)
+        }
+    }))
+    .buffer_unordered(64)
+    .collect::<Vec<_>>()
+    .await;
+    let mut ids = Vec::new();
+    let mut confirmed = 0usize;
+    let mut confirmed_follow_ups = Vec::new();
+    for (id, report) in checks {
+        match report {
+            Some(report) => {
+                confirmed += 1;
+                for v in report.vendors.iter().filter(|v| v.needs_work()) {
+                    confirmed_follow_ups.push(work::vendor_work(&id, &v.vendor, "planned by the sweep"));
+                }
+            }
+            None => ids.push(id),
+        }
+    }
+    let queue = &app.queue;
+    let sent: Vec<Result<(), String>> = futures::stream::iter(confirmed_follow_ups)
+        .map(|msg| async move {
+            let what = msg.dedupe_key.clone();
+            queue.enqueue(msg).await.map_err(|e| format!("could not queue {what}: {e}"))
+        })
+        .buffer_unordered(ENQUEUE_CONCURRENCY)
+        .collect()
+        .await;
+    if let Some(Err(why)) = sent.into_iter().find(Result::is_err) {
+        return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &why);
+    }
     // A rotating (random) start: when a run cannot finish, no prefix of the estate is
     // always the part that gets done.
-    let mut ids = scope.ids;
     if !ids.is_empty() {
         let start = fastrand::usize(..ids.len());
         ids.rotate_left(start);
@@ -299,6 +346,7 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
         "vendor_registrations_not_listed": scope.vendor_registrations_not_listed,
         "dns_owners_unresolved": scope.dns_owners_unresolved,
         "reconciled": total,
+        "confirmed_from_listing": confirmed,
         "changed": changed,
         "cleaned_up_after_deleted": removed_gone,
         "vendor_work_queued": vendor_work,
@@ -307,6 +355,7 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
     });
     let line = format!(
         "sweep: {} listed, {} owners not listed re-checked, {} vendor registrations not listed re-checked, \
+         {confirmed} confirmed from the listings without reading ARM, \
          {changed} changed, {vendor_work} vendor work queued, {not_done} not converged (queued), {} ms",
         scope.listed,
         scope.dns_owners_not_listed,

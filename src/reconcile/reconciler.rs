@@ -373,7 +373,43 @@ impl Reconciler {
         }
     }
 
+    /// Whether `pe` as an index shows it (Resource Graph: it may lag ARM) is converged
+    /// against the DNS listing the sweep made: `Some(report)` when nothing would be
+    /// written, nothing conflicts and its marks are as they should be. Nothing is read
+    /// from ARM; any doubt (not provisioned, a connection to an owned target not yet
+    /// Approved, a record or mark to write) answers `None`, and the caller reconciles the
+    /// endpoint from ARM, whose answer decides every write.
+    pub async fn converged_per_listing(&self, pe: &PrivateEndpoint) -> Option<Report> {
+        let approved = pe.connections.first().is_some_and(|c| c.status == crate::model::ConnectionStatus::Approved);
+        if !pe.is_provisioned() || (!self.approvals.owned_resources.is_empty() && !approved) {
+            return None;
+        }
+        let mut report = Report {
+            endpoint: pe.id.to_string(),
+            exists: Some(true),
+            provisioning_state: Some(pe.provisioning_state.clone()),
+            target: None,
+            vendor: None,
+            plan: Plan { endpoint: pe.id.to_string(), ..Default::default() },
+            applied: vec![],
+            approvals: vec![],
+            vendors: vec![],
+            marks: None,
+            outcome: Outcome::Done,
+            dry_run: true,
+        };
+        self.reconcile_present_with(pe, Mode::DryRun, &mut report, false).await;
+        let marks_due = report.marks.as_ref().is_some_and(|m| m.changed);
+        let converged =
+            report.outcome == Outcome::Done && report.plan.writes() == 0 && report.plan.conflicts() == 0 && !marks_due;
+        converged.then_some(report)
+    }
+
     async fn reconcile_present(&self, pe: &PrivateEndpoint, mode: Mode, report: &mut Report) {
+        self.reconcile_present_with(pe, mode, report, true).await
+    }
+
+    async fn reconcile_present_with(&self, pe: &PrivateEndpoint, mode: Mode, report: &mut Report, approve: bool) {
         let desired = self.desired(pe).await;
         report.target = desired.target_id.clone();
         report.vendor = desired.vendor.clone();
@@ -382,7 +418,7 @@ impl Reconciler {
         let mut trouble = Trouble::default();
         // Approvals first: a connection to a target we own that the policy approves now
         // gets its records in this same reconcile.
-        if !self.approvals.owned_resources.is_empty() {
+        if approve && !self.approvals.owned_resources.is_empty() {
             match approvals::approve_owned(&self.arm, &self.approvals, pe, mode).await {
                 Ok(decisions) => report.approvals = decisions,
                 Err(e) => trouble.add_arm("approving the connection", &e),

@@ -72,6 +72,9 @@ pub struct Scope {
     /// The DNS zones as listed for this scope; the sweep's reconciles read from it
     /// (`None` if listing failed: they read each record).
     pub dns: Option<std::sync::Arc<super::snapshot::DnsSnapshot>>,
+    /// Endpoints as Resource Graph shows them, with their NIC, by lower-cased id: the
+    /// sweep compares these with the zone listing and reads ARM only where they disagree.
+    pub views: std::collections::HashMap<String, crate::model::PrivateEndpoint>,
 }
 
 /// Lists the endpoints in `subscriptions` and adds every endpoint that our DNS records or
@@ -83,12 +86,26 @@ pub async fn scope(
     subscriptions: &[String],
     source: &str,
 ) -> Result<Scope, ArmError> {
+    let mut views = std::collections::HashMap::new();
     let listed = if source == "arm" {
         list_endpoints(arm, subscriptions).await?
     } else {
-        list_with_resource_graph(arm, subscriptions).await?
+        let mut out = Ids::new();
+        for row in crate::arm::graph::list_private_endpoints(arm, subscriptions).await? {
+            if insert_new(&mut out, &row.id).is_none() {
+                tracing::warn!("sweep: skipping a Resource Graph row without a private endpoint id");
+                continue;
+            }
+            if let Some((pe, nic)) = &row.view
+                && let Ok(mut pe) = crate::model::PrivateEndpoint::from_arm_json(pe)
+            {
+                pe.add_nic(nic);
+                views.insert(pe.id.key().to_owned(), pe);
+            }
+        }
+        out.into_values().collect()
     };
-    let mut scope = Scope { listed: listed.len(), ..Scope::default() };
+    let mut scope = Scope { listed: listed.len(), views, ..Scope::default() };
     let mut ids: Ids = listed.into_iter().map(|id| (id.key().to_owned(), id)).collect();
     let mut opaque_owners = Vec::new();
     match reconciler.dns_snapshot().await {

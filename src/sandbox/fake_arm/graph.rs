@@ -178,8 +178,19 @@ struct Query {
     /// Lower-cased, deduplicated.
     subscriptions: Vec<String>,
     with_nic_ips: bool,
+    /// Columns of the query's last `| project` (lower case).
+    projected: Vec<String>,
     offset: u64,
     top: u64,
+}
+
+/// The column names of the last `| project a, b = expr, c` clause (left of any `=`).
+fn last_projection(query: &str) -> Vec<String> {
+    let lower = query.to_ascii_lowercase();
+    let Some(at) = lower.rfind("| project ") else { return Vec::new() };
+    let clause = &lower[at + "| project ".len()..];
+    let clause = clause.split('|').next().unwrap_or_default();
+    clause.split(',').map(|c| c.split('=').next().unwrap_or_default().trim().to_owned()).collect()
 }
 
 fn bad_request(message: impl Into<String>) -> Answer {
@@ -263,6 +274,7 @@ impl Query {
         Ok(Self {
             subscriptions,
             with_nic_ips: query.to_ascii_lowercase().contains("nicipconfigs"),
+            projected: last_projection(query),
             offset,
             top: top.or(token_top).unwrap_or(DEFAULT_TOP),
         })
@@ -311,6 +323,12 @@ impl Query {
 
     fn row(&self, w: &World, pe: &Value) -> Value {
         let mut row = json!({"id": pe.get("id").cloned().unwrap_or(Value::Null)});
+        // The columns the query's final `project` names, as the index holds them.
+        for column in ["name", "location", "tags", "properties"] {
+            if self.projected.iter().any(|c| c == column) {
+                row[column] = pe.get(column).cloned().unwrap_or(Value::Null);
+            }
+        }
         if self.with_nic_ips {
             // The query joins the first NIC on its lower-cased id; no NIC (or one that is
             // already gone from the index) gives null, as a leftouter join does.

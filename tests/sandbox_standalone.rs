@@ -348,6 +348,22 @@ async fn serve_with_the_sandbox_env_writes_records_once_approved() {
     assert_eq!(s, 200);
     assert_eq!(approved.pointer(conn_state).and_then(Value::as_str), Some("Approved"));
     deliver(&host, ResourceEvent::WriteSuccess, &ch_id).await;
+    // A re-PUT (e.g. a tag change) is an update: 200, same address, still Approved.
+    let (s, _, updated) = arm
+        .call(
+            reqwest::Method::PUT,
+            &ch_id,
+            NETWORK_API,
+            Some(json!({"location": "eastus2", "tags": {"team": "data"}, "properties": {
+                "subnet": {"id": subnet},
+                "manualPrivateLinkServiceConnections": [{"name": "pe-ch", "properties": {"privateLinkServiceId": alias}}]
+            }})),
+        )
+        .await;
+    assert_eq!(s, 200, "{updated}");
+    assert_eq!(updated.pointer(conn_state).and_then(Value::as_str), Some("Approved"));
+    assert_eq!(updated["tags"]["team"], "data");
+    assert_eq!(updated.pointer("/properties/networkInterfaces/0/id"), pe.pointer("/properties/networkInterfaces/0/id"));
     let ch_zone = sandbox.info["zones"]["eastus2.privatelink.azure.clickhouse.cloud"].as_str().unwrap().to_owned();
     arm.wait_record(&ch_zone, "*", Some(&ch_ip)).await;
 

@@ -174,8 +174,8 @@ def main():
     check(pe.custom_dns_configs[0].ip_addresses == [ipc.private_ip_address], "customDnsConfigs IP = NIC IP")
 
     # The vault's owner approves on the target (no Key Vault SDK installed: the same
-    # pipeline, token and http allowance, through send_request).
-    listing = netc._client.send_request(
+    # pipeline, token and http allowance, through the client's send_request).
+    listing = netc.send_request(
         HttpRequest("GET", f"{arm_url}{vault_id}/privateEndpointConnections?api-version={KEYVAULT_API}")
     )
     listing.raise_for_status()
@@ -183,7 +183,7 @@ def main():
         c for c in listing.json()["value"] if c["properties"]["privateEndpoint"]["id"].lower() == pe.id.lower()
     )
     approve = {"properties": {"privateLinkServiceConnectionState": {"status": "Approved", "description": "sdk"}}}
-    put = netc._client.send_request(
+    put = netc.send_request(
         HttpRequest("PUT", f"{arm_url}{target_conn['id']}?api-version={KEYVAULT_API}", json=approve)
     )
     put.raise_for_status()

@@ -533,6 +533,11 @@ fn list_type(shared: &Shared, call: &Call<'_>, prefix: &str, type_path: &str) ->
 /// an alias), turned into an [`EndpointSpec`] and stored by the same [`put_endpoint`] the
 /// tests use, so an endpoint created over HTTP is indistinguishable from a seeded one.
 ///
+/// The spec (`privateEndpoint.json`, 2025-07-01, `PrivateEndpoints_CreateOrUpdate`) makes the
+/// PUT long-running with 200/201 and `final-state-via: azure-async-operation`, and the
+/// DELETE long-running with 200/202/204 and `final-state-via: location` (the existing
+/// DELETE route answers 202 with both headers, its `Location` ending in 204).
+///
 /// Answers like the Network RP's long-running PUT: 201 (200 on update) with the resource
 /// in `provisioningState: Updating` and `Azure-AsyncOperation` + `Retry-After`; the stored
 /// resource is already `Succeeded`, which is what a client sees after polling. Automatic

@@ -39,6 +39,10 @@ enum Command {
         #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
         bind: String,
     },
+    /// Start the fakes (ARM, ClickHouse, Elastic, Zilliz, Service Bus) on loopback and run
+    /// until interrupted; the first stdout line is JSON with their URLs and the
+    /// environment `autopilot serve` needs to use them.
+    Sandbox,
     /// Run the custom handler (started by the Functions host on FUNCTIONS_CUSTOMHANDLER_PORT).
     Serve {
         /// Port when not started by the host.
@@ -152,6 +156,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Serve { port } => serve(config, port).await,
+        Command::Sandbox => private_link_autopilot::sandbox::standalone::run().await,
         Command::Demo { bind } => {
             use private_link_autopilot::sandbox::demo::{self, BindChoice};
             let choice = match bind.as_str() {

@@ -12,4 +12,5 @@ pub mod fake_vendors;
 pub mod harness;
 pub mod host_emulator;
 pub mod loopback;
+pub mod standalone;
 pub mod vendors;

@@ -144,6 +144,12 @@ impl FakeArm {
         store_record(&mut self.shared().world(), zone_id, name, 3600, &ips, metadata);
     }
 
+    /// Writes a record set with this TTL (benchmarks seed an estate as the product left it).
+    pub fn put_record_with_ttl(&self, zone_id: &str, name: &str, ttl: u32, ips: &[Ipv4Addr], metadata: Value) {
+        let ips: Vec<String> = ips.iter().map(Ipv4Addr::to_string).collect();
+        store_record(&mut self.shared().world(), zone_id, name, ttl.into(), &ips, metadata);
+    }
+
     /// One record set, if present.
     pub fn record(&self, zone_id: &str, name: &str) -> Option<RecordView> {
         let w = self.shared().world();

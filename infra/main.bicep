@@ -367,28 +367,19 @@ var dnsRecordWriterActions = [
   'Microsoft.Network/privateDnsZones/A/read'
   'Microsoft.Network/privateDnsZones/A/write'
   'Microsoft.Network/privateDnsZones/A/delete'
-  'Microsoft.Network/privateDnsZones/recordsets/read'
-  'Microsoft.Network/privateDnsZones/ALL/read'
 ]
-// (d): approve connections on owned resources. The three kinds the catalog approves; assigned at
-// each owned resource, so the actions for the other kinds grant nothing there. The alternative,
-// Contributor on the resource, could reconfigure or delete it.
+// (d): approve connections on owned resources: list, approve and remove connections, nothing
+// else (tests/rbac.rs removes each action in turn and shows the product needs it). Assigned at each
+// owned resource, so the actions for the other kind grant nothing there. The alternative,
+// Contributor on the resource, could reconfigure or delete it. Azure Monitor workspaces have no
+// connection API in any published version: they are approved in the portal, and need nothing here.
 var connectionApproverActions = [
-  'Microsoft.Kusto/Clusters/read'
   'Microsoft.Kusto/Clusters/PrivateEndpointConnections/read'
   'Microsoft.Kusto/Clusters/PrivateEndpointConnections/write'
   'Microsoft.Kusto/Clusters/PrivateEndpointConnections/delete'
-  'Microsoft.Kusto/Clusters/PrivateLinkResources/read'
-  'Microsoft.Network/privateLinkServices/read'
   'Microsoft.Network/privateLinkServices/privateEndpointConnections/read'
   'Microsoft.Network/privateLinkServices/privateEndpointConnections/write'
   'Microsoft.Network/privateLinkServices/privateEndpointConnections/delete'
-  'Microsoft.Monitor/accounts/read'
-  'Microsoft.Monitor/accounts/privateEndpointConnections/read'
-  'Microsoft.Monitor/accounts/privateEndpointConnections/write'
-  'Microsoft.Monitor/accounts/privateEndpointConnections/delete'
-  'Microsoft.Monitor/accounts/privateEndpointConnections/operationResults/read'
-  'Microsoft.Monitor/accounts/privateLinkResources/read'
 ]
 // Kusto approval is a long-running operation whose Location is
 // /subscriptions/<id>/providers/Microsoft.Kusto/locations/<region>/operationResults/<op>: outside

@@ -629,20 +629,6 @@ async fn every_granted_action_is_needed() {
             "Microsoft.Resources/subscriptions/read",
             "only read when approvals.allowed_tenants is set (this scenario's policy is by subscription)",
         ),
-        (
-            "Microsoft.Network/privateDnsZones/recordsets/read",
-            "the product lists by type (A/read), kept for the portal",
-        ),
-        ("Microsoft.Network/privateDnsZones/ALL/read", "the product lists by type (A/read), kept for the portal"),
-        ("Microsoft.Kusto/Clusters/read", "not called by this build: the approval reads only the connections"),
-        (
-            "Microsoft.Kusto/Clusters/PrivateLinkResources/read",
-            "not called by this build: the group id comes from the endpoint",
-        ),
-        (
-            "Microsoft.Network/privateLinkServices/read",
-            "not called by this build: the approval reads only the connections",
-        ),
     ]
     .into_iter()
     .collect();

@@ -286,3 +286,54 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(2)),
+            window: Duration::from_secs(60),
+            max_attempts: 5,
+            recheck_window: Duration::from_secs(60),
+        }
+    }
+
+    const ID: &str = "/subscriptions/22222222-2222-2222-2222-222222222222/resourceGroups/app-spoke/providers/Microsoft.Network/privateEndpoints/zilliz-westus3";
+
+    /// The worker adds the endpoint in short and nothing else: the vendor came with the
+    /// reason (the reconciler's prefix), the full id stays out (it is the correlation id).
+    #[test]
+    fn a_dead_letter_reason_names_the_endpoint_once_in_short() {
+        let id = ResourceId::parse_private_endpoint(ID).unwrap();
+        let work = Work::Vendor {
+            endpoint: id.to_string(),
+            vendor: "zilliz".into(),
+            attempt: 0,
+            first_failed_at: work::now_unix(),
+            reason: String::new(),
+        };
+        let cause = "vendor zilliz: configuration error: whitelist the subscription in az-westus3: error code 96001";
+        let Decision::DeadLetter(reason) = decide(&work, &id, Outcome::Failed { reason: cause.into() }, &policy())
+        else {
+            panic!("a failure is dead-lettered");
+        };
+        assert_eq!(reason, format!("app-spoke/zilliz-westus3: {cause}"));
+    }
+
+    #[test]
+    fn a_reason_past_the_retry_window_keeps_the_cause_first() {
+        let id = ResourceId::parse_private_endpoint(ID).unwrap();
+        let work = Work::Reconcile { endpoint: id.to_string(), attempt: 7, first_failed_at: 0, reason: String::new() };
+        let outcome = Outcome::Requeue { after: Duration::from_secs(1), reason: "ARM answered 503".into() };
+        let Decision::DeadLetter(reason) = decide(&work, &id, outcome, &policy()) else {
+            panic!("past the window");
+        };
+        assert!(
+            reason.starts_with("app-spoke/zilliz-westus3: ARM answered 503 (still failing after 7 attempts"),
+            "{reason}"
+        );
+        assert!(!reason.contains("/subscriptions/"), "{reason}");
+    }
+}

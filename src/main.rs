@@ -38,6 +38,10 @@ enum Command {
         /// Put the Elastic zone on a local BIND 9: auto (if `named` is installed), on, off.
         #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
         bind: String,
+        /// Write the logs to this file (its path is printed) instead of stderr, where only
+        /// warnings and errors go by default (`AUTOPILOT_LOG=info` for more).
+        #[arg(long)]
+        log_file: Option<PathBuf>,
     },
     /// Start the fakes (ARM, ClickHouse, Elastic, Zilliz, Service Bus) on loopback and run
     /// until interrupted; the first stdout line is JSON with their URLs and the
@@ -138,9 +142,24 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Logs: the configured format and level on stderr, JSON under the Functions host. The
+/// demo's product is its stdout narrative, so its logs default to warnings only (or go to
+/// `--log-file`); `AUTOPILOT_LOG` overrides the level everywhere.
+fn init_logging(command: &Command, config: &Config) -> Result<(), String> {
+    let format = telemetry::effective_format(&config.log.format, |k| std::env::var(k).ok());
+    let mut options = telemetry::LogOptions { format, filter: config.log.filter.clone(), file: None };
+    if let Command::Demo { log_file, .. } = command {
+        if log_file.is_none() {
+            options.filter = "warn".into();
+        }
+        options.file = log_file.clone();
+    }
+    telemetry::init_with(&options)
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     let config = load_config(cli.config.as_deref())?;
-    telemetry::init(&config.log.format, &config.log.filter);
+    init_logging(&cli.command, &config)?;
     match cli.command {
         Command::CheckConfig => {
             println!("{config:#?}");
@@ -157,13 +176,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Serve { port } => serve(config, port).await,
         Command::Sandbox => private_link_autopilot::sandbox::standalone::run().await,
-        Command::Demo { bind } => {
+        Command::Demo { bind, log_file } => {
             use private_link_autopilot::sandbox::demo::{self, BindChoice};
             let choice = match bind.as_str() {
                 "on" => BindChoice::Required,
                 "off" => BindChoice::Off,
                 _ => BindChoice::Auto,
             };
+            if let Some(path) = &log_file {
+                println!("logs: {}", path.display());
+            }
             demo::run(choice).await.map(|_| ())
         }
         Command::Plan { endpoint, subscriptions, json } => {

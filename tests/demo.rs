@@ -51,3 +51,70 @@ fn no_secret_reaches_the_logs() {
         assert!(!text.contains(secret), "a secret appears in the demo's output");
     }
 }
+
+/// The demo's dead letter (Zilliz has no Private Link in westus3) says each thing once:
+/// the endpoint in short (its full id is the record's correlation id), the vendor, the
+/// cause, and is short enough to read at a glance.
+#[tokio::test]
+async fn the_dead_letter_reason_says_each_thing_once() {
+    let s = demo::run(BindChoice::Off).await.expect("demo runs");
+    assert_eq!(s.dead_letters.len(), 1, "{:?}", s.dead_letters);
+    let reason = &s.dead_letters[0];
+    assert_eq!(reason.matches("zilliz-westus3").count(), 1, "the endpoint once: {reason}");
+    assert!(!reason.contains("/subscriptions/") && !reason.contains("22222222"), "no full id: {reason}");
+    assert!(reason.starts_with("app-spoke/zilliz-westus3: "), "the endpoint first, in short: {reason}");
+    let vendor = reason.to_ascii_lowercase().matches("zilliz").count() - reason.matches("zilliz-westus3").count();
+    assert_eq!(vendor, 1, "the vendor once: {reason}");
+    assert_eq!(reason.matches("96001").count(), 1, "the cause once: {reason}");
+    assert_eq!(reason.matches("error:").count(), 1, "one error label: {reason}");
+    assert!(reason.len() <= 160, "{} characters: {reason}", reason.len());
+}
+
+/// `autopilot demo | cat` reads as a story: stdout has no escape codes and no log lines,
+/// and stderr holds warnings and errors only (no INFO lines) unless asked.
+#[test]
+fn stdout_is_the_narrative_and_stderr_has_no_info() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .arg("demo")
+        .arg("--bind")
+        .arg("off")
+        .env_remove("AUTOPILOT_LOG")
+        .env_remove("AUTOPILOT__LOG__FILTER")
+        .output()
+        .expect("demo runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'), "ANSI escape codes in piped output");
+    for line in stdout.lines() {
+        let log_like =
+            [" TRACE ", " DEBUG ", " INFO ", " WARN ", " ERROR ", "\"level\":"].iter().any(|l| line.contains(l))
+                || line.get(..4).is_some_and(|y| y.chars().all(|c| c.is_ascii_digit()) && line.get(4..5) == Some("-"));
+        assert!(!log_like, "a log line on stdout: {line}");
+    }
+    assert!(stdout.contains("1. create") && stdout.contains("6. where things stand"), "{stdout}");
+    assert!(stdout.contains("dead-lettered"), "every step's outcome is shown: {stdout}");
+    assert!(
+        !stderr.lines().any(|l| l.contains(" INFO ") || l.contains(" DEBUG ")),
+        "INFO on stderr by default:\n{stderr}"
+    );
+}
+
+/// `--log-file` keeps the full log (info) in a file whose path is printed.
+#[test]
+fn log_file_gets_the_logs_and_its_path_is_printed() {
+    let dir = std::env::temp_dir().join(format!("autopilot-demo-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("demo.log");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .args(["demo", "--bind", "off", "--log-file"])
+        .arg(&path)
+        .env_remove("AUTOPILOT_LOG")
+        .output()
+        .expect("demo runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().next().is_some_and(|l| l.contains(&path.display().to_string())), "{stdout}");
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert!(log.contains(" INFO ") && !log.contains('\u{1b}'), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -624,12 +624,10 @@ async fn a_refused_zone_is_skipped_and_deletes_still_work() {
 async fn every_granted_action_is_needed() {
     let full = Grants::from_infra(&infra_params());
     // Actions whose absence the product survives by design, and why.
-    let survivable: BTreeMap<&str, &str> = [
-        (
-            "Microsoft.Resources/subscriptions/read",
-            "only read when approvals.allowed_tenants is set (this scenario's policy is by subscription)",
-        ),
-    ]
+    let survivable: BTreeMap<&str, &str> = [(
+        "Microsoft.Resources/subscriptions/read",
+        "only read when approvals.allowed_tenants is set (this scenario's policy is by subscription)",
+    )]
     .into_iter()
     .collect();
     let mut needed = Vec::new();

@@ -311,7 +311,9 @@ async fn a_permanent_failure_is_dead_lettered_with_a_readable_reason_and_no_secr
     let dead = w.sb.app.queue.dead_letters().await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
     let reason = &dead[0].reason;
-    assert!(reason.contains("elastic") && reason.contains(&id) && reason.contains("404"), "{reason}");
+    // The endpoint in short in the reason, its full id beside it.
+    assert!(reason.contains("elastic") && reason.contains("/es-bad: ") && reason.contains("404"), "{reason}");
+    assert!(dead[0].correlation_id.eq_ignore_ascii_case(&id), "{dead:?}");
     let lines = w.audit_lines();
     let dl: Vec<_> = lines.iter().filter(|e| e["type"].as_str().unwrap().ends_with("vendor.dead_lettered")).collect();
     assert_eq!(dl.len(), 1, "{lines:?}");

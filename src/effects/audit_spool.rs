@@ -90,7 +90,11 @@ mod tests {
     async fn a_stuck_topic_never_blocks_and_overflow_is_counted() {
         let stats = Arc::new(Stats::default());
         let sink = SpooledSink::start(Arc::new(Stuck), stats.clone());
-        let event = AuditEvent { kind: "dns.record.written".into(), subject: "x".into(), data: serde_json::json!({}) };
+        let event = AuditEvent {
+            kind: crate::effects::audit::EventType::DnsRecordWritten.into(),
+            subject: "x".into(),
+            data: serde_json::json!({}),
+        };
         let many = vec![event; SPOOL_CAPACITY + BATCH + 50];
         let started = std::time::Instant::now();
         sink.publish(&many).await.unwrap();

@@ -381,7 +381,8 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
 const SWEEP_LOG_LINES: usize = 50;
 
 fn sweep_completed(data: Value) -> crate::effects::audit::AuditEvent {
-    crate::effects::audit::AuditEvent { kind: "sweep.completed".into(), subject: "sweep".into(), data }
+    use crate::effects::audit::{AuditEvent, EventType};
+    AuditEvent { kind: EventType::SweepCompleted.into(), subject: "sweep".into(), data }
 }
 
 /// Whether a report needs a queued retry, and after how long.

@@ -70,15 +70,25 @@ pub enum Decision {
     DeadLetter(String),
 }
 
+/// How a reason names the endpoint: `resource-group/name`, short enough to read at a
+/// glance. The full id travels beside the reason (the dead letter's correlation id, the
+/// audit event's subject, the log line's `endpoint` field), never inside it.
+pub fn short_name(id: &ResourceId) -> String {
+    format!("{}/{}", id.resource_group(), id.name())
+}
+
+/// The dead-letter reason for a work item: the endpoint once, then the cause. The layers
+/// below add the rest once each: the reconciler the vendor, the vendor client the
+/// operation and the vendor's own message (see `effects::vendors`).
+pub fn dead_letter_reason(id: &ResourceId, cause: &str) -> String {
+    format!("{}: {cause}", short_name(id))
+}
+
 pub fn decide(work: &Work, id: &ResourceId, outcome: Outcome, policy: &RetryPolicy) -> Decision {
     let (attempt, first_failed_at) = (work.attempt(), work.first_failed_at());
-    let what = match work {
-        Work::Vendor { vendor, .. } => format!("{id} (vendor {vendor})"),
-        _ => id.to_string(),
-    };
     match outcome {
         Outcome::Done => Decision::Complete,
-        Outcome::Failed { reason } => Decision::DeadLetter(format!("{what}: {reason}")),
+        Outcome::Failed { reason } => Decision::DeadLetter(dead_letter_reason(id, &reason)),
         Outcome::Requeue { after, reason } => {
             let age = Duration::from_secs(work::now_unix().saturating_sub(first_failed_at));
             if let Work::Recheck { .. } = work
@@ -90,10 +100,8 @@ pub fn decide(work: &Work, id: &ResourceId, outcome: Outcome, policy: &RetryPoli
                 return Decision::Complete;
             }
             if age >= policy.window || attempt >= policy.max_attempts {
-                return Decision::DeadLetter(format!(
-                    "{what}: still failing after {attempt} attempts over {}s: {reason}",
-                    age.as_secs()
-                ));
+                let cause = format!("{reason} (still failing after {attempt} attempts over {} s)", age.as_secs());
+                return Decision::DeadLetter(dead_letter_reason(id, &cause));
             }
             let next = work.next_attempt(&reason);
             let delay = policy.backoff.delay_honouring(next.attempt().max(1), Some(after));
@@ -178,9 +186,10 @@ async fn execute_unbounded(reconciler: &Reconciler, work: &Work, id: &ResourceId
 
 /// The audit event for a dead-lettered work item.
 pub fn dead_letter_event(work: Option<&Work>, subject: &str, reason: &str) -> crate::effects::audit::AuditEvent {
+    use crate::effects::audit::EventType;
     let (kind, vendor) = match work {
-        Some(Work::Vendor { vendor, .. }) => ("vendor.dead_lettered", Some(vendor.clone())),
-        _ => ("work.dead_lettered", None),
+        Some(Work::Vendor { vendor, .. }) => (EventType::VendorDeadLettered, Some(vendor.clone())),
+        _ => (EventType::WorkDeadLettered, None),
     };
     crate::effects::audit::AuditEvent {
         kind: kind.into(),
@@ -229,8 +238,10 @@ pub async fn handle_delivery(
 }
 
 async fn dead_letter(queue: &dyn WorkQueue, delivery: &Delivery, stats: &Stats, reason: String) -> Settlement {
-    tracing::error!(message_id = %delivery.message_id, %reason, "dead-lettering work item");
-    eprintln!("autopilot: dead-lettered {}: {reason}", delivery.correlation_id);
+    // The reason names the endpoint in short; the full id is the record's correlation id
+    // and the log line's `endpoint` field.
+    tracing::error!(message_id = %delivery.message_id, endpoint = %delivery.correlation_id, %reason, "dead-lettering work item");
+    eprintln!("autopilot: dead-lettered work item {}: {reason}", delivery.message_id);
     match queue.dead_letter(delivery, &reason).await {
         Ok(()) => {
             Stats::inc(&stats.dead_lettered);
@@ -273,5 +284,56 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(2)),
+            window: Duration::from_secs(60),
+            max_attempts: 5,
+            recheck_window: Duration::from_secs(60),
+        }
+    }
+
+    const ID: &str = "/subscriptions/22222222-2222-2222-2222-222222222222/resourceGroups/app-spoke/providers/Microsoft.Network/privateEndpoints/zilliz-westus3";
+
+    /// The worker adds the endpoint in short and nothing else: the vendor came with the
+    /// reason (the reconciler's prefix), the full id stays out (it is the correlation id).
+    #[test]
+    fn a_dead_letter_reason_names_the_endpoint_once_in_short() {
+        let id = ResourceId::parse_private_endpoint(ID).unwrap();
+        let work = Work::Vendor {
+            endpoint: id.to_string(),
+            vendor: "zilliz".into(),
+            attempt: 0,
+            first_failed_at: work::now_unix(),
+            reason: String::new(),
+        };
+        let cause = "vendor zilliz: configuration error: whitelist the subscription in az-westus3: error code 96001";
+        let Decision::DeadLetter(reason) = decide(&work, &id, Outcome::Failed { reason: cause.into() }, &policy())
+        else {
+            panic!("a failure is dead-lettered");
+        };
+        assert_eq!(reason, format!("app-spoke/zilliz-westus3: {cause}"));
+    }
+
+    #[test]
+    fn a_reason_past_the_retry_window_keeps_the_cause_first() {
+        let id = ResourceId::parse_private_endpoint(ID).unwrap();
+        let work = Work::Reconcile { endpoint: id.to_string(), attempt: 7, first_failed_at: 0, reason: String::new() };
+        let outcome = Outcome::Requeue { after: Duration::from_secs(1), reason: "ARM answered 503".into() };
+        let Decision::DeadLetter(reason) = decide(&work, &id, outcome, &policy()) else {
+            panic!("past the window");
+        };
+        assert!(
+            reason.starts_with("app-spoke/zilliz-westus3: ARM answered 503 (still failing after 7 attempts"),
+            "{reason}"
+        );
+        assert!(!reason.contains("/subscriptions/"), "{reason}");
     }
 }

@@ -12,7 +12,7 @@ use crate::arm::{ArmClient, ArmError};
 use crate::catalog::Catalog;
 use crate::config::ReconcileSettings;
 use crate::effects::approvals::{self, ApprovalAction, ApprovalDecision, ApprovalSettings};
-use crate::effects::audit::{self, AuditEvent, AuditSink};
+use crate::effects::audit::{self, AuditEvent, AuditSink, EventType};
 use crate::effects::dns::{ARecordSet, DnsError, DnsErrorKind, DnsRouter, RecordKey};
 use crate::effects::marks::{self, MarkReport, MarkSettings};
 use crate::effects::vendors::sync::{SyncError, VendorDone, VendorIntent, VendorPlan, VendorSync};
@@ -569,7 +569,7 @@ impl Reconciler {
             None => sync.deregister(vendor, id).await,
         };
         let mut events = Vec::new();
-        let event = |kind: &str, data: serde_json::Value| AuditEvent {
+        let event = |kind: EventType, data: serde_json::Value| AuditEvent {
             kind: kind.into(),
             subject: id.to_string(),
             data: serde_json::json!({"vendor": vendor, "detail": data}),
@@ -581,10 +581,10 @@ impl Reconciler {
                         Stats::inc(&self.stats.vendor_calls_ok);
                         tracing::info!(endpoint = %id, vendor, ?change, ?withdrawn, "vendor registration converged");
                         if *change == Change::Applied {
-                            events.push(event("vendor.registered", serde_json::json!({"targets": targets})));
+                            events.push(event(EventType::VendorRegistered, serde_json::json!({"targets": targets})));
                         }
                         if !withdrawn.is_empty() {
-                            events.push(event("vendor.withdrawn", serde_json::json!({"targets": withdrawn})));
+                            events.push(event(EventType::VendorWithdrawn, serde_json::json!({"targets": withdrawn})));
                         }
                         // `recheck_window_secs = 0` turns re-checks off (the sweep still looks).
                         run.needs_recheck = self.marks.recheck_window_secs > 0
@@ -594,7 +594,7 @@ impl Reconciler {
                         Stats::inc(&self.stats.vendor_calls_ok);
                         tracing::info!(endpoint = %id, vendor, ?change, "vendor deregistration converged");
                         if *change == Change::Applied {
-                            events.push(event("vendor.deregistered", serde_json::json!({})));
+                            events.push(event(EventType::VendorDeregistered, serde_json::json!({})));
                         }
                     }
                     VendorDone::Nothing { why } => {

@@ -3,9 +3,15 @@
 //! It starts the fake ARM (and, when `named` is installed, a real BIND 9 serving the
 //! Elastic zone over RFC 2136), runs the real handler behind the host emulator with the
 //! embedded queue, then plays a platform team's day: one private endpoint per catalog
-//! entry is created and its Event Grid event delivered, an event is redelivered, two
-//! endpoints are deleted. After each step it prints what changed in DNS, and at the end
-//! the records with their owners and the counters.
+//! entry is created and its Event Grid event delivered, the vendors approve, an event is
+//! redelivered, three endpoints are deleted. At the end it prints the records with their
+//! owners, the vendors' allowlists, the dead letter and the audit events.
+//!
+//! The output is written for someone seeing the product for the first time: stdout is
+//! the narrative only, numbered steps with one line per outcome (a DNS change, a vendor
+//! registration, a dead letter), and nothing else; the logs go to stderr at warning level
+//! (see `telemetry`), so `autopilot demo 2>/dev/null` reads as a story and a failure still
+//! shows up.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -83,7 +89,7 @@ fn endpoints() -> Vec<(&'static str, EndpointSpec)> {
             EndpointSpec::alias(SUB, RG, "ch-analytics-1", "eastus2", super::vendors::CLICKHOUSE_ALIAS),
         ),
         (
-            "ClickHouse Cloud, second VNet (shares the regional wildcard)",
+            "ClickHouse Cloud, other VNet",
             EndpointSpec::alias(SUB, RG, "ch-analytics-2", "eastus2", super::vendors::CLICKHOUSE_ALIAS),
         ),
         ("Elastic Cloud", EndpointSpec::alias(SUB, RG, "es-logs", "eastus2", super::vendors::ELASTIC_ALIAS)),
@@ -93,7 +99,7 @@ fn endpoints() -> Vec<(&'static str, EndpointSpec)> {
                 .with_tag("autopilot.zilliz.clusters", "in01-3f2a9c"),
         ),
         (
-            "Zilliz Cloud in a region where the project has no Private Link (dead-lettered)",
+            "Zilliz Cloud, westus3 (no Private Link)",
             EndpointSpec::alias(SUB, RG, "zilliz-westus3", "westus3", ZILLIZ_WESTUS3_ALIAS)
                 .with_tag("autopilot.zilliz.clusters", "in01-77aa01"),
         ),
@@ -128,7 +134,7 @@ fn endpoints() -> Vec<(&'static str, EndpointSpec)> {
             ),
         ),
         (
-            "Key Vault (generic first-party rule)",
+            "Key Vault",
             EndpointSpec::resource(
                 SUB,
                 RG,
@@ -191,16 +197,18 @@ async fn snapshot(sb: &Sandbox, bind: Option<&Rfc2136Provider>) -> Result<Vec<Ro
     Ok(rows)
 }
 
-fn print_changes(before: &[Row], after: &[Row]) {
+/// Prints what changed in DNS between two snapshots, one line per record; whether
+/// anything changed (the caller words the "nothing changed" case for its step).
+fn print_changes(before: &[Row], after: &[Row]) -> bool {
     let key = |r: &Row| (r.zone.clone(), r.name.clone());
     let b: BTreeMap<_, _> = before.iter().map(|r| (key(r), r)).collect();
     let a: BTreeMap<_, _> = after.iter().map(|r| (key(r), r)).collect();
     let mut any = false;
     for (k, r) in &a {
         match b.get(k) {
-            None => println!("    + {}.{}  A {}  [{}]", r.name, r.zone, r.addresses.join(" "), r.owner),
+            None => println!("      + {}.{}  A {}  [{}]", r.name, r.zone, r.addresses.join(" "), r.owner),
             Some(old) if old != r => println!(
-                "    ~ {}.{}  A {} -> {}  [{}]",
+                "      ~ {}.{}  A {} -> {}  [{}]",
                 r.name,
                 r.zone,
                 old.addresses.join(" "),
@@ -213,16 +221,13 @@ fn print_changes(before: &[Row], after: &[Row]) {
     }
     for (k, r) in &b {
         if !a.contains_key(k) {
-            println!("    - {}.{}  A {}", r.name, r.zone, r.addresses.join(" "));
+            println!("      - {}.{}  A {}", r.name, r.zone, r.addresses.join(" "));
             any = true;
         }
     }
-    if !any {
-        println!("    (no DNS change: already converged)");
-    }
+    any
 }
 
-/// Runs the demo, printing as it goes.
 fn print_vendors(vendors: &SandboxVendors) {
     for (service, ids) in vendors.clickhouse.state().services {
         let names: Vec<&str> = ids.iter().map(|i| owner_name(i)).collect();
@@ -233,6 +238,25 @@ fn print_vendors(vendors: &SandboxVendors) {
     println!("    Elastic traffic filter rulesets: [{}]", rules.join(", "));
     let zz: Vec<String> = vendors.zilliz.state().endpoints.iter().map(|e| e.endpoint_id.clone()).collect();
     println!("    Zilliz private endpoints: [{}]", zz.join(", "));
+}
+
+/// Where the fake vendors list this endpoint, in their own words (empty: nowhere).
+fn registered_with(vendors: &SandboxVendors, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (service, ids) in vendors.clickhouse.state().services {
+        if ids.iter().any(|i| owner_name(i).eq_ignore_ascii_case(name)) {
+            out.push(format!("ClickHouse service {service}"));
+        }
+    }
+    let prefix = format!("pl-autopilot-{name}-");
+    for r in vendors.elastic.state().rulesets.values().filter(|r| r.name.starts_with(&prefix)) {
+        out.push(format!("Elastic ruleset {} ({})", r.name, r.region));
+    }
+    let dotted = format!("{name}.");
+    for e in vendors.zilliz.state().endpoints.iter().filter(|e| e.endpoint_id.starts_with(&dotted)) {
+        out.push(format!("Zilliz endpoint {} ({})", e.endpoint_id, e.region_id));
+    }
+    out
 }
 
 pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
@@ -285,44 +309,40 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
     let sb = Sandbox::start(options).await?;
     let bind_ref = bind_provider.as_deref();
 
-    println!("Private Link Autopilot demo: fake ARM at {}, handler at http://{}", sb.arm.base_url(), sb.handler_addr);
+    println!("Private Link Autopilot demo: the real handler against local fakes");
+    println!("  ARM      fake at {} (endpoints, NICs, private DNS zones)", sb.arm.base_url());
+    println!("  handler  http://{}, behind a Functions host emulator, embedded work queue", sb.handler_addr);
     match &bind {
         Some(b) => {
-            println!("DNS: Azure Private DNS (fake ARM) + BIND 9 on {} for {ELASTIC_ZONE} (TSIG hmac-sha256)", b.addr())
+            println!("  DNS      Azure Private DNS (fake); {ELASTIC_ZONE} on BIND 9 at {} (RFC 2136, TSIG)", b.addr())
         }
-        None => {
-            println!("DNS: Azure Private DNS (fake ARM) for every zone (install bind9 to see the RFC 2136 provider)")
-        }
+        None => println!("  DNS      Azure Private DNS (fake) for every zone (install bind9 to see RFC 2136)"),
     }
-    println!();
-
     println!(
-        "Vendors: fake ClickHouse Cloud at {}, Elastic Cloud at {}, Zilliz Cloud at {}",
-        vendors.clickhouse.base_url(),
-        vendors.elastic.base_url(),
-        vendors.zilliz.base_url()
+        "  vendors  fake ClickHouse Cloud, Elastic Cloud, Zilliz Cloud; ClickHouse fails its first call (HTTP 500)"
     );
-    println!("(ClickHouse will answer the first call with HTTP 500, to show a retry)");
     vendors.clickhouse.inject(Fault::ServerError, 1);
-    println!();
 
     let mut before = snapshot(&sb, bind_ref).await?;
     let mut ids = BTreeMap::new();
+    println!("\n1. create one private endpoint per catalog entry; Event Grid delivers each write to the handler");
     for (what, spec) in endpoints() {
-        println!("create {} -> {what}", spec.name);
         let (id, delivery) = sb.create(&spec).await;
-        println!("    Event Grid ResourceWriteSuccess -> handler answered {}", delivery.status);
         let after = snapshot(&sb, bind_ref).await?;
+        let head = format!("  {:<15} {what:<40} handler answered {}", spec.name, delivery.status);
         if after == before && spec.status == "Pending" {
-            println!("    (no DNS yet: the connection is Pending; records follow the vendor's approval)");
+            println!("{head}; Pending: no DNS until the vendor approves");
         } else {
-            print_changes(&before, &after);
+            println!("{head}; Approved: records written");
+            if !print_changes(&before, &after) {
+                println!("      (no DNS change)");
+            }
         }
         before = after;
         ids.insert(spec.name.clone(), id);
     }
 
-    println!("\nvendor allowlists (through the work queue; each worker re-reads ARM first):");
+    println!("\n2. vendor allowlists, through the work queue (each item re-reads the endpoint from ARM first)");
     // Registered endpoints stay Pending (and re-checked) until the vendor approves, so
     // wait for the registrations and the dead letter rather than for an empty queue.
     let until = Instant::now() + Duration::from_secs(15);
@@ -336,59 +356,81 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    print_vendors(&vendors);
-    println!("\nthe vendors approve the connections on their side (no event reaches our subscription):");
+    let dead = sb.app.queue.dead_letters().await.map_err(|e| e.to_string())?;
+    for name in ["ch-analytics-1", "ch-analytics-2", "es-logs", "zilliz-vectors", "zilliz-westus3"] {
+        let id = ids.get(name).cloned().unwrap_or_default();
+        let registered = registered_with(&vendors, name);
+        if let Some(d) = dead.iter().find(|d| d.correlation_id.eq_ignore_ascii_case(&id)) {
+            println!("  {name:<15} dead-lettered: {}", d.reason);
+        } else if registered.is_empty() {
+            println!("  {name:<15} not registered yet");
+        } else {
+            println!("  {name:<15} registered: {}", registered.join(", "));
+        }
+    }
+    let stats = sb.app.stats.snapshot();
+    let retried = stats["vendor_calls_failed"].as_u64().unwrap_or(0).saturating_sub(dead.len() as u64);
+    println!("  ({retried} failed vendor call retried with backoff: ClickHouse's HTTP 500)");
+
+    println!("\n3. the vendors approve the connections on their side (no event reaches our subscription)");
     for name in ["ch-analytics-1", "ch-analytics-2", "es-logs", "zilliz-vectors"] {
         if let Some(id) = ids.get(name) {
             sb.arm.set_connection_status(id, "Approved");
         }
     }
     sb.drain(Duration::from_secs(15)).await;
-    println!("    the approval re-checks see it and write the records:");
+    println!("  the approval re-checks see it and write the records:");
     let after = snapshot(&sb, bind_ref).await?;
-    print_changes(&before, &after);
+    if !print_changes(&before, &after) {
+        println!("      (no DNS change)");
+    }
     before = after;
-    for name in ["ch-analytics-2", "es-logs", "zilliz-vectors", "zilliz-westus3"] {
+    for name in ["ch-analytics-1", "ch-analytics-2", "es-logs", "zilliz-vectors", "zilliz-westus3"] {
         let id = ids.get(name).cloned().unwrap_or_default();
         let tags = sb.arm.resource(&id).map(|r| r["tags"].clone()).unwrap_or_default();
         println!(
-            "    {name:<16} plautopilot-state={} plautopilot-done={}",
+            "  {name:<15} tags plautopilot-state={} plautopilot-done={}",
             tags["plautopilot-state"].as_str().unwrap_or("-"),
             tags["plautopilot-done"].as_str().unwrap_or("-")
         );
     }
 
     let first = ids.get("ch-analytics-1").cloned().unwrap_or_default();
-    println!("\nredeliver the same ResourceWriteSuccess for ch-analytics-1 (Event Grid is at-least-once)");
+    println!("\n4. redeliver ch-analytics-1's write event (Event Grid delivers at least once)");
     let d = sb.deliver(vec![events::event_grid(ResourceEvent::WriteSuccess, &first)]).await;
-    println!("    handler answered {}", d.status);
     let after = snapshot(&sb, bind_ref).await?;
-    print_changes(&before, &after);
+    println!("  ch-analytics-1  handler answered {}; no DNS change (already converged)", d.status);
+    if print_changes(&before, &after) {
+        println!("      (unexpected: the redelivery changed DNS)");
+    }
     before = after;
 
+    println!("\n5. delete three endpoints; Event Grid delivers each delete");
     for name in ["ch-analytics-1", "es-logs", "adx-telemetry"] {
         let id = ids.get(name).cloned().unwrap_or_default();
-        println!("\ndelete {name}");
         let d = sb.delete(&id).await;
-        println!("    Event Grid ResourceDeleteSuccess -> handler answered {}", d.status);
+        println!("  {name:<15} handler answered {}; its addresses are removed:", d.status);
         let after = snapshot(&sb, bind_ref).await?;
-        print_changes(&before, &after);
+        if !print_changes(&before, &after) {
+            println!("      (no DNS change)");
+        }
         before = after;
     }
 
     sb.drain(Duration::from_secs(15)).await;
-    println!("\nvendor allowlists after the deletions:");
+    println!("\n6. where things stand");
+    println!("  vendor allowlists (ch-analytics-1 and es-logs deregistered):");
     print_vendors(&vendors);
     let dead = sb.app.queue.dead_letters().await.map_err(|e| e.to_string())?;
-    println!("\ndead-lettered work ({}), as `autopilot dlq list` shows it:", dead.len());
+    println!("  dead-lettered work ({}), as `autopilot dlq list` shows it:", dead.len());
     for d in &dead {
-        println!("  {}  {}", d.message_id, d.reason);
+        println!("    {}  {}", d.message_id, d.reason);
     }
     let rows = snapshot(&sb, bind_ref).await?;
-    println!("\nrecords now ({}):", rows.len());
+    println!("  records ({}):", rows.len());
     for r in &rows {
         println!(
-            "  {:<58} {:<16} {:<28} {}",
+            "    {:<66} {:<10} {:<15} {}",
             format!("{}.{}", r.name, r.zone),
             r.addresses.join(" "),
             r.owner,
@@ -403,10 +445,15 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
             serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["type"].as_str().map(str::to_owned));
         *audit_types.entry(t.unwrap_or_else(|| "unreadable".into())).or_default() += 1;
     }
-    println!("\naudit events (CloudEvents, {}):", audit_types.values().sum::<usize>());
-    for (t, n) in &audit_types {
-        println!("  {n:>3}  {t}");
-    }
+    let listed: Vec<String> = audit_types
+        .iter()
+        .map(|(t, n)| format!("{n} {}", t.strip_prefix(crate::effects::audit::TYPE_PREFIX).unwrap_or(t)))
+        .collect();
+    println!(
+        "  audit events ({}, CloudEvents com.privatelinkautopilot.*, docs/EVENTS.md): {}",
+        audit_types.values().sum::<usize>(),
+        listed.join(", ")
+    );
     let requests = sb.arm.requests();
     let summary = DemoSummary {
         audit_events: audit_types.values().sum(),
@@ -423,7 +470,7 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
         elapsed: started.elapsed(),
     };
     println!(
-        "\nARM requests: {} ({} writes, {} throttled); work queue depth: {}; took {} ms",
+        "  ARM requests: {} ({} writes, {} throttled); work queue depth: {}; took {} ms",
         summary.arm_requests,
         summary.arm_writes,
         summary.throttled,

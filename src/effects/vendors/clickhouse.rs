@@ -191,9 +191,9 @@ impl ClickHouse {
     pub fn endpoint_id(&self, ep: &VendorEndpoint) -> Result<String, VendorError> {
         match self.endpoint_id {
             EndpointIdKind::ResourceId => Ok(ep.pe_id.clone()),
-            EndpointIdKind::ResourceGuid => Ok(ep
-                .require_guid("clickhouse", "endpoint_id = \"resource_guid\" needs as the ClickHouse endpoint id")?
-                .to_string()),
+            EndpointIdKind::ResourceGuid => {
+                Ok(ep.require_guid("endpoint_id = \"resource_guid\" needs as the vendor's endpoint id")?.to_string())
+            }
         }
     }
 
@@ -201,10 +201,9 @@ impl ClickHouse {
     fn services_for<'a>(&'a self, ep: &'a VendorEndpoint) -> Result<&'a [String], VendorError> {
         let services = if ep.targets.is_empty() { &self.service_ids } else { &ep.targets };
         if services.is_empty() {
-            return Err(VendorError::config(format!(
-                "clickhouse: no service chosen for private endpoint {}: set [vendors.clickhouse] service_ids or a [[vendors.rules]] entry",
-                ep.pe_id
-            )));
+            return Err(VendorError::config(
+                "no service chosen: set [vendors.clickhouse] service_ids or a [[vendors.rules]] entry",
+            ));
         }
         Ok(services)
     }
@@ -239,8 +238,8 @@ impl ClickHouse {
         format!("/v1/organizations/{}/services/{}", self.organization_id, service)
     }
 
-    async fn get_service(&self, service: &str, ep: &VendorEndpoint) -> Result<Service, VendorError> {
-        let ctx = format!("clickhouse: GET service {service} for private endpoint {}", ep.pe_id);
+    async fn get_service(&self, service: &str, _ep: &VendorEndpoint) -> Result<Service, VendorError> {
+        let ctx = format!("GET service {service}");
         self.call(Method::GET, &self.service_path(service), None, &ctx).await
     }
 
@@ -271,7 +270,7 @@ impl ClickHouse {
             if present.is_empty() {
                 continue;
             }
-            let ctx = format!("clickhouse: PATCH service {service} (remove private endpoint {})", ep.pe_id);
+            let ctx = format!("PATCH service {service} (remove the endpoint)");
             let body = json!({ "privateEndpointIds": { "remove": present } });
             let _: Service = self.call(Method::PATCH, &self.service_path(service), Some(body), &ctx).await?;
             change = Change::Applied;
@@ -291,7 +290,7 @@ impl Vendor for ClickHouse {
         let mut out = Vec::new();
         let services: Vec<&String> = self.service_ids.iter().chain(targets).collect();
         for service in services {
-            let ctx = format!("clickhouse: GET privateEndpointConfig of service {service}");
+            let ctx = format!("GET privateEndpointConfig of service {service}");
             let path = format!("{}/privateEndpointConfig", self.service_path(service));
             let config: Option<serde_json::Value> = self.call(Method::GET, &path, None, &ctx).await?;
             if let Some(alias) = config.as_ref().and_then(|c| c.get("endpointServiceId")).and_then(|v| v.as_str()) {
@@ -313,7 +312,7 @@ impl Vendor for ClickHouse {
             if contains(current.private_endpoint_ids.as_deref().unwrap_or_default(), &id) {
                 continue;
             }
-            let ctx = format!("clickhouse: PATCH service {service} (add private endpoint {id})");
+            let ctx = format!("PATCH service {service} (add the endpoint)");
             let body = json!({ "privateEndpointIds": { "add": [id] } });
             match self.call::<Service>(Method::PATCH, &self.service_path(service), Some(body), &ctx).await {
                 Ok(_) => change = Change::Applied,
@@ -336,7 +335,7 @@ impl Vendor for ClickHouse {
         let mut change = self.remove_from_services(ep, self.services_for(ep)?, false).await?;
 
         let org_path = format!("/v1/organizations/{}", self.organization_id);
-        let ctx = format!("clickhouse: GET organization {} for private endpoint {}", self.organization_id, ep.pe_id);
+        let ctx = format!("GET organization {}", self.organization_id);
         let org: Organization = self.call(Method::GET, &org_path, None, &ctx).await?;
         let remove: Vec<Value> = org
             .private_endpoints
@@ -352,10 +351,7 @@ impl Vendor for ClickHouse {
             })
             .collect();
         if !remove.is_empty() {
-            let ctx = format!(
-                "clickhouse: PATCH organization {} (remove private endpoint {})",
-                self.organization_id, ep.pe_id
-            );
+            let ctx = format!("PATCH organization {} (remove the endpoint)", self.organization_id);
             let body = json!({ "privateEndpoints": { "remove": remove } });
             let _: Organization = self.call(Method::PATCH, &org_path, Some(body), &ctx).await?;
             change = Change::Applied;

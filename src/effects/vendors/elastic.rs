@@ -231,10 +231,9 @@ impl Elastic {
     fn deployments_for<'a>(&'a self, ep: &'a VendorEndpoint) -> Result<&'a [String], VendorError> {
         let deployments = if ep.targets.is_empty() { &self.deployment_ids } else { &ep.targets };
         if deployments.is_empty() {
-            return Err(VendorError::config(format!(
-                "elastic: no deployment chosen for private endpoint {}: set [vendors.elastic] deployment_ids or a [[vendors.rules]] entry",
-                ep.pe_id
-            )));
+            return Err(VendorError::config(
+                "no deployment chosen: set [vendors.elastic] deployment_ids or a [[vendors.rules]] entry",
+            ));
         }
         Ok(deployments)
     }
@@ -268,7 +267,7 @@ impl Elastic {
         let errors = parse_errors(&raw.body);
         if errors.iter().any(|e| e.code == CONNECTION_NOT_FOUND) {
             let mut err = VendorError::transient(format!(
-                "{context}: Elastic cannot see the private endpoint's pending connection yet ({})",
+                "{context}: the vendor cannot see the endpoint's pending connection yet ({})",
                 error_text(&raw.body)
             ));
             // A short bound (a test, the sandbox) also shortens the wait between tries.
@@ -281,8 +280,8 @@ impl Elastic {
     }
 
     /// Our rulesets for this endpoint in `region` (normally zero or one).
-    async fn find(&self, ep: &VendorEndpoint, guid: &str, region: &str) -> Result<Vec<Ruleset>, VendorError> {
-        let ctx = format!("elastic: list traffic filter rulesets in {region} for private endpoint {}", ep.pe_id);
+    async fn find(&self, _ep: &VendorEndpoint, guid: &str, region: &str) -> Result<Vec<Ruleset>, VendorError> {
+        let ctx = format!("list traffic filter rulesets in {region}");
         let path = format!("{RULESETS}?region={region}&include_associations=true");
         let raw = self.send(Method::GET, &path, None, &ctx).await?;
         if !raw.status.is_success() {
@@ -307,12 +306,9 @@ impl Elastic {
         &self,
         ruleset: &Ruleset,
         assoc: &Association,
-        ep: &VendorEndpoint,
+        _ep: &VendorEndpoint,
     ) -> Result<Change, VendorError> {
-        let ctx = format!(
-            "elastic: disassociate ruleset {} from {} {} for private endpoint {}",
-            ruleset.id, assoc.entity_type, assoc.id, ep.pe_id
-        );
+        let ctx = format!("disassociate ruleset {} from {} {}", ruleset.id, assoc.entity_type, assoc.id);
         let path = format!("{RULESETS}/{}/associations/{}/{}", ruleset.id, assoc.entity_type, assoc.id);
         self.delete(&path, &ctx).await
     }
@@ -350,13 +346,13 @@ impl Vendor for Elastic {
     }
 
     async fn register(&self, ep: &VendorEndpoint) -> Result<Change, VendorError> {
-        let guid = ep.require_guid("elastic", "Elastic needs as azure_endpoint_guid")?;
+        let guid = ep.require_guid("the vendor needs as azure_endpoint_guid")?;
         let region = self.region_for(ep);
         let mut change = Change::AlreadyInPlace;
         let mut found = self.find(ep, guid, &region).await?;
         let mut created = None;
         if found.is_empty() {
-            let ctx = format!("elastic: create traffic filter ruleset for private endpoint {}", ep.pe_id);
+            let ctx = "create traffic filter ruleset".to_owned();
             let body = json!({
                 "name": ruleset_name(&ep.pe_name, guid),
                 "description": format!("Managed by private-link-autopilot for {}", ep.pe_id),
@@ -381,13 +377,10 @@ impl Vendor for Elastic {
         ids.extend(created.iter().filter(|c| !found.iter().any(|r| r.id.eq_ignore_ascii_case(c))).cloned());
         ids.sort_by_key(|id| id.to_ascii_lowercase());
         let Some((ruleset_id, extras)) = ids.split_first() else {
-            return Err(VendorError::transient(format!(
-                "elastic: no traffic filter ruleset for private endpoint {} after creating one",
-                ep.pe_id
-            )));
+            return Err(VendorError::transient("no traffic filter ruleset for the endpoint after creating one"));
         };
         for extra in extras {
-            let ctx = format!("elastic: delete duplicate ruleset {extra} for private endpoint {}", ep.pe_id);
+            let ctx = format!("delete duplicate ruleset {extra}");
             if self.delete(&format!("{RULESETS}/{extra}?ignore_associations=true"), &ctx).await? == Change::Applied {
                 tracing::info!(endpoint = %ep.pe_id, kept = %ruleset_id, deleted = %extra, "deleted a duplicate Elastic ruleset");
                 change = Change::Applied;
@@ -398,10 +391,7 @@ impl Vendor for Elastic {
             if existing.as_ref().is_some_and(|r| Self::associated(r, deployment)) {
                 continue;
             }
-            let ctx = format!(
-                "elastic: associate ruleset {ruleset_id} with deployment {deployment} for private endpoint {}",
-                ep.pe_id
-            );
+            let ctx = format!("associate ruleset {ruleset_id} with deployment {deployment}");
             let path = format!("{RULESETS}/{ruleset_id}/associations");
             let body = json!({ "entity_type": "deployment", "id": deployment });
             let raw = self.send(Method::POST, &path, Some(body), &ctx).await?;
@@ -425,14 +415,14 @@ impl Vendor for Elastic {
     }
 
     async fn deregister(&self, ep: &VendorEndpoint) -> Result<Change, VendorError> {
-        let guid = ep.require_guid("elastic", "is needed to find the endpoint's Elastic ruleset")?;
+        let guid = ep.require_guid("is needed to find the endpoint's ruleset")?;
         let region = self.region_for(ep);
         let mut change = Change::AlreadyInPlace;
         for ruleset in self.find(ep, guid, &region).await? {
             for assoc in ruleset.associations.as_deref().unwrap_or_default() {
                 change = change.merge(self.disassociate(&ruleset, assoc, ep).await?);
             }
-            let ctx = format!("elastic: delete ruleset {} for private endpoint {}", ruleset.id, ep.pe_id);
+            let ctx = format!("delete ruleset {}", ruleset.id);
             let path = format!("{RULESETS}/{}?ignore_associations=false", ruleset.id);
             match self.delete(&path, &ctx).await {
                 Ok(c) => change = change.merge(c),
@@ -450,7 +440,7 @@ impl Vendor for Elastic {
     }
 
     async fn is_registered(&self, ep: &VendorEndpoint) -> Result<bool, VendorError> {
-        let guid = ep.require_guid("elastic", "Elastic needs as azure_endpoint_guid")?;
+        let guid = ep.require_guid("the vendor needs as azure_endpoint_guid")?;
         let found = self.find(ep, guid, &self.region_for(ep)).await?;
         let deployments = self.deployments_for(ep)?;
         Ok(found.first().is_some_and(|r| deployments.iter().all(|d| Self::associated(r, d))))
@@ -459,7 +449,7 @@ impl Vendor for Elastic {
     /// Disassociates the endpoint's ruleset from these deployments; the ruleset stays
     /// for the deployments it still serves.
     async fn withdraw(&self, ep: &VendorEndpoint, targets: &[String]) -> Result<Change, VendorError> {
-        let guid = ep.require_guid("elastic", "is needed to find the endpoint's Elastic ruleset")?;
+        let guid = ep.require_guid("is needed to find the endpoint's ruleset")?;
         let mut change = Change::AlreadyInPlace;
         for ruleset in self.find(ep, guid, &self.region_for(ep)).await? {
             let dropped = ruleset

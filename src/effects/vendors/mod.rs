@@ -21,6 +21,13 @@
 //! Secrets: configuration holds only the *names* of the environment variables (in Azure,
 //! app settings that are Key Vault references). Values live in [`Secret`], which never
 //! prints, and error messages are built from vendor error text, never from a header.
+//!
+//! Error text says each thing once, so a dead-letter reason reads in one glance: a
+//! client's [`VendorError::message`] is the operation in the vendor's terms (its service,
+//! deployment, region) and the vendor's own answer, nothing more. It names neither the
+//! vendor nor the endpoint: the reconciler, which knows which vendor it called, prefixes
+//! `vendor <name>: `, and the worker, which knows the endpoint, prefixes its short
+//! `resource-group/name` (the full id travels beside the reason, never inside it).
 
 pub mod clickhouse;
 pub mod elastic;
@@ -109,13 +116,10 @@ impl VendorEndpoint {
     }
 
     /// The guid, or a Permanent error naming what needs it: retrying cannot conjure one.
-    fn require_guid(&self, vendor: &str, why: &str) -> Result<&str, VendorError> {
-        self.resource_guid.as_deref().ok_or_else(|| {
-            VendorError::permanent(format!(
-                "{vendor}: private endpoint {} has no properties.resourceGuid, which {why}",
-                self.pe_id
-            ))
-        })
+    fn require_guid(&self, why: &str) -> Result<&str, VendorError> {
+        self.resource_guid
+            .as_deref()
+            .ok_or_else(|| VendorError::permanent(format!("the endpoint has no properties.resourceGuid, which {why}")))
     }
 }
 
@@ -130,8 +134,8 @@ pub enum VendorErrorKind {
     Config,
 }
 
-/// A failed vendor call. `message` names the vendor, the operation and the endpoint and
-/// never contains a secret.
+/// A failed vendor call. `message` is the operation and the vendor's answer (not the
+/// vendor's name nor the endpoint: the callers add those once) and never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VendorError {
     pub kind: VendorErrorKind,
@@ -202,7 +206,7 @@ impl fmt::Display for VendorError {
             VendorErrorKind::Permanent => "permanent",
             VendorErrorKind::Config => "configuration",
         };
-        write!(f, "{kind} vendor error: {}", self.message)?;
+        write!(f, "{kind} error: {}", self.message)?;
         if let Some(ra) = self.retry_after {
             write!(f, " (retry after {} s)", ra.as_secs_f64())?;
         }

@@ -204,7 +204,7 @@ impl Zilliz {
     }
 
     fn classify_code(&self, code: i64, context: &str, message: &str) -> VendorError {
-        let text = format!("{context}: Zilliz error code {code}: {}", clip(message));
+        let text = format!("{context}: error code {code}: {}", clip(message));
         match code {
             80001 | 96001 | 96005 | 96012..=96016 => VendorError::config(text),
             429 | 500..=599 => VendorError::transient(text),
@@ -257,13 +257,10 @@ impl Zilliz {
         }
     }
 
-    async fn list_endpoints(&self, ep: &VendorEndpoint) -> Result<Vec<PrivateEndpointEntry>, VendorError> {
+    async fn list_endpoints(&self, _ep: &VendorEndpoint) -> Result<Vec<PrivateEndpointEntry>, VendorError> {
         let mut all = Vec::new();
         for page in 1..=MAX_PAGES {
-            let ctx = format!(
-                "zilliz: list private endpoints of project {} (page {page}) for private endpoint {}",
-                self.project_id, ep.pe_id
-            );
+            let ctx = format!("list private endpoints of project {} (page {page})", self.project_id);
             let path =
                 format!("/v2/projects/{}/privateEndpoints?currentPage={page}&pageSize={PAGE_SIZE}", self.project_id);
             let data: EndpointPage = self.call(Method::GET, &path, None, &ctx).await?.unwrap_or_default();
@@ -305,7 +302,7 @@ impl Zilliz {
     }
 
     fn id_for(ep: &VendorEndpoint) -> Result<String, VendorError> {
-        let guid = ep.require_guid("zilliz", "Zilliz needs for the endpoint id <pe-name>.<resourceGuid>")?;
+        let guid = ep.require_guid("the vendor's endpoint id <pe-name>.<resourceGuid> needs")?;
         Ok(endpoint_id(&ep.pe_name, guid))
     }
 
@@ -314,10 +311,9 @@ impl Zilliz {
         if self.whitelisted.lock().unwrap_or_else(PoisonError::into_inner).contains(&key) {
             return Ok(());
         }
-        let ctx = format!(
-            "zilliz: whitelist subscription {} in {region} for project {} (private endpoint {})",
-            ep.subscription_id, self.project_id, ep.pe_id
-        );
+        // The subscription is the endpoint's (named by the caller) and the project is the
+        // one configured: the region is what tells this call apart.
+        let ctx = format!("whitelist the subscription in {region}");
         let path = format!("/v2/projects/{}/privateEndpointWhitelist", self.project_id);
         let body = json!({ "regionId": region, "outerUserId": ep.subscription_id });
         let _: Option<Value> = self.call(Method::POST, &path, Some(body), &ctx).await?;
@@ -330,7 +326,7 @@ impl Zilliz {
 impl Vendor for Zilliz {
     /// `GET /v2/privateEndpointServices?projectId=…` → `endpointServices[].endpointService`.
     async fn published_aliases(&self, _targets: &[String]) -> Result<Vec<String>, VendorError> {
-        let ctx = format!("zilliz: list private endpoint services of project {}", self.project_id);
+        let ctx = format!("list private endpoint services of project {}", self.project_id);
         let path = format!("/v2/privateEndpointServices?projectId={}&currentPage=1&pageSize=100", self.project_id);
         let data: Option<serde_json::Value> = self.call(Method::GET, &path, None, &ctx).await?;
         let services = data.as_ref().and_then(|d| d.get("endpointServices")).and_then(|v| v.as_array());
@@ -353,7 +349,7 @@ impl Vendor for Zilliz {
         }
         self.forget_listing().await;
         self.ensure_whitelisted(ep, &region).await?;
-        let ctx = format!("zilliz: create private endpoint {id} in {region} for project {}", self.project_id);
+        let ctx = format!("add the endpoint in {region}");
         let path = format!("/v2/projects/{}/privateEndpoints", self.project_id);
         let body = json!({ "regionId": region, "endpointId": id });
         match self.call::<Value>(Method::POST, &path, Some(body), &ctx).await {
@@ -379,7 +375,7 @@ impl Vendor for Zilliz {
         let Some(found) = Self::find(&list, &id, &region) else {
             return Ok(Change::AlreadyInPlace);
         };
-        let ctx = format!("zilliz: delete private endpoint {id} in {region} for project {}", self.project_id);
+        let ctx = format!("delete the endpoint in {region}");
         let path = format!(
             "/v2/projects/{}/privateEndpoints/{}?regionId={}",
             self.project_id, found.endpoint_id, found.region_id

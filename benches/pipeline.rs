@@ -79,6 +79,18 @@ fn proc_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// User + system CPU time of a process so far, in milliseconds (`/proc/<pid>/stat`).
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    // Linux reports them in clock ticks of 1/100 s.
+    (ticks(11) + ticks(12)) * 10.0
+}
+
 fn startup(dir: &std::path::Path) {
     let mut times = Vec::new();
     for _ in 0..30 {
@@ -100,7 +112,7 @@ fn startup(dir: &std::path::Path) {
     println!("start-up to first health: median {:.1} ms (min {min:.1} ms, 30 runs)", median(times));
 }
 
-async fn burst(dir: &std::path::Path, latency_ms: u64, events_n: usize) -> (f64, f64) {
+async fn burst(dir: &std::path::Path, latency_ms: u64, events_n: usize) -> (f64, f64, f64) {
     let options = FakeArmOptions {
         latency: Duration::from_millis(latency_ms),
         reads: (1_000_000, 1_000_000.0),
@@ -131,6 +143,7 @@ async fn burst(dir: &std::path::Path, latency_ms: u64, events_n: usize) -> (f64,
     }
     let pid = child.id();
     let idle_rss = proc_kb(pid, "VmRSS:");
+    let cpu_before = cpu_ms(pid);
     let host = HostEmulator::new(&format!("http://{addr}"));
     let gate = Arc::new(tokio::sync::Semaphore::new(100));
     let t = Instant::now();
@@ -151,17 +164,18 @@ async fn burst(dir: &std::path::Path, latency_ms: u64, events_n: usize) -> (f64,
     }
     let secs = t.elapsed().as_secs_f64();
     let peak = proc_kb(pid, "VmHWM:");
+    let cpu_per_event = (cpu_ms(pid) - cpu_before) / events_n as f64;
     let records = arm.all_records().len();
     let _ = child.kill();
     let _ = child.wait();
     let rate = events_n as f64 / secs;
     println!(
         "  burst of {events_n} events, ARM latency {latency_ms} ms: {ok} acknowledged, {records} records, {rate:.0} events/s, \
-         peak RSS {:.1} MB (idle {:.1} MB)",
+         {cpu_per_event:.2} ms CPU per event, peak RSS {:.1} MB (idle {:.1} MB)",
         peak as f64 / 1024.0,
         idle_rss as f64 / 1024.0
     );
-    (rate, peak as f64 / 1024.0)
+    (rate, peak as f64 / 1024.0, cpu_per_event)
 }
 
 /// Event -> record as a user feels it: every ARM call answers after `latency_ms`; each
@@ -269,10 +283,12 @@ fn main() {
         many.iter().copied().fold(0.0, f64::max)
     );
     for latency in [0, 5].into_iter().filter(|_| !only_latency) {
-        let runs: Vec<(f64, f64)> = (0..3).map(|_| rt.block_on(burst(&dir, latency, 1000))).collect();
+        let runs: Vec<(f64, f64, f64)> = (0..3).map(|_| rt.block_on(burst(&dir, latency, 1000))).collect();
         println!(
-            "burst of 1000 events, ARM latency {latency} ms: median {:.0} events/s, median peak RSS {:.1} MB (3 runs)",
+            "burst of 1000 events, ARM latency {latency} ms: median {:.0} events/s, {:.2} ms CPU per reconciled event, \
+             median peak RSS {:.1} MB (3 runs)",
             median(runs.iter().map(|r| r.0).collect()),
+            median(runs.iter().map(|r| r.2).collect()),
             median(runs.iter().map(|r| r.1).collect())
         );
     }

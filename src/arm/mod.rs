@@ -14,6 +14,7 @@ pub mod credential;
 pub mod endpoints;
 pub mod graph;
 pub mod providers;
+pub mod table;
 
 pub use client::{ArmClient, ArmConfig, ArmError, ArmRequest, ArmResponse};
 pub use credential::{Secret, TokenSource};

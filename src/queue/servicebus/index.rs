@@ -21,16 +21,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
 use super::super::{DeadLetter, QueueError};
 use crate::arm::credential::TokenSource;
+use crate::arm::table::{TableAnswer as Answer, TableError, TableRest, quote};
 
-const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
-/// The first Table service version that accepts OAuth bearer tokens.
-const TABLE_API_VERSION: &str = "2019-02-02";
-const ACCEPT: &str = "application/json;odata=nometadata";
-const ATTEMPTS: u32 = 3;
 /// Pages read per listing at most (1,000 entities each on the real service).
 const MAX_PAGES: usize = 1000;
 /// A Table string property holds 64 KiB (32k UTF-16 units); bodies are far smaller.
@@ -45,12 +40,16 @@ pub struct IndexedDeadLetter {
 
 #[derive(Debug)]
 pub struct DeadLetterTable {
-    http: reqwest::Client,
-    endpoint: String,
+    rest: TableRest,
     table: String,
     partition: String,
-    tokens: Arc<dyn TokenSource>,
-    created: OnceCell<()>,
+}
+
+fn queue_error(e: TableError) -> QueueError {
+    match e {
+        TableError::Config(m) => QueueError::Config(m),
+        TableError::Unavailable(m) => QueueError::Unavailable(m),
+    }
 }
 
 /// RowKey for a message id (module docs).
@@ -61,18 +60,6 @@ pub fn row_key(message_id: &str) -> String {
         .take(512)
         .collect();
     if k.is_empty() { "_".to_owned() } else { k }
-}
-
-fn quote(key: &str) -> String {
-    url::form_urlencoded::byte_serialize(key.replace('\'', "''").as_bytes()).collect()
-}
-
-fn odata_error(body: &[u8]) -> String {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    match v["odata.error"]["code"].as_str() {
-        Some(c) => c.to_owned(),
-        None => String::from_utf8_lossy(body).chars().take(200).collect(),
-    }
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -99,37 +86,14 @@ fn entity_to_dead_letter(v: &Value) -> Option<IndexedDeadLetter> {
     })
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
 impl DeadLetterTable {
     /// `endpoint`: `https://<account>.table.core.windows.net` (http only on loopback).
     pub fn new(endpoint: &str, table: &str, partition: &str, tokens: Arc<dyn TokenSource>) -> Result<Self, String> {
-        let endpoint = endpoint.trim().trim_end_matches('/').to_owned();
-        match url::Url::parse(&endpoint) {
-            Ok(u) if u.scheme() == "https" => {}
-            Ok(u) if u.scheme() == "http" && u.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost") => {}
-            _ => return Err(format!("queue.dead_letter_table_endpoint {endpoint:?} must be an https:// URL")),
-        }
-        if table.len() < 3 || table.len() > 63 || !table.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(format!("queue.dead_letter_table {table:?} must be 3-63 letters and digits"));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("dead-letter table HTTP client: {e}"))?;
-        Ok(Self {
-            http,
-            endpoint,
-            table: table.to_owned(),
-            partition: partition.to_owned(),
-            tokens,
-            created: OnceCell::new(),
-        })
+        let http =
+            crate::arm::table::client_builder().build().map_err(|e| format!("dead-letter table HTTP client: {e}"))?;
+        let rest =
+            TableRest::new("queue.dead_letter_table_endpoint", "dead-letter table", endpoint, table, tokens, http)?;
+        Ok(Self { rest, table: table.to_owned(), partition: partition.to_owned() })
     }
 
     async fn call(
@@ -139,81 +103,11 @@ impl DeadLetterTable {
         body: Option<Value>,
         if_match: bool,
     ) -> Result<Answer, QueueError> {
-        let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            let token = self
-                .tokens
-                .token(STORAGE_SCOPE)
-                .await
-                .map_err(|e| QueueError::Unavailable(format!("dead-letter table token: {e}")))?;
-            let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map_err(|_| QueueError::Config("the storage token is not a valid header value".into()))?;
-            auth.set_sensitive(true);
-            let mut req = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.endpoint))
-                .header(reqwest::header::AUTHORIZATION, auth)
-                .header("x-ms-version", TABLE_API_VERSION)
-                .header("x-ms-date", httpdate::fmt_http_date(SystemTime::now()))
-                .header(reqwest::header::ACCEPT, ACCEPT)
-                .header("DataServiceVersion", "3.0");
-            if if_match {
-                req = req.header(reqwest::header::IF_MATCH, "*");
-            }
-            if let Some(b) = &body {
-                req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.to_string());
-            }
-            match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-                    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                        last = format!("HTTP {}: {}", status.as_u16(), odata_error(&body));
-                        continue;
-                    }
-                    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                        return Err(QueueError::Config(format!(
-                            "dead-letter table {} refused the app's identity (HTTP {}: {}); it needs Storage Table Data Contributor on the table",
-                            self.table,
-                            status.as_u16(),
-                            odata_error(&body)
-                        )));
-                    }
-                    return Ok(Answer { status, headers, body });
-                }
-                Err(e) => {
-                    last = format!("request failed: {}", if e.is_timeout() { "timed out" } else { "no connection" })
-                }
-            }
-        }
-        Err(QueueError::Unavailable(format!("dead-letter table {}: {last}", self.table)))
+        self.rest.call(method, path, body, if_match.then_some("*")).await.map_err(queue_error)
     }
 
-    /// Creates the table on first use; a table-scoped role may not, and infra made it.
     async fn ensure_table(&self) -> Result<(), QueueError> {
-        self.created
-            .get_or_try_init(|| async {
-                match self.call(Method::POST, "/Tables", Some(json!({"TableName": self.table})), false).await {
-                    Ok(a) if a.status.is_success() || a.status == StatusCode::CONFLICT => Ok(()),
-                    Ok(a) => Err(QueueError::Config(format!(
-                        "creating table {}: HTTP {}: {}",
-                        self.table,
-                        a.status.as_u16(),
-                        odata_error(&a.body)
-                    ))),
-                    Err(QueueError::Config(why)) => {
-                        tracing::debug!(%why, "cannot create the dead-letter table; assuming infra did");
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-            .await
-            .map(|_| ())
+        self.rest.ensure_table().await.map_err(queue_error)
     }
 
     fn entity_path(&self, row: &str) -> String {
@@ -221,12 +115,7 @@ impl DeadLetterTable {
     }
 
     fn unexpected(&self, what: &str, a: &Answer) -> QueueError {
-        QueueError::Unavailable(format!(
-            "dead-letter table {} {what}: HTTP {}: {}",
-            self.table,
-            a.status.as_u16(),
-            odata_error(&a.body)
-        ))
+        QueueError::Unavailable(self.rest.unexpected(what, a))
     }
 
     /// Stores (or replaces) the dead letter for `dead.message_id`.

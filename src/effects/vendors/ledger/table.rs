@@ -29,57 +29,31 @@
 //! self-signed certificate; production uses [`TableLedger::new`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
 use super::{Ledger, LedgerError, Registration, Version, endpoint_key};
 use crate::arm::TokenSource;
+use crate::arm::table::{TableAnswer as Answer, TableError, TableRest, quote};
 use crate::effects::vendors::VendorEndpoint;
 use crate::queue::work::now_unix;
 
-pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
-/// The first version that accepts OAuth bearer tokens for the Table service.
-pub const TABLE_API_VERSION: &str = "2019-02-02";
-const ACCEPT: &str = "application/json;odata=nometadata";
-/// Quick retries of transient failures inside one call (the queue retries the rest).
-const ATTEMPTS: u32 = 3;
-
 #[derive(Debug)]
 pub struct TableLedger {
-    http: reqwest::Client,
-    endpoint: String,
+    rest: TableRest,
     table: String,
-    tokens: Arc<dyn TokenSource>,
-    created: OnceCell<()>,
+}
+
+fn ledger_error(e: TableError) -> LedgerError {
+    match e {
+        TableError::Config(m) => LedgerError::Config(m),
+        TableError::Unavailable(m) => LedgerError::Unavailable(m),
+    }
 }
 
 fn row_key(pe_id: &str) -> String {
     endpoint_key(pe_id).replace('/', "|")
-}
-
-fn quote(key: &str) -> String {
-    let doubled = key.replace('\'', "''");
-    url::form_urlencoded::byte_serialize(doubled.as_bytes()).collect()
-}
-
-/// The OData error code and message of a failed answer, for error text.
-fn odata_error(body: &[u8]) -> String {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let e = &v["odata.error"];
-    match (e["code"].as_str(), e["message"]["value"].as_str()) {
-        (Some(c), Some(m)) => format!("{c}: {}", m.lines().next().unwrap_or(m)),
-        (Some(c), None) => c.to_owned(),
-        _ => String::from_utf8_lossy(body).chars().take(200).collect(),
-    }
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
 }
 
 impl TableLedger {
@@ -92,7 +66,7 @@ impl TableLedger {
     /// The HTTP settings [`TableLedger::new`] uses; a test adds a root certificate to
     /// them and passes the client to [`TableLedger::with_client`].
     pub fn client_builder() -> reqwest::ClientBuilder {
-        reqwest::Client::builder().timeout(Duration::from_secs(30)).redirect(reqwest::redirect::Policy::none())
+        crate::arm::table::client_builder()
     }
 
     /// Like [`TableLedger::new`] with a given HTTP client (tests: trust an emulator's
@@ -103,15 +77,8 @@ impl TableLedger {
         tokens: Arc<dyn TokenSource>,
         http: reqwest::Client,
     ) -> Result<Self, String> {
-        let endpoint = endpoint.trim().trim_end_matches('/').to_owned();
-        match url::Url::parse(&endpoint) {
-            Ok(u) if u.scheme() == "https" || u.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost") => {}
-            _ => return Err(format!("ledger.table_endpoint {endpoint:?} must be an https:// URL")),
-        }
-        if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric()) || table.len() > 63 {
-            return Err(format!("ledger.table {table:?} must be 3-63 letters and digits"));
-        }
-        Ok(Self { http, endpoint, table: table.to_owned(), tokens, created: OnceCell::new() })
+        let rest = TableRest::new("ledger.table_endpoint", "ledger table", endpoint, table, tokens, http)?;
+        Ok(Self { rest, table: table.to_owned() })
     }
 
     async fn call(
@@ -121,84 +88,11 @@ impl TableLedger {
         body: Option<Value>,
         if_match: Option<&str>,
     ) -> Result<Answer, LedgerError> {
-        let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            let token =
-                self.tokens.token(STORAGE_SCOPE).await.map_err(|e| LedgerError::Unavailable(format!("token: {e}")))?;
-            let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map_err(|_| LedgerError::Config("the storage token is not a valid header value".into()))?;
-            auth.set_sensitive(true);
-            let mut req = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.endpoint))
-                .header(reqwest::header::AUTHORIZATION, auth)
-                .header("x-ms-version", TABLE_API_VERSION)
-                .header("x-ms-date", httpdate::fmt_http_date(std::time::SystemTime::now()))
-                .header(reqwest::header::ACCEPT, ACCEPT)
-                .header("DataServiceVersion", "3.0");
-            if let Some(etag) = if_match {
-                req = req.header(reqwest::header::IF_MATCH, etag);
-            }
-            if let Some(b) = &body {
-                req = req
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .header("Prefer", "return-no-content")
-                    .body(b.to_string());
-            }
-            match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-                    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                        last = format!("HTTP {}: {}", status.as_u16(), odata_error(&body));
-                        continue;
-                    }
-                    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                        return Err(LedgerError::Config(format!(
-                            "table {} refused the app's identity (HTTP {}: {}); grant it Storage Table Data Contributor on the storage account",
-                            self.table,
-                            status.as_u16(),
-                            odata_error(&body)
-                        )));
-                    }
-                    return Ok(Answer { status, headers, body });
-                }
-                Err(e) => {
-                    last = format!("request failed: {}", if e.is_timeout() { "timed out" } else { "connection failed" })
-                }
-            }
-        }
-        Err(LedgerError::Unavailable(format!("table {}: {last}", self.table)))
+        self.rest.call(method, path, body, if_match).await.map_err(ledger_error)
     }
 
     async fn ensure_table(&self) -> Result<(), LedgerError> {
-        self.created
-            .get_or_try_init(|| async {
-                let a = match self.call(Method::POST, "/Tables", Some(json!({"TableName": self.table})), None).await {
-                    Ok(a) => a,
-                    // A role scoped to the table itself (what infra/ grants) may not create
-                    // tables: infra created it; the entity calls report real trouble.
-                    Err(LedgerError::Config(why)) => {
-                        tracing::debug!(%why, "cannot create the ledger table; assuming it exists");
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e),
-                };
-                match a.status.as_u16() {
-                    200..=299 | 409 => Ok(()),
-                    s => Err(LedgerError::Config(format!(
-                        "creating table {}: HTTP {s}: {}",
-                        self.table,
-                        odata_error(&a.body)
-                    ))),
-                }
-            })
-            .await
-            .map(|_| ())
+        self.rest.ensure_table().await.map_err(ledger_error)
     }
 
     fn entity_path(&self, vendor: &str, pe_id: &str) -> String {
@@ -206,12 +100,7 @@ impl TableLedger {
     }
 
     fn unexpected(&self, what: &str, a: &Answer) -> LedgerError {
-        LedgerError::Unavailable(format!(
-            "table {} {what}: HTTP {}: {}",
-            self.table,
-            a.status.as_u16(),
-            odata_error(&a.body)
-        ))
+        LedgerError::Unavailable(self.rest.unexpected(what, a))
     }
 }
 

@@ -177,8 +177,16 @@ async fn snapshot(sb: &Sandbox, bind: Option<&Rfc2136Provider>) -> Result<Vec<Ro
     }
     if let Some(p) = bind {
         for set in p.list(ELASTIC_ZONE).await.map_err(|e| e.to_string())? {
+            // The TXT publishes owners only as hashes; the demo knows its endpoints' ids.
+            let known: Vec<String> = endpoints().into_iter().map(|(_, spec)| spec.id()).collect();
+            let name_of = |k: &str| {
+                known
+                    .iter()
+                    .find(|id| crate::effects::dns::opaque_ref(id) == k)
+                    .map_or_else(|| owner_name(k).to_owned(), |id| owner_name(id).to_owned())
+            };
             let owner = match &set.ownership {
-                Ownership::Managed(owners) => owners.keys().map(|k| owner_name(k)).collect::<Vec<_>>().join(", "),
+                Ownership::Managed(owners) => owners.keys().map(|k| name_of(k)).collect::<Vec<_>>().join(", "),
                 Ownership::Foreign(why) => format!("not ours: {why}"),
             };
             if set.key.name == "ns" {

@@ -76,6 +76,12 @@ pub struct MarkReport {
 /// Azure's limit on a tag value.
 const MAX_TAG_VALUE: usize = 256;
 
+/// Whether `wanted` is what a tag holding `current` already says (values are cut to
+/// Azure's limit when written).
+pub fn same_tag_value(wanted: &str, current: &str) -> bool {
+    wanted.chars().take(MAX_TAG_VALUE).eq(current.chars())
+}
+
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

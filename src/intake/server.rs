@@ -186,6 +186,12 @@ pub async fn reconcile_and_queue(
             Err(why) => json!({"endpoint": id.to_string(), "outcome": "deadline", "reason": why}),
         });
     }
+    enqueue_all(app, messages).await?;
+    Ok((logs, summary))
+}
+
+/// Sends `messages`, [`ENQUEUE_CONCURRENCY`] at a time; the first failure is the answer.
+async fn enqueue_all(app: &App, messages: Vec<crate::queue::NewMessage>) -> Result<(), String> {
     let sent: Vec<Result<(), String>> = futures::stream::iter(messages)
         .map(|msg| async move {
             let what = msg.dedupe_key.clone();
@@ -194,10 +200,7 @@ pub async fn reconcile_and_queue(
         .buffer_unordered(ENQUEUE_CONCURRENCY)
         .collect()
         .await;
-    if let Some(Err(why)) = sent.into_iter().find(Result::is_err) {
-        return Err(why);
-    }
-    Ok((logs, summary))
+    sent.into_iter().find(Result::is_err).unwrap_or(Ok(()))
 }
 
 /// The Service Bus trigger: one work item per invocation, settled by our answer (see
@@ -306,16 +309,7 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
             None => ids.push(id),
         }
     }
-    let queue = &app.queue;
-    let sent: Vec<Result<(), String>> = futures::stream::iter(confirmed_follow_ups)
-        .map(|msg| async move {
-            let what = msg.dedupe_key.clone();
-            queue.enqueue(msg).await.map_err(|e| format!("could not queue {what}: {e}"))
-        })
-        .buffer_unordered(ENQUEUE_CONCURRENCY)
-        .collect()
-        .await;
-    if let Some(Err(why)) = sent.into_iter().find(Result::is_err) {
+    if let Err(why) = enqueue_all(&app, confirmed_follow_ups).await {
         return invocation_failed(StatusCode::SERVICE_UNAVAILABLE, SWEEP_FUNCTION, &why);
     }
     // A rotating (random) start: when a run cannot finish, no prefix of the estate is

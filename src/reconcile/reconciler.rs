@@ -139,6 +139,19 @@ struct KeyResult {
     error: Option<DnsError>,
 }
 
+impl KeyResult {
+    /// Adds what was done to the report and what went wrong to the trouble.
+    fn record(results: Vec<KeyResult>, report: &mut Report, trouble: &mut Trouble) {
+        for r in results {
+            report.applied.extend(r.applied);
+            report.plan.actions.extend(r.action);
+            if let Some(e) = r.error {
+                trouble.add(&e);
+            }
+        }
+    }
+}
+
 /// Accumulates errors across a plan so one bad record does not hide the others.
 #[derive(Default)]
 struct Trouble {
@@ -148,11 +161,6 @@ struct Trouble {
 }
 
 impl Trouble {
-    fn absorb(&mut self, other: Trouble) {
-        self.transient.extend(other.transient);
-        self.permanent.extend(other.permanent);
-        self.retry_after = self.retry_after.max(other.retry_after);
-    }
     fn add(&mut self, e: &DnsError) {
         match e.kind {
             DnsErrorKind::Permanent => self.permanent.push(e.message.clone()),
@@ -476,14 +484,10 @@ impl Reconciler {
                 marks::mark(&self.arm, &self.marks, pe, wanted, mode).await
             }
         };
-        let mut dns_report = Report { applied: vec![], plan: Plan::default(), ..report.clone() };
-        let mut dns_trouble = Trouble::default();
-        let dns = self.converge_keys(work, mode, &endpoint, &mut dns_report, &mut dns_trouble);
+        let dns = self.converge_keys(work, mode, &endpoint);
         let first_mark = async { if self.marks.enabled { Some(mark(None).await) } else { None } };
-        let ((), marked) = futures::future::join(dns, first_mark).await;
-        report.applied.extend(dns_report.applied);
-        report.plan.actions.extend(dns_report.plan.actions);
-        trouble.absorb(dns_trouble);
+        let (results, marked) = futures::future::join(dns, first_mark).await;
+        KeyResult::record(results, report, &mut trouble);
         if let Some(marked) = marked {
             let conflict = report
                 .plan
@@ -495,7 +499,7 @@ impl Reconciler {
                 })
                 .unwrap_or_default();
             let marked_conflict = pe.tags.get(&format!("{}conflict", self.marks.prefix)).cloned().unwrap_or_default();
-            let marked = if conflict.chars().take(256).collect::<String>() != marked_conflict && marked.is_ok() {
+            let marked = if !marks::same_tag_value(&conflict, &marked_conflict) && marked.is_ok() {
                 mark(Some(conflict)).await
             } else {
                 marked
@@ -548,10 +552,11 @@ impl Reconciler {
                 return run;
             }
         };
-        if let Some(pe) = &pe {
-            // Refresh the vendors' aliases before deciding the endpoint is not theirs.
-            let _ = self.desired(pe).await;
-        }
+        // `desired` refreshes the vendors' aliases before deciding the endpoint is not theirs.
+        let routed_here = match &pe {
+            Some(pe) => self.desired(pe).await.vendor.as_deref() == Some(vendor),
+            None => false,
+        };
         let register = match &pe {
             // Failed is not gone (see `provisioning_failed`): nothing is deregistered.
             Some(pe) if !pe.is_provisioned() => {
@@ -561,7 +566,7 @@ impl Reconciler {
                 };
                 return run;
             }
-            Some(pe) if self.catalog.desired(pe).vendor.as_deref() == Some(vendor) => Some(pe),
+            Some(pe) if routed_here => Some(pe),
             _ => None,
         };
         let result = match register {
@@ -740,7 +745,8 @@ impl Reconciler {
                 (key, decide, false)
             })
             .collect();
-        self.converge_keys(work, mode, &endpoint, report, &mut trouble).await;
+        let results = self.converge_keys(work, mode, &endpoint).await;
+        KeyResult::record(results, report, &mut trouble);
         report.outcome = trouble.outcome(self.base_delay());
     }
 
@@ -832,26 +838,12 @@ impl Reconciler {
     }
 
     /// Converges several keys at once (independent record sets: one round trip for all).
-    async fn converge_keys(
-        &self,
-        work: Vec<KeyWork<'_>>,
-        mode: Mode,
-        endpoint: &str,
-        report: &mut Report,
-        trouble: &mut Trouble,
-    ) {
-        let results = futures::future::join_all(
+    async fn converge_keys(&self, work: Vec<KeyWork<'_>>, mode: Mode, endpoint: &str) -> Vec<KeyResult> {
+        futures::future::join_all(
             work.iter()
                 .map(|(key, decide, assume_absent)| self.converge_key(key, mode, endpoint, decide, *assume_absent)),
         )
-        .await;
-        for r in results {
-            report.applied.extend(r.applied);
-            report.plan.actions.extend(r.action);
-            if let Some(e) = r.error {
-                trouble.add(&e);
-            }
-        }
+        .await
     }
 
     /// Keys of record sets that list `endpoint` as an owner, across every known zone.

@@ -128,7 +128,7 @@ async fn vendor_worker(latency: Duration) -> f64 {
             .with_tag("autopilot.zilliz.clusters", "in01-3f2a9c");
         for (spec, vendor) in [(ch, "clickhouse"), (es, "elastic"), (zz, "zilliz")] {
             let id = ResourceId::parse_private_endpoint(&sb.arm.put_endpoint(&spec)).expect("endpoint id");
-            work.push(work::vendor_work(&id, vendor, "benchmark"));
+            work.push(work::vendor_work(&id, vendor, "", "benchmark"));
         }
     }
     let items = work.len();

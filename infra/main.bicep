@@ -284,6 +284,8 @@ var baseSettings = {
   AUTOPILOT__LEDGER__KIND: 'table'
   AUTOPILOT__LEDGER__TABLE_ENDPOINT: storage.outputs.tableEndpoint
   AUTOPILOT__LEDGER__TABLE: storage.outputs.ledgerTableName
+  AUTOPILOT__LEASES__KIND: 'table'
+  AUTOPILOT__LEASES__TABLE: storage.outputs.leaseTableName
   AUTOPILOT__LOG__FORMAT: 'json'
 }
 // Flex Consumption sets the runtime in functionAppConfig and rejects FUNCTIONS_WORKER_RUNTIME /

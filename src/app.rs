@@ -113,6 +113,9 @@ impl App {
             let ledger = ledger(&config, &credential)?;
             reconciler = reconciler.with_vendors(Arc::new(VendorSync::new(vendors, config.vendors.clone(), ledger)));
         }
+        if let Some(exclusive) = exclusive(&config, &credential, &stats)? {
+            reconciler = reconciler.with_exclusive(exclusive);
+        }
         let mut retry = RetryPolicy::from_settings(&config.reconcile);
         retry.recheck_window = Duration::from_secs(config.marks.recheck_window_secs);
         let reconciler = Arc::new(reconciler);
@@ -207,7 +210,7 @@ pub fn service_bus_settings(config: &Config) -> ServiceBusSettings {
         queue: q.name.clone(),
         dead_letter_queue: q.dead_letter_queue.clone(),
         auth,
-        endpoint_override: String::new(),
+        endpoint_override: q.emulator_endpoint.trim().to_owned(),
         lock_secs: q.lock_secs,
         dead_letter_table_endpoint: q.dead_letter_table_endpoint.clone(),
         dead_letter_table: q.dead_letter_table.clone(),
@@ -228,6 +231,35 @@ pub fn ledger(config: &Config, credential: &Arc<dyn TokenSource>) -> Result<Arc<
         "sqlite" => Ok(Arc::new(SqliteLedger::open(Path::new(l.path.trim())).map_err(|e| e.to_string())?)),
         other => Err(format!("ledger.kind {other:?} is not supported by this build")),
     }
+}
+
+/// One writer per endpoint across instances, when `[leases]` says `table`.
+fn exclusive(
+    config: &Config,
+    credential: &Arc<dyn TokenSource>,
+    stats: &Arc<Stats>,
+) -> Result<Option<crate::reconcile::exclusive::Exclusive>, String> {
+    let l = &config.leases;
+    if l.kind != "table" {
+        return Ok(None);
+    }
+    let store = crate::arm::lease::TableLeases::new(l.endpoint(&config.ledger), &l.table, credential.clone())?;
+    Ok(Some(crate::reconcile::exclusive::Exclusive::with_leases(
+        Arc::new(store),
+        Duration::from_secs(l.ttl_secs),
+        instance_name(),
+        stats.clone(),
+    )))
+}
+
+/// Names this instance in lease rows: the Functions instance id when the host gives one.
+pub fn instance_name() -> String {
+    let host = std::env::var("WEBSITE_INSTANCE_ID")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.chars().take(12).collect::<String>())
+        .unwrap_or_else(|| "local".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// The audit destination: the Event Grid topic when configured (Azure), else the local

@@ -32,6 +32,7 @@ pub struct Config {
     pub approvals: crate::effects::approvals::ApprovalSettings,
     pub marks: crate::effects::marks::MarkSettings,
     pub ledger: LedgerSettings,
+    pub leases: LeaseSettings,
     pub log: LogSettings,
 }
 
@@ -230,6 +231,10 @@ pub struct QueueSettings {
     /// holding its key (a Key Vault reference in Azure).
     pub sas_key_name: String,
     pub sas_key_env: String,
+    /// Service Bus: a local emulator's origin (`http://127.0.0.1:port`) to send the
+    /// namespace's requests to instead. Loopback only: in Azure the data-plane URL is
+    /// always derived from the namespace, so no setting can send a token elsewhere.
+    pub emulator_endpoint: String,
 }
 
 impl Default for QueueSettings {
@@ -248,6 +253,7 @@ impl Default for QueueSettings {
             auth: "managed_identity".into(),
             sas_key_name: String::new(),
             sas_key_env: "AUTOPILOT_SERVICEBUS_KEY".into(),
+            emulator_endpoint: String::new(),
         }
     }
 }
@@ -314,6 +320,35 @@ impl Default for LedgerSettings {
             table_endpoint: String::new(),
             table: "vendorregistrations".into(),
         }
+    }
+}
+
+/// `[leases]`: one writer per endpoint across instances (see `arm::lease` for why a
+/// lease and `reconcile::exclusive` for how it is held). `local` (one process: the
+/// embedded deployment, the demo) or `table` (Azure, several instances).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseSettings {
+    /// `local` or `table`.
+    pub kind: String,
+    /// Table endpoint; empty = `ledger.table_endpoint` (the same storage account).
+    pub table_endpoint: String,
+    pub table: String,
+    /// How long a lease lasts between renewals (renewed every third of it). Also how long
+    /// an endpoint waits after the instance converging it died.
+    pub ttl_secs: u64,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        Self { kind: "local".into(), table_endpoint: String::new(), table: "endpointleases".into(), ttl_secs: 30 }
+    }
+}
+
+impl LeaseSettings {
+    /// The table endpoint in effect (its own, else the ledger's).
+    pub fn endpoint<'a>(&'a self, ledger: &'a LedgerSettings) -> &'a str {
+        if self.table_endpoint.trim().is_empty() { ledger.table_endpoint.trim() } else { self.table_endpoint.trim() }
     }
 }
 
@@ -416,6 +451,18 @@ impl Config {
             "table" => {}
             _ => return invalid("ledger.kind", "must be `sqlite` or `table`"),
         }
+        match self.leases.kind.as_str() {
+            "local" => {}
+            "table" if self.leases.endpoint(&self.ledger).is_empty() => {
+                return invalid(
+                    "leases.table_endpoint",
+                    "is required when leases.kind = \"table\" (or set ledger.table_endpoint)",
+                );
+            }
+            "table" if self.leases.ttl_secs < 3 => return invalid("leases.ttl_secs", "must be at least 3"),
+            "table" => {}
+            _ => return invalid("leases.kind", "must be `local` or `table`"),
+        }
         if let Err(e) = crate::effects::vendors::routing::validate(&self.vendors) {
             return invalid("vendors", &e);
         }
@@ -435,6 +482,12 @@ impl Config {
                     }
                     "sas" => {}
                     _ => return invalid("queue.auth", "must be `managed_identity` or `sas`"),
+                }
+                let emulator = self.queue.emulator_endpoint.trim();
+                if !emulator.is_empty()
+                    && !url::Url::parse(emulator).is_ok_and(|u| crate::model::endpoint_url::is_loopback(&u))
+                {
+                    return invalid("queue.emulator_endpoint", "must be a loopback origin (a local emulator)");
                 }
             }
             _ => return invalid("queue.kind", "must be `embedded` or `servicebus`"),

@@ -14,7 +14,7 @@ use private_link_autopilot::arm::credential::{AzureTokenSource, StaticToken};
 use private_link_autopilot::config::Config;
 use private_link_autopilot::intake::server;
 use private_link_autopilot::model::ResourceId;
-use private_link_autopilot::queue::servicebus::{ServiceBusCredentials, ServiceBusQueue};
+use private_link_autopilot::queue::servicebus::{ServiceBusAuth, ServiceBusCredentials, ServiceBusQueue};
 use private_link_autopilot::queue::{SqliteQueue, WorkQueue, worker};
 use private_link_autopilot::reconcile::Mode;
 use private_link_autopilot::telemetry;
@@ -108,7 +108,14 @@ fn open_queue(config: &Config) -> Result<Arc<dyn WorkQueue>, String> {
 
 fn open_service_bus(config: &Config) -> Result<Arc<ServiceBusQueue>, String> {
     let settings = app::service_bus_settings(config);
-    let creds = ServiceBusCredentials::from_settings(&settings).map_err(|e| format!("service bus: {e}"))?;
+    // The managed identity is the app's one identity: the same token source as ARM's
+    // (which is also how a local emulator's static token reaches Service Bus).
+    let creds = match &settings.auth {
+        ServiceBusAuth::ManagedIdentity { .. } => ServiceBusCredentials::Tokens(credential(config)?),
+        ServiceBusAuth::Sas { .. } => {
+            ServiceBusCredentials::from_settings(&settings).map_err(|e| format!("service bus: {e}"))?
+        }
+    };
     Ok(Arc::new(ServiceBusQueue::connect(settings, creds).map_err(|e| format!("service bus: {e}"))?))
 }
 

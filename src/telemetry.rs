@@ -34,6 +34,10 @@ pub struct Stats {
     pub vendor_calls_failed: AtomicU64,
     /// Audit events dropped because the spool to the audit topic was full.
     pub audit_dropped: AtomicU64,
+    /// Endpoints another instance was converging (requeued for shortly after).
+    pub lease_busy: AtomicU64,
+    /// Work cancelled because this instance lost an endpoint's lease.
+    pub lease_lost: AtomicU64,
 }
 
 impl Stats {
@@ -59,6 +63,8 @@ impl Stats {
             "dns_conflicts": g(&self.dns_conflicts),
             "vendor_calls_ok": g(&self.vendor_calls_ok),
             "vendor_calls_failed": g(&self.vendor_calls_failed),
+            "lease_busy": g(&self.lease_busy),
+            "lease_lost": g(&self.lease_lost),
         })
     }
 }

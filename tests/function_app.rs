@@ -425,3 +425,28 @@ fn helper_parsers_handle_their_formats() {
     assert_eq!(bicep_setting_expression(bicep, "AUTOPILOT_SWEEP_SCHEDULE"), Some("sweepSchedule"));
     assert_eq!(bicep_setting_expression(bicep, "AUTOPILOT_WORK_QUEUE"), None);
 }
+
+/// Many instances share one identity, and ARM's buckets are per principal and subscription
+/// (reads 250 burst, writes 200 burst): a full scale-out's first wave of work items,
+/// `maximumInstanceCount` × `maxConcurrentCalls`, must fit the smaller burst, so it is
+/// answered without a 429; what follows at more than the refill rate meets 429s, which
+/// are waited out (tests/many_instances.rs `four_instances_share_arms_budget`).
+#[test]
+fn scale_out_times_concurrency_fits_arms_buckets() {
+    let host = read_json(&root().join("host.json")).unwrap_or_else(|e| panic!("{e}"));
+    let per_instance = host["extensions"]["serviceBus"]["maxConcurrentCalls"].as_u64().expect(
+        "host.json extensions.serviceBus.maxConcurrentCalls must be set (the default, 16 per instance, does not fit)",
+    );
+    let bicep = std::fs::read_to_string(root().join("infra/main.bicep")).unwrap();
+    let instances: u64 = bicep
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("param maximumInstanceCount int = "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("infra/main.bicep: param maximumInstanceCount int = <n>");
+    const ARM_WRITE_BURST: u64 = 200;
+    assert!(
+        instances * per_instance <= ARM_WRITE_BURST,
+        "{instances} instances x {per_instance} concurrent calls = {} > ARM's write burst {ARM_WRITE_BURST}",
+        instances * per_instance
+    );
+}

@@ -230,7 +230,8 @@ async fn the_same_message_twice_gives_one_registration() {
     let w = world_with(|_| {}, 0, no_rechecks).await;
     let (id, _) = w.sb.create(&zilliz("zz-twice")).await;
     // The message the handler queued, sent again (a retried send) and delivered twice.
-    let again = work::vendor_work(&pe_id(&id), "zilliz", "sent again");
+    let guid = w.sb.arm.resource(&id).unwrap()["properties"]["resourceGuid"].as_str().unwrap().to_owned();
+    let again = work::vendor_work(&pe_id(&id), "zilliz", &guid, "sent again");
     w.sb.app.queue.enqueue(again).await.unwrap();
     assert_eq!(w.sb.app.queue.depth().await.unwrap(), 1, "duplicate detection keeps one");
     let d = w.take_vendor_item(Duration::from_secs(30)).await;
@@ -285,7 +286,7 @@ async fn a_burst_of_200_endpoints_stays_inside_the_vendor_rate_limit() {
     let started = std::time::Instant::now();
     for i in 0..200 {
         let id = w.sb.arm.put_endpoint(&clickhouse(&format!("ch-burst-{i:03}")));
-        w.sb.app.queue.enqueue(work::vendor_work(&pe_id(&id), "clickhouse", "burst")).await.unwrap();
+        w.sb.app.queue.enqueue(work::vendor_work(&pe_id(&id), "clickhouse", "", "burst")).await.unwrap();
     }
     assert!(w.sb.drain(Duration::from_secs(90)).await, "queue drained");
     let elapsed = started.elapsed();
@@ -369,7 +370,11 @@ async fn a_register_message_for_a_deleted_endpoint_deregisters() {
     // The endpoint disappears, but only a (stale) register message arrives.
     w.sb.arm.delete_endpoint(&id);
     let rid = private_link_autopilot::model::ResourceId::parse_private_endpoint(&id).unwrap();
-    w.sb.app.queue.enqueue(private_link_autopilot::queue::work::vendor_work(&rid, "elastic", "stale")).await.unwrap();
+    w.sb.app
+        .queue
+        .enqueue(private_link_autopilot::queue::work::vendor_work(&rid, "elastic", "", "stale"))
+        .await
+        .unwrap();
     w.settle().await;
     assert!(w.vendors.elastic.state().rulesets.is_empty(), "re-read ARM, so it became a deregistration");
 }

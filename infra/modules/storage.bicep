@@ -29,6 +29,9 @@ param deadLetterContainerName string
 @description('Table holding the vendor registration ledger (what was registered with each vendor).')
 param ledgerTableName string = 'vendorregistrations'
 
+@description('Table holding the endpoint leases (one writer per endpoint across instances).')
+param leaseTableName string = 'endpointleases'
+
 @description('Replication. Geo-redundant by default so dead-lettered events survive a regional outage.')
 @allowed([
   'Standard_ZRS'
@@ -123,6 +126,24 @@ resource appLedgerWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
+// One writer per endpoint across instances: a lease row per endpoint being converged
+// (src/arm/lease.rs). Same role, scoped to this table only.
+resource leaseTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: leaseTableName
+}
+
+resource appLeaseWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(leaseTable.id, appPrincipalId, storageTableDataContributor)
+  scope: leaseTable
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Endpoint leases (one instance converges an endpoint at a time).'
+  }
+}
+
 resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(account.id, appPrincipalId, storageBlobDataOwner)
   scope: account
@@ -139,5 +160,6 @@ output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output tableEndpoint string = account.properties.primaryEndpoints.table
 output ledgerTableName string = ledgerTable.name
+output leaseTableName string = leaseTable.name
 output deploymentContainerName string = deploymentContainer.name
 output deadLetterContainerName string = deadLetterContainer.name

@@ -303,7 +303,12 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
             Some(report) => {
                 confirmed += 1;
                 for v in report.vendors.iter().filter(|v| v.needs_work()) {
-                    confirmed_follow_ups.push(work::vendor_work(&id, &v.vendor, "planned by the sweep"));
+                    confirmed_follow_ups.push(work::vendor_work(
+                        &id,
+                        &v.vendor,
+                        v.generation(),
+                        "planned by the sweep",
+                    ));
                 }
             }
             None => ids.push(id),

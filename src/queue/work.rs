@@ -102,8 +102,20 @@ impl Work {
 
     /// The queue message carrying this work, due after `delay`.
     pub fn message(self, id: &ResourceId, delay: Duration) -> NewMessage {
+        self.message_for(id, "", delay)
+    }
+
+    /// [`message`](Self::message) for one generation of the endpoint (its
+    /// `resourceGuid`): Service Bus drops a `MessageId` it saw within its duplicate
+    /// window even after it was consumed, so work for a recreated endpoint must not share
+    /// its predecessor's identity. Repeats for one generation still collapse.
+    pub fn message_for(self, id: &ResourceId, generation: &str, delay: Duration) -> NewMessage {
+        let mut dedupe_key = self.dedupe_key(id);
+        if !generation.is_empty() {
+            dedupe_key = format!("{dedupe_key}:{}", generation.to_ascii_lowercase());
+        }
         NewMessage {
-            dedupe_key: self.dedupe_key(id),
+            dedupe_key,
             correlation_id: id.key().to_string(),
             body: serde_json::to_value(Envelope { v: ENVELOPE_VERSION, work: self }).unwrap_or_default(),
             delay,
@@ -132,8 +144,8 @@ pub fn reconcile_retry(
     .message(endpoint, delay)
 }
 
-/// First vendor work for an endpoint (attempt 0, window starting now).
-pub fn vendor_work(endpoint: &ResourceId, vendor: &str, reason: &str) -> NewMessage {
+/// First vendor work for one generation of an endpoint (attempt 0, window starting now).
+pub fn vendor_work(endpoint: &ResourceId, vendor: &str, generation: &str, reason: &str) -> NewMessage {
     Work::Vendor {
         endpoint: endpoint.to_string(),
         vendor: vendor.to_owned(),
@@ -141,7 +153,7 @@ pub fn vendor_work(endpoint: &ResourceId, vendor: &str, reason: &str) -> NewMess
         first_failed_at: now_unix(),
         reason: reason.chars().take(1000).collect(),
     }
-    .message(endpoint, Duration::ZERO)
+    .message_for(endpoint, generation, Duration::ZERO)
 }
 
 /// First approval re-check, due after `delay`.

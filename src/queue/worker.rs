@@ -140,7 +140,7 @@ pub fn follow_ups(report: &crate::reconcile::Report, id: &ResourceId) -> Vec<New
         .vendors
         .iter()
         .filter(|v| v.needs_work())
-        .map(|v| work::vendor_work(id, &v.vendor, &format!("planned by a reconcile: {:?}", v.intent)))
+        .map(|v| work::vendor_work(id, &v.vendor, v.generation(), &format!("planned by a reconcile: {:?}", v.intent)))
         .collect()
 }
 

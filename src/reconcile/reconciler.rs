@@ -20,7 +20,7 @@ use crate::effects::vendors::{Change, VendorErrorKind};
 use crate::model::{PrivateEndpoint, ResourceId};
 use crate::telemetry::Stats;
 
-use super::locks::KeyedLocks;
+use super::exclusive::{Exclusive, Refused};
 use super::plan::{self, DnsAction, Plan};
 
 /// How many times one record is re-read and re-planned after losing a race (412).
@@ -89,7 +89,8 @@ pub struct Reconciler {
     dns: Arc<DnsRouter>,
     settings: ReconcileSettings,
     stats: Arc<Stats>,
-    locks: KeyedLocks,
+    /// One writer per endpoint (this process, and other instances when leases are on).
+    exclusive: Exclusive,
     zone_cache: Mutex<HashMap<String, (Instant, Vec<ARecordSet>)>>,
     known_zones: Mutex<Option<(Instant, Vec<String>)>>,
     approvals: ApprovalSettings,
@@ -203,7 +204,7 @@ impl Reconciler {
             dns,
             settings,
             stats,
-            locks: KeyedLocks::default(),
+            exclusive: Exclusive::local(),
             zone_cache: Mutex::new(HashMap::new()),
             known_zones: Mutex::new(None),
             approvals: ApprovalSettings::default(),
@@ -217,6 +218,12 @@ impl Reconciler {
     /// Plan vendor work for endpoints whose target is a vendor's (see `effects::vendors::sync`).
     pub fn with_vendors(mut self, sync: Arc<VendorSync>) -> Self {
         self.vendors = Some(sync);
+        self
+    }
+
+    /// One writer per endpoint across instances (see `reconcile::exclusive`).
+    pub fn with_exclusive(mut self, exclusive: Exclusive) -> Self {
+        self.exclusive = exclusive;
         self
     }
 
@@ -267,13 +274,42 @@ impl Reconciler {
 
     /// Reconciles one endpoint. Never panics; errors are in `Report::outcome`.
     pub async fn reconcile(&self, id: &ResourceId, mode: Mode) -> Report {
-        let report = {
-            let _guard = self.locks.lock(id.key()).await;
-            self.reconcile_locked(id, mode).await
+        let report = match mode {
+            // A dry run writes nothing, so it needs no writer's lease.
+            Mode::DryRun => self.reconcile_locked(id, mode).await,
+            Mode::Apply => match self.exclusive.run(id.key(), self.reconcile_locked(id, mode)).await {
+                Ok(report) => report,
+                Err(refused) => self.refused_report(id, &refused),
+            },
         };
         // After the lock: publishing never holds up the next reconcile of this endpoint.
         self.publish(&audit::events_for(&report)).await;
         report
+    }
+
+    /// The report of a reconcile that could not take the endpoint (see `exclusive`).
+    fn refused_report(&self, id: &ResourceId, refused: &Refused) -> Report {
+        let outcome = Self::refused_outcome(refused);
+        self.count_outcome(&outcome);
+        Report {
+            endpoint: id.to_string(),
+            exists: None,
+            provisioning_state: None,
+            target: None,
+            vendor: None,
+            plan: Plan { endpoint: id.to_string(), ..Default::default() },
+            applied: vec![],
+            approvals: vec![],
+            vendors: vec![],
+            marks: None,
+            outcome,
+            dry_run: false,
+        }
+    }
+
+    fn refused_outcome(refused: &Refused) -> Outcome {
+        let (after, reason) = refused.requeue();
+        if refused.is_permanent() { Outcome::Failed { reason } } else { Outcome::Requeue { after, reason } }
     }
 
     async fn reconcile_locked(&self, id: &ResourceId, mode: Mode) -> Report {
@@ -537,7 +573,13 @@ impl Reconciler {
     /// the endpoint: registers it while it exists and routes to the vendor, deregisters
     /// it otherwise. `first_failed_at` bounds errors that carry their own give-up time.
     pub async fn converge_vendor(&self, id: &ResourceId, vendor: &str, first_failed_at: u64) -> VendorRun {
-        let _guard = self.locks.lock(id.key()).await;
+        match self.exclusive.run(id.key(), self.converge_vendor_locked(id, vendor, first_failed_at)).await {
+            Ok(run) => run,
+            Err(refused) => VendorRun { outcome: Self::refused_outcome(&refused), done: None, needs_recheck: false },
+        }
+    }
+
+    async fn converge_vendor_locked(&self, id: &ResourceId, vendor: &str, first_failed_at: u64) -> VendorRun {
         let mut run = VendorRun { outcome: Outcome::Done, done: None, needs_recheck: false };
         let Some(sync) = &self.vendors else {
             run.outcome =
@@ -640,17 +682,24 @@ impl Reconciler {
     /// Re-reads the endpoint's connection state and marks it (a `Work::Recheck` item):
     /// `Requeue` while it is still Pending, `Done` once it is anything else or gone.
     pub async fn recheck(&self, id: &ResourceId) -> Outcome {
-        let guard = self.locks.lock(id.key()).await;
-        let pe = match read_endpoint(&self.arm, id).await {
-            Ok(EndpointState::Present(pe)) if pe.is_provisioned() => pe,
-            Ok(_) => return Outcome::Done,
-            Err(e) => return self.read_failure(&e),
-        };
-        if !marks::connection_state(&pe).eq_ignore_ascii_case("pending") {
+        match self.exclusive.run(id.key(), self.recheck_locked(id)).await {
             // The vendor (or the owner) decided: records follow approval, so this is the
             // moment DNS is written (or a share withdrawn). A full reconcile does it.
-            drop(guard);
-            return self.reconcile(id, Mode::Apply).await.outcome;
+            Ok(None) => self.reconcile(id, Mode::Apply).await.outcome,
+            Ok(Some(outcome)) => outcome,
+            Err(refused) => Self::refused_outcome(&refused),
+        }
+    }
+
+    /// `None`: no longer Pending, reconcile in full.
+    async fn recheck_locked(&self, id: &ResourceId) -> Option<Outcome> {
+        let pe = match read_endpoint(&self.arm, id).await {
+            Ok(EndpointState::Present(pe)) if pe.is_provisioned() => pe,
+            Ok(_) => return Some(Outcome::Done),
+            Err(e) => return Some(self.read_failure(&e)),
+        };
+        if !marks::connection_state(&pe).eq_ignore_ascii_case("pending") {
+            return None;
         }
         let desired = self.desired(&pe).await;
         let mut report = Report {
@@ -686,13 +735,16 @@ impl Reconciler {
             {
                 Ok(m) => report.marks = Some(m),
                 Err(e) if e.is_transient() => {
-                    return Outcome::Requeue { after: self.base_delay(), reason: format!("marking the endpoint: {e}") };
+                    return Some(Outcome::Requeue {
+                        after: self.base_delay(),
+                        reason: format!("marking the endpoint: {e}"),
+                    });
                 }
                 Err(e) => tracing::warn!(endpoint = %id, error = %e, "could not mark the endpoint"),
             }
         }
         self.publish(&audit::events_for(&report)).await;
-        Outcome::Requeue { after: self.base_delay(), reason: format!("connection still Pending: {step}") }
+        Some(Outcome::Requeue { after: self.base_delay(), reason: format!("connection still Pending: {step}") })
     }
 
     fn read_failure(&self, e: &crate::arm::endpoints::ReadError) -> Outcome {

@@ -67,6 +67,11 @@ impl FakeTableService {
     pub fn entity_count(&self, table: &str) -> usize {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).tables.get(table).map_or(0, BTreeMap::len)
     }
+    /// Every entity of `table` (its properties as stored).
+    pub fn entities(&self, table: &str) -> Vec<Value> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.tables.get(table).map(|t| t.values().map(|(v, _)| v.clone()).collect()).unwrap_or_default()
+    }
     pub fn requests(&self) -> usize {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).requests
     }

@@ -87,56 +87,61 @@ impl Standalone {
     /// overrides of what [`config`](Self::config) sets, the vendor keys under the
     /// variable names the configuration points at, and the static ARM token.
     pub fn env(&self) -> BTreeMap<String, String> {
-        let c = self.config();
-        let list = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
-        let mut env = BTreeMap::new();
-        let mut set = |k: &str, v: String| {
-            env.insert(k.to_owned(), v);
-        };
-        set("AUTOPILOT__ARM__BASE_URL", c.arm.base_url.clone());
-        set(STATIC_TOKEN_ENV, self.arm.token().to_owned());
-        set("AUTOPILOT__DNS__DEFAULT_SUBSCRIPTION", c.dns.default_subscription.clone());
-        set("AUTOPILOT__DNS__DEFAULT_RESOURCE_GROUP", c.dns.default_resource_group.clone());
-        set("AUTOPILOT__DNS__SHARE_ACROSS_VNETS", c.dns.share_across_vnets.to_string());
-        for (vendor, aliases) in &c.catalog.vendor_aliases {
-            set(&format!("AUTOPILOT__CATALOG__VENDOR_ALIASES__{}", vendor.to_ascii_uppercase()), list(aliases));
-        }
-        for (vendor, names) in &c.catalog.vendor_names {
-            set(&format!("AUTOPILOT__CATALOG__VENDOR_NAMES__{}", vendor.to_ascii_uppercase()), list(names));
-        }
-        // In memory for the ledger, nowhere for audit: a sandbox run leaves no files
-        // behind but the embedded queue (`AUTOPILOT__QUEUE__PATH`, relative to the cwd).
-        set("AUTOPILOT__AUDIT__FILE", String::new());
-        set("AUTOPILOT__LEDGER__PATH", String::new());
-        set("AUTOPILOT__RECONCILE__RETRY_BASE_SECS", c.reconcile.retry_base_secs.to_string());
-        set("AUTOPILOT__RECONCILE__RETRY_MAX_SECS", c.reconcile.retry_max_secs.to_string());
-        let ch = &c.vendors.clickhouse;
-        set("AUTOPILOT__VENDORS__CLICKHOUSE__ENABLED", ch.enabled.to_string());
-        set("AUTOPILOT__VENDORS__CLICKHOUSE__BASE_URL", ch.base_url.clone());
-        set("AUTOPILOT__VENDORS__CLICKHOUSE__ORGANIZATION_ID", ch.organization_id.clone());
-        set("AUTOPILOT__VENDORS__CLICKHOUSE__SERVICE_IDS", list(&ch.service_ids));
-        set("AUTOPILOT__VENDORS__CLICKHOUSE__KEY_ID_ENV", ch.key_id_env.clone());
-        set("AUTOPILOT__VENDORS__CLICKHOUSE__KEY_SECRET_ENV", ch.key_secret_env.clone());
-        let es = &c.vendors.elastic;
-        set("AUTOPILOT__VENDORS__ELASTIC__ENABLED", es.enabled.to_string());
-        set("AUTOPILOT__VENDORS__ELASTIC__BASE_URL", es.base_url.clone());
-        set("AUTOPILOT__VENDORS__ELASTIC__DEPLOYMENT_IDS", list(&es.deployment_ids));
-        set("AUTOPILOT__VENDORS__ELASTIC__API_KEY_ENV", es.api_key_env.clone());
-        set(
-            "AUTOPILOT__VENDORS__ELASTIC__CONNECTION_NOT_FOUND_RETRY_SECS",
-            es.connection_not_found_retry_secs.to_string(),
-        );
-        let zz = &c.vendors.zilliz;
-        set("AUTOPILOT__VENDORS__ZILLIZ__ENABLED", zz.enabled.to_string());
-        set("AUTOPILOT__VENDORS__ZILLIZ__BASE_URL", zz.base_url.clone());
-        set("AUTOPILOT__VENDORS__ZILLIZ__PROJECT_ID", zz.project_id.clone());
-        set("AUTOPILOT__VENDORS__ZILLIZ__API_KEY_ENV", zz.api_key_env.clone());
-        for (k, v) in self.vendors.env() {
-            set(&k, v);
-        }
-        env
+        serve_env(&self.config(), self.arm.token(), self.vendors.env())
     }
+}
 
+/// The environment for `autopilot serve` with `c` (a [`sandbox_config`] with the vendors
+/// configured): `AUTOPILOT__*` overrides, the vendor keys (`vendor_env`) and the static
+/// ARM token. Shared by `autopilot sandbox` and the multi-process tests.
+pub fn serve_env(c: &Config, arm_token: &str, vendor_env: Vec<(String, String)>) -> BTreeMap<String, String> {
+    let list = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+    let mut env = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        env.insert(k.to_owned(), v);
+    };
+    set("AUTOPILOT__ARM__BASE_URL", c.arm.base_url.clone());
+    set(STATIC_TOKEN_ENV, arm_token.to_owned());
+    set("AUTOPILOT__DNS__DEFAULT_SUBSCRIPTION", c.dns.default_subscription.clone());
+    set("AUTOPILOT__DNS__DEFAULT_RESOURCE_GROUP", c.dns.default_resource_group.clone());
+    set("AUTOPILOT__DNS__SHARE_ACROSS_VNETS", c.dns.share_across_vnets.to_string());
+    for (vendor, aliases) in &c.catalog.vendor_aliases {
+        set(&format!("AUTOPILOT__CATALOG__VENDOR_ALIASES__{}", vendor.to_ascii_uppercase()), list(aliases));
+    }
+    for (vendor, names) in &c.catalog.vendor_names {
+        set(&format!("AUTOPILOT__CATALOG__VENDOR_NAMES__{}", vendor.to_ascii_uppercase()), list(names));
+    }
+    // In memory for the ledger, nowhere for audit: a sandbox run leaves no files
+    // behind but the embedded queue (`AUTOPILOT__QUEUE__PATH`, relative to the cwd).
+    set("AUTOPILOT__AUDIT__FILE", String::new());
+    set("AUTOPILOT__LEDGER__PATH", String::new());
+    set("AUTOPILOT__RECONCILE__RETRY_BASE_SECS", c.reconcile.retry_base_secs.to_string());
+    set("AUTOPILOT__RECONCILE__RETRY_MAX_SECS", c.reconcile.retry_max_secs.to_string());
+    let ch = &c.vendors.clickhouse;
+    set("AUTOPILOT__VENDORS__CLICKHOUSE__ENABLED", ch.enabled.to_string());
+    set("AUTOPILOT__VENDORS__CLICKHOUSE__BASE_URL", ch.base_url.clone());
+    set("AUTOPILOT__VENDORS__CLICKHOUSE__ORGANIZATION_ID", ch.organization_id.clone());
+    set("AUTOPILOT__VENDORS__CLICKHOUSE__SERVICE_IDS", list(&ch.service_ids));
+    set("AUTOPILOT__VENDORS__CLICKHOUSE__KEY_ID_ENV", ch.key_id_env.clone());
+    set("AUTOPILOT__VENDORS__CLICKHOUSE__KEY_SECRET_ENV", ch.key_secret_env.clone());
+    let es = &c.vendors.elastic;
+    set("AUTOPILOT__VENDORS__ELASTIC__ENABLED", es.enabled.to_string());
+    set("AUTOPILOT__VENDORS__ELASTIC__BASE_URL", es.base_url.clone());
+    set("AUTOPILOT__VENDORS__ELASTIC__DEPLOYMENT_IDS", list(&es.deployment_ids));
+    set("AUTOPILOT__VENDORS__ELASTIC__API_KEY_ENV", es.api_key_env.clone());
+    set("AUTOPILOT__VENDORS__ELASTIC__CONNECTION_NOT_FOUND_RETRY_SECS", es.connection_not_found_retry_secs.to_string());
+    let zz = &c.vendors.zilliz;
+    set("AUTOPILOT__VENDORS__ZILLIZ__ENABLED", zz.enabled.to_string());
+    set("AUTOPILOT__VENDORS__ZILLIZ__BASE_URL", zz.base_url.clone());
+    set("AUTOPILOT__VENDORS__ZILLIZ__PROJECT_ID", zz.project_id.clone());
+    set("AUTOPILOT__VENDORS__ZILLIZ__API_KEY_ENV", zz.api_key_env.clone());
+    for (k, v) in vendor_env {
+        set(&k, v);
+    }
+    env
+}
+
+impl Standalone {
     /// The first stdout line: everything a script needs to find and use the fakes.
     pub fn describe(&self) -> Value {
         let arm_url = self.arm.base_url();

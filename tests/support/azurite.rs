@@ -178,3 +178,17 @@ pub fn azurite_ledger(a: &Azurite, token: String) -> TableLedger {
     let table = format!("ledger{}", fastrand::u64(..));
     TableLedger::with_client(&a.url, &table, Arc::new(StaticToken(Secret::new(token))), http).unwrap()
 }
+
+/// The production lease store on Azurite, in a table of its own.
+pub fn azurite_leases(a: &Azurite, token: String) -> private_link_autopilot::arm::lease::TableLeases {
+    let ca = reqwest::Certificate::from_pem(&a.ca_pem).expect("test CA");
+    let http = private_link_autopilot::arm::table::client_builder().add_root_certificate(ca).build().unwrap();
+    let table = format!("leases{}", fastrand::u64(..));
+    private_link_autopilot::arm::lease::TableLeases::with_client(
+        &a.url,
+        &table,
+        Arc::new(StaticToken(Secret::new(token))),
+        http,
+    )
+    .unwrap()
+}

@@ -65,7 +65,14 @@ pub fn same_endpoint(a: &VendorEndpoint, b: &VendorEndpoint) -> bool {
 #[serde(tag = "intent", rename_all = "snake_case")]
 pub enum VendorIntent {
     /// Queue a registration with these targets (empty for Zilliz: its one project).
-    Register { targets: Vec<String>, by: String },
+    /// `guid` is the endpoint's `resourceGuid` as read: the generation this work is for,
+    /// so the work for a recreated endpoint is never collapsed into its predecessor's.
+    Register {
+        targets: Vec<String>,
+        by: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        guid: Option<String>,
+    },
     /// Queue a deregistration (the endpoint is gone; the ledger says it was registered).
     Deregister,
     /// Not registered: no routing rule matches (a person must add one).
@@ -82,6 +89,15 @@ pub struct VendorPlan {
 }
 
 impl VendorPlan {
+    /// What makes two work items for this plan the same work (see `queue::work`): the
+    /// endpoint generation for a registration, `gone` for a deregistration.
+    pub fn generation(&self) -> &str {
+        match &self.intent {
+            VendorIntent::Register { guid, .. } => guid.as_deref().unwrap_or(""),
+            _ => "gone",
+        }
+    }
+
     /// Whether this plan needs a queue item.
     pub fn needs_work(&self) -> bool {
         matches!(self.intent, VendorIntent::Register { .. } | VendorIntent::Deregister)
@@ -176,7 +192,9 @@ impl VendorSync {
             VendorIntent::Disabled
         } else {
             match self.route(vendor, pe).1 {
-                Route::Register { targets, by } => VendorIntent::Register { targets, by },
+                Route::Register { targets, by } => {
+                    VendorIntent::Register { targets, by, guid: pe.resource_guid.clone() }
+                }
                 Route::Unmatched(reason) => VendorIntent::Unmatched { reason },
             }
         };

@@ -350,4 +350,24 @@ async fn the_fake_is_strict_about_links_and_zone_writes() {
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(412), "{e}");
+
+    // With RBAC on, linking needs `virtualNetworks/join/action` on the VNet, as in Azure.
+    use private_link_autopilot::sandbox::fake_arm::rbac::{Assignment, Grants};
+    sb.arm.set_grants(Some(Grants {
+        object_id: "o".into(),
+        client_id: "c".into(),
+        assignments: vec![Assignment {
+            role: "dns".into(),
+            scope: format!("/subscriptions/{HUB}"),
+            actions: vec!["Microsoft.Network/privateDnsZones/*".into()],
+        }],
+    }));
+    let link = |name: &str| {
+        ArmRequest::new(Method::Put, format!("{other}/virtualNetworkLinks/{name}"), "2024-06-01")
+            .body(json!({"location": "global", "properties": {"virtualNetwork": {"id": spoke_vnet()}}}))
+    };
+    let e = arm.send(link("l2")).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    let denied = sb.arm.denials();
+    assert_eq!(denied.last().unwrap().action, "Microsoft.Network/virtualNetworks/join/action", "{denied:?}");
 }

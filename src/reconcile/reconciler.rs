@@ -481,8 +481,12 @@ impl Reconciler {
         };
         self.reconcile_present_with(pe, Mode::DryRun, &mut report, false).await;
         let marks_due = report.marks.as_ref().is_some_and(|m| m.changed);
-        let converged =
-            report.outcome == Outcome::Done && report.plan.writes() == 0 && report.plan.conflicts() == 0 && !marks_due;
+        let zones_due = report.zones.iter().any(ZoneReport::changes);
+        let converged = report.outcome == Outcome::Done
+            && report.plan.writes() == 0
+            && report.plan.conflicts() == 0
+            && !marks_due
+            && !zones_due;
         converged.then_some(report)
     }
 

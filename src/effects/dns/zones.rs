@@ -139,6 +139,11 @@ impl ZoneReport {
     pub fn usable(&self) -> bool {
         matches!(self.state, ZoneState::Present | ZoneState::Created | ZoneState::WouldCreate)
     }
+    /// Whether zone management would change something here (create, link, remove).
+    pub fn changes(&self) -> bool {
+        !matches!(self.state, ZoneState::Present | ZoneState::Kept)
+            || self.links.iter().any(|l| !matches!(l.state, LinkState::Present | LinkState::Foreign))
+    }
     /// One line for the plan and status.
     pub fn describe(&self) -> String {
         let place = if self.replica.is_empty() { String::new() } else { format!(" [{}]", self.replica) };
@@ -277,7 +282,7 @@ impl ZoneManager {
                 },
                 None => {
                     let line = self.create_link(key, &id, vnet, write).await;
-                    all_linked &= line.state != LinkState::Failed;
+                    all_linked &= line.state == LinkState::Created;
                     line
                 }
             };
@@ -294,7 +299,8 @@ impl ZoneManager {
                 });
             }
         }
-        if write && all_linked {
+        // Present and linked (a dry run that found nothing to do counts too).
+        if all_linked && report.state != ZoneState::WouldCreate {
             self.memo.lock().unwrap_or_else(|p| p.into_inner()).insert(memo_key, Instant::now());
         }
         report

@@ -231,7 +231,10 @@ def zones_and_links(pdns, hub):
     zone_name = "privatelink.sdk-zones.example"
     vnet = f"/subscriptions/{hub['subscription']}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/hub-vnet"
     zone = pdns.private_zones.begin_create_or_update(
-        rg, zone_name, dns.PrivateZone(location="global", tags={"plautopilot-owned": "true"}), if_none_match="*"
+        rg,
+        zone_name,
+        dns.PrivateZone(location="global", tags={"plautopilot-owned": "true"}),
+        match_condition=MatchConditions.IfMissing,
     ).result()
     check(isinstance(zone, dns.PrivateZone) and zone.tags == {"plautopilot-owned": "true"}, "zone create poller ends in a tagged PrivateZone")
     link_in = dns.VirtualNetworkLink(
@@ -241,7 +244,9 @@ def zones_and_links(pdns, hub):
         registration_enabled=False,
         resolution_policy="NxDomainRedirect",
     )
-    link = pdns.virtual_network_links.begin_create_or_update(rg, zone_name, "plautopilot-hub", link_in, if_none_match="*").result()
+    link = pdns.virtual_network_links.begin_create_or_update(
+        rg, zone_name, "plautopilot-hub", link_in, match_condition=MatchConditions.IfMissing
+    ).result()
     check(isinstance(link, dns.VirtualNetworkLink), "link create poller ends in a VirtualNetworkLink")
     check(link.virtual_network.id == vnet and link.registration_enabled is False, "link VNet and registrationEnabled read back")
     check(link.resolution_policy == "NxDomainRedirect", f"resolutionPolicy read back ({link.resolution_policy})")
@@ -260,7 +265,9 @@ def zones_and_links(pdns, hub):
         check(False, "a second link for the same VNet is refused")
     except HttpResponseError as e:
         check(e.status_code == 400, f"a second link for the same VNet is refused ({e.status_code})")
-    pdns.virtual_network_links.begin_delete(rg, zone_name, "plautopilot-hub", if_match=link.etag).result()
+    pdns.virtual_network_links.begin_delete(
+        rg, zone_name, "plautopilot-hub", etag=link.etag, match_condition=MatchConditions.IfNotModified
+    ).result()
     pdns.private_zones.begin_delete(rg, zone_name).result()
     try:
         pdns.private_zones.get(rg, zone_name)

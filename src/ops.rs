@@ -310,7 +310,8 @@ pub async fn plan_subscriptions(
             let changes = r.plan.actions.iter().any(|a| !matches!(a, DnsAction::Unchanged { .. }))
                 || vendor_change
                 || r.outcome != Outcome::Done
-                || r.marks.as_ref().is_some_and(|m| m.changed);
+                || r.marks.as_ref().is_some_and(|m| m.changed)
+                || r.zones.iter().any(ZoneReport::changes);
             if changes {
                 plan.changes.push(r);
             } else {

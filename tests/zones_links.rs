@@ -224,15 +224,19 @@ async fn our_empty_zone_goes_with_the_last_record_and_a_used_one_stays() {
     assert!(sb.arm.resource(&user_zone).is_some());
 }
 
+fn dr_hub_vnet() -> String {
+    format!("/subscriptions/{OTHER_SUB}/resourceGroups/net-dr/providers/Microsoft.Network/virtualNetworks/hub-dr")
+}
+
 fn replicas(c: &mut Config) {
-    for (sub, rg) in [(HUB, HUB_RG), (OTHER_SUB, DR_RG)] {
+    for (sub, rg, link_to) in [(HUB, HUB_RG, None), (OTHER_SUB, DR_RG, Some(vec![dr_hub_vnet()]))] {
         c.dns.zones.push(ZoneSettings {
             name: CH_ZONE.into(),
             provider: "azure".into(),
             subscription: sub.into(),
             resource_group: rg.into(),
             server: String::new(),
-            link_to: None,
+            link_to,
         });
     }
 }
@@ -370,4 +374,41 @@ async fn the_fake_is_strict_about_links_and_zone_writes() {
     assert_eq!(e.status(), Some(403), "{e}");
     let denied = sb.arm.denials();
     assert_eq!(denied.last().unwrap().action, "Microsoft.Network/virtualNetworks/join/action", "{denied:?}");
+}
+
+#[tokio::test]
+async fn plan_lists_each_replica_and_the_zone_work() {
+    let sb = sandbox(&[CH_ZONE], |c| {
+        replicas(c);
+        create_mode(c);
+        c.sweep.subscriptions = vec![SUB.into()];
+        c.sweep.source = "arm".into();
+    })
+    .await;
+    // The DR copy does not exist yet: the plan says it would be created and linked.
+    sb.arm.put_endpoint(&clickhouse("ch-plan", "10.1.0.40"));
+    let plan =
+        private_link_autopilot::ops::plan_subscriptions(&sb.app, &[SUB.to_owned()], &|_, _| {}).await.expect("plan");
+    assert_eq!(plan.changes.len(), 1, "{plan:#?}");
+    let json = serde_json::to_value(&plan).unwrap().to_string();
+    assert!(json.contains(&format!("\"replica\":\"{}/{}\"", HUB.to_ascii_lowercase(), HUB_RG)), "{json}");
+    assert!(json.contains(&format!("\"replica\":\"{OTHER_SUB}/{DR_RG}\"")), "{json}");
+    let report = &plan.changes[0];
+    let dr = report.zones.iter().find(|z| z.replica == format!("{OTHER_SUB}/{DR_RG}")).expect("DR zone planned");
+    assert_eq!(dr.state, ZoneState::WouldCreate, "the hub copy is a replica, not a zone to avoid: {dr:?}");
+    assert!(json.contains("\"state\":\"would_create\""), "{json}");
+    assert!(sb.arm.resource(&dns::zone_id(OTHER_SUB, DR_RG, CH_ZONE)).is_none(), "a plan writes nothing");
+    let hub = report.zones.iter().find(|z| z.replica == format!("{}/{}", HUB.to_ascii_lowercase(), HUB_RG));
+    assert!(hub.is_some_and(|z| z.detail.contains("link_to")), "{:#?}", report.zones);
+
+    // Applied: the DR copy is created and linked to the DR hub only; both copies hold the record.
+    let id = report.endpoint.clone();
+    let applied = reconcile(&sb, &id, Mode::Apply).await;
+    assert_eq!(applied.outcome, Outcome::Done, "{applied:#?}");
+    let dr = dns::zone_id(OTHER_SUB, DR_RG, CH_ZONE);
+    let links = sb.arm.links(&dr);
+    assert_eq!(links.len(), 1, "{links:#?}");
+    assert!(links[0]["properties"]["virtualNetwork"]["id"].as_str().unwrap().eq_ignore_ascii_case(&dr_hub_vnet()));
+    assert!(sb.arm.links(&sb.zone_id(CH_ZONE)).is_empty(), "the spoke is not linked to two copies");
+    assert!(sb.arm.record(&dr, "*").is_some() && sb.arm.record(&sb.zone_id(CH_ZONE), "*").is_some());
 }

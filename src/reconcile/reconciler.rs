@@ -278,6 +278,7 @@ impl Reconciler {
             if z.state != crate::effects::dns::zones::ZoneState::Present
                 || !z.links.is_empty()
                 || !z.warnings.is_empty()
+                || !z.detail.is_empty()
             {
                 report.zones.push(z);
             }

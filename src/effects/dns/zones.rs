@@ -224,8 +224,15 @@ impl ZoneManager {
     }
 
     /// The VNets a zone at `key` is linked to for an endpoint in `endpoint_vnet`.
+    /// A replica (one of several same-named zones) is linked only to its own `link_to`:
+    /// one VNet can be linked to one zone of a name, so the shared settings would link
+    /// the same VNets to every copy, which Azure refuses.
     pub fn vnets_for(&self, key: &RecordKey, endpoint_vnet: &str) -> Vec<String> {
-        let configured = self.place(key).ok().and_then(|p| p.link_to.clone()).or_else(|| self.policy.link_to.clone());
+        let own = self.place(key).ok().and_then(|p| p.link_to.clone());
+        if !key.replica.is_empty() {
+            return own.unwrap_or_default();
+        }
+        let configured = own.or_else(|| self.policy.link_to.clone());
         match configured {
             Some(v) => v,
             None if endpoint_vnet.is_empty() => Vec::new(),
@@ -262,6 +269,11 @@ impl ZoneManager {
                 }
             }
             Err(e) => return failed(report, map_err(e, &format!("reading zone {}", key.zone))),
+        }
+        if !key.replica.is_empty() && vnets.is_empty() && report.detail.is_empty() {
+            report.detail = "a replica is linked only to its own [[dns.zones]] link_to (a VNet can be linked to one \
+                             zone of a name); none is set, so no link is managed"
+                .into();
         }
         if report.state == ZoneState::WouldCreate {
             return report;
@@ -327,8 +339,13 @@ impl ZoneManager {
                 ));
             }
         };
-        // The index may still list a zone deleted here a moment ago; only others count.
-        let elsewhere: Vec<String> = found.into_iter().filter(|f| !f.eq_ignore_ascii_case(&report.id)).collect();
+        // The index may still list a zone deleted here a moment ago, and the configured
+        // replicas of this name are copies on purpose; only others count.
+        let ours: Vec<String> = match self.directory.replicas.get(&key.zone) {
+            Some(all) => all.iter().map(|l| l.zone_id(&key.zone).to_ascii_lowercase()).collect(),
+            None => vec![report.id.to_ascii_lowercase()],
+        };
+        let elsewhere: Vec<String> = found.into_iter().filter(|f| !ours.contains(&f.to_ascii_lowercase())).collect();
         if !elsewhere.is_empty() {
             let mut r = report.clone();
             r.state = ZoneState::NotCreated;

@@ -98,7 +98,11 @@ impl App {
         }
         let zones = (config.dns.zone_management == "create")
             .then(|| Arc::new(ZoneManager::new(arm.clone(), directory.clone(), zone_policy(&config))));
-        let mut router = DnsRouter::new(Some(Arc::new(AzurePrivateDns::new(arm.clone(), directory))));
+        let mut azure = AzurePrivateDns::new(arm.clone(), directory);
+        if zones.is_some() {
+            azure = azure.with_default_listing();
+        }
+        let mut router = DnsRouter::new(Some(Arc::new(azure)));
         for (zone, provider) in extra_providers {
             router.route(&zone, provider);
         }

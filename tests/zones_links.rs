@@ -182,7 +182,19 @@ async fn foreign_links_are_left_alone_and_an_overlap_is_reported() {
 
 #[tokio::test]
 async fn our_empty_zone_goes_with_the_last_record_and_a_used_one_stays() {
-    let sb = sandbox(&[], create_mode).await;
+    // A named zone elsewhere: the zones created in the default place are still found.
+    let sb = sandbox(&[], |c| {
+        create_mode(c);
+        c.dns.zones.push(ZoneSettings {
+            name: "privatelink.blob.core.windows.net".into(),
+            provider: "azure".into(),
+            subscription: OTHER_SUB.into(),
+            resource_group: "blob-dns".into(),
+            server: String::new(),
+            link_to: None,
+        });
+    })
+    .await;
     let a = sb.arm.put_endpoint(&clickhouse("ch-gone", "10.1.0.13"));
     assert_eq!(reconcile(&sb, &a, Mode::Apply).await.outcome, Outcome::Done);
     let zone = sb.zone_id(CH_ZONE);

@@ -250,15 +250,16 @@ impl Reconciler {
     }
 
     /// Zone management before the records: each Azure zone replica the records go to is
-    /// made to exist and linked (or a dry run says it would be). Returns why records may
-    /// not go into a zone, per (zone, replica).
+    /// made to exist and linked (or a dry run says it would be). Returns the (zone,
+    /// replica) places records may not go into, with the conflict to report (`None`: a
+    /// failure, already in `trouble`).
     async fn prepare_zones(
         &self,
         records: &[crate::catalog::DesiredRecord],
         mode: Mode,
         report: &mut Report,
         trouble: &mut Trouble,
-    ) -> HashMap<(String, String), String> {
+    ) -> HashMap<(String, String), Option<String>> {
         let mut blocked = HashMap::new();
         let Some(zones) = &self.zones else { return blocked };
         let mut seen = BTreeSet::new();
@@ -273,7 +274,10 @@ impl Reconciler {
                 trouble.add(e);
             }
             if !z.usable() {
-                blocked.insert(place, z.detail.clone());
+                // Not created (a same-named zone elsewhere) is a conflict to report; a
+                // failed read or write is in the trouble and retried, not a conflict.
+                let conflict = (z.state == crate::effects::dns::zones::ZoneState::NotCreated).then(|| z.detail.clone());
+                blocked.insert(place, conflict);
             }
             if z.state != crate::effects::dns::zones::ZoneState::Present
                 || !z.links.is_empty()
@@ -538,7 +542,7 @@ impl Reconciler {
         let blocked =
             if hold { HashMap::new() } else { self.prepare_zones(&records, mode, report, &mut trouble).await };
         for d in records.iter() {
-            if let Some(reason) = blocked.get(&(d.key.zone.clone(), d.key.replica.clone())) {
+            if let Some(Some(reason)) = blocked.get(&(d.key.zone.clone(), d.key.replica.clone())) {
                 report.plan.actions.push(DnsAction::Conflict {
                     key: d.key.clone(),
                     reason: reason.clone(),

@@ -118,11 +118,13 @@ pub struct AzurePrivateDns {
     directory: ZoneDirectory,
     /// What the last zone discovery skipped (zone, reason).
     skipped: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// List the default resource group even when zones are named (zone management).
+    list_default_too: bool,
 }
 
 impl AzurePrivateDns {
     pub fn new(arm: ArmClient, directory: ZoneDirectory) -> Self {
-        Self { arm, directory, skipped: Default::default() }
+        Self { arm, directory, skipped: Default::default(), list_default_too: false }
     }
 
     fn zone_path(&self, zone: &str) -> Result<String, DnsError> {
@@ -169,8 +171,26 @@ impl AzurePrivateDns {
     /// `privateDnsZones/read` there; a refusal then names the setting that avoids it.
     pub async fn discover_zones(&self) -> Result<Vec<String>, DnsError> {
         if !self.directory.zones.is_empty() {
-            return self.read_configured_zones().await;
+            let mut zones = self.read_configured_zones().await?;
+            if self.list_default_too {
+                zones.extend(self.list_default_zones().await?);
+                zones.sort();
+                zones.dedup();
+            }
+            return Ok(zones);
         }
+        self.list_default_zones().await
+    }
+
+    /// With zone management on, zones are also created in the default place, which must
+    /// then be listed besides the configured ones (zone management holds the role there).
+    pub fn with_default_listing(mut self) -> Self {
+        self.list_default_too = true;
+        self
+    }
+
+    /// The zones of the default resource group.
+    async fn list_default_zones(&self) -> Result<Vec<String>, DnsError> {
         let Some(loc) = &self.directory.default else {
             return Ok(Vec::new());
         };

@@ -80,8 +80,17 @@ async fn missing_zone_is_created_linked_and_written_once() {
     assert_eq!(z.links[0].state, LinkState::WouldCreate);
     assert!(sb.arm.resource(&sb.zone_id(CH_ZONE)).is_none(), "a dry run creates nothing");
 
+    sb.arm.clear_log();
     let report = reconcile(&sb, &id, Mode::Apply).await;
     assert_eq!(report.outcome, Outcome::Done, "{report:#?}");
+    let dns_requests = |sb: &Sandbox| {
+        sb.arm
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("privateDnsZones") || r.path.contains("ResourceGraph"))
+            .count()
+    };
+    eprintln!("requests to create, link and write: {}", dns_requests(&sb));
     let zone = sb.arm.resource(&sb.zone_id(CH_ZONE)).expect("zone created in the hub");
     assert_eq!(zone["tags"][OWNED_TAG], "true");
     assert_eq!(zone["location"], "global");
@@ -113,6 +122,7 @@ async fn missing_zone_is_created_linked_and_written_once() {
     let again = reconcile(&sb, &id, Mode::Apply).await;
     assert_eq!(again.outcome, Outcome::Done);
     assert_eq!(sb.arm.writes_to("privateDnsZones"), 0, "{:#?}", sb.arm.requests());
+    eprintln!("requests on a converged re-run: {}", dns_requests(&sb));
 
     // Status shows the zone and its link.
     let status = private_link_autopilot::ops::endpoint_status(&sb.app, &ResourceId::parse(&id).unwrap()).await;

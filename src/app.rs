@@ -13,6 +13,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::effects::audit::{AuditSink, EventGridSink, JsonLinesSink};
 use crate::effects::dns::azure::{AzurePrivateDns, ZoneDirectory, ZoneLocation};
+use crate::effects::dns::zones::{ZoneManager, ZonePolicy};
 use crate::effects::dns::{DnsProvider, DnsRouter};
 use crate::effects::vendors::build_vendors;
 use crate::effects::vendors::ledger::{Ledger, SqliteLedger, TableLedger};
@@ -77,16 +78,15 @@ impl App {
         });
         let mut directory = ZoneDirectory::default();
         if !config.dns.default_subscription.is_empty() && !config.dns.default_resource_group.is_empty() {
-            directory.default = Some(ZoneLocation {
-                subscription: config.dns.default_subscription.clone(),
-                resource_group: config.dns.default_resource_group.clone(),
-            });
+            directory.default =
+                Some(ZoneLocation::new(&config.dns.default_subscription, &config.dns.default_resource_group));
         }
         for z in config.dns.zones.iter().filter(|z| z.provider == "azure") {
-            let loc = ZoneLocation {
-                subscription: non_empty(&z.subscription, &config.dns.default_subscription),
-                resource_group: non_empty(&z.resource_group, &config.dns.default_resource_group),
-            };
+            let mut loc = ZoneLocation::new(
+                &non_empty(&z.subscription, &config.dns.default_subscription),
+                &non_empty(&z.resource_group, &config.dns.default_resource_group),
+            );
+            loc.link_to = z.link_to.as_ref().map(|v| v.iter().map(|s| s.trim().to_ascii_lowercase()).collect());
             if loc.subscription.is_empty() || loc.resource_group.is_empty() {
                 return Err(format!(
                     "dns.zones ({}): subscription and resource_group are required (or set dns.default_subscription \
@@ -94,9 +94,15 @@ impl App {
                     z.name
                 ));
             }
-            directory.zones.insert(z.name.to_ascii_lowercase(), loc);
+            directory.add(&z.name, loc);
         }
-        let mut router = DnsRouter::new(Some(Arc::new(AzurePrivateDns::new(arm.clone(), directory))));
+        let zones = (config.dns.zone_management == "create")
+            .then(|| Arc::new(ZoneManager::new(arm.clone(), directory.clone(), zone_policy(&config))));
+        let mut azure = AzurePrivateDns::new(arm.clone(), directory);
+        if zones.is_some() {
+            azure = azure.with_default_listing();
+        }
+        let mut router = DnsRouter::new(Some(Arc::new(azure)));
         for (zone, provider) in extra_providers {
             router.route(&zone, provider);
         }
@@ -105,6 +111,9 @@ impl App {
             Reconciler::new(arm.clone(), Arc::new(catalog), Arc::new(router), config.reconcile.clone(), stats.clone())
                 .with_approvals(config.approvals.clone())
                 .with_marks(config.marks.clone());
+        if let Some(zones) = zones {
+            reconciler = reconciler.with_zones(zones);
+        }
         if let Some(sink) = audit_sink(&config, &credential, &stats)? {
             reconciler = reconciler.with_audit(sink);
         }
@@ -141,6 +150,21 @@ impl App {
 
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.config.reconcile.deadline_ms)
+    }
+}
+
+/// `dns.zone_management = "create"`: what to link and where to search for same-named zones.
+fn zone_policy(config: &Config) -> ZonePolicy {
+    let mut search: Vec<String> = config.dns.zone_search_subscriptions.clone();
+    search.extend(config.sweep.subscriptions.iter().cloned());
+    search.push(config.dns.default_subscription.clone());
+    search.extend(config.dns.zones.iter().map(|z| z.subscription.clone()));
+    let mut seen = std::collections::HashSet::new();
+    search.retain(|s| !s.trim().is_empty() && seen.insert(s.trim().to_ascii_lowercase()));
+    ZonePolicy {
+        link_to: config.dns.link_to.fixed(),
+        resolution_policy: config.dns.link_resolution_policy.clone(),
+        search_subscriptions: search,
     }
 }
 

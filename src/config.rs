@@ -88,6 +88,49 @@ pub struct DnsSettings {
     /// every other VNet's endpoints. Off by default: endpoints in another VNet are
     /// reported as conflicts (give each VNet its own zone instead).
     pub share_across_vnets: bool,
+    /// `off` (default: zones and links are the user's, a missing zone is reported) or
+    /// `create` (a missing zone is created, after searching the estate for a same-named
+    /// one, and linked; see `effects/dns/zones.rs`).
+    pub zone_management: String,
+    /// What a zone we manage is linked to: `"endpoint_vnet"` (default) or a list of
+    /// (hub) virtual network ids. `[[dns.zones]] link_to` overrides it per replica.
+    pub link_to: LinkTo,
+    /// `resolutionPolicy` of the links we create, sent only for `privatelink.*` zones
+    /// (where Azure accepts it): `""` (not sent: Azure's default), `Default` or
+    /// `NxDomainRedirect` (fallback to internet: a missing record resolves publicly).
+    pub link_resolution_policy: String,
+    /// Subscriptions searched (Resource Graph) for a same-named zone before one is
+    /// created, besides the sweep's subscriptions and every zone location configured.
+    pub zone_search_subscriptions: Vec<String>,
+}
+
+/// `dns.link_to`: the endpoint's own VNet, or fixed VNets (hubs).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum LinkTo {
+    /// `"endpoint_vnet"`.
+    Mode(String),
+    /// Virtual network ids.
+    Vnets(Vec<String>),
+}
+
+impl Default for LinkTo {
+    fn default() -> Self {
+        LinkTo::Mode(LINK_TO_ENDPOINT_VNET.into())
+    }
+}
+
+/// The one `dns.link_to` word.
+pub const LINK_TO_ENDPOINT_VNET: &str = "endpoint_vnet";
+
+impl LinkTo {
+    /// `None` = the endpoint's own VNet; `Some` = these VNets (lower-cased).
+    pub fn fixed(&self) -> Option<Vec<String>> {
+        match self {
+            LinkTo::Mode(_) => None,
+            LinkTo::Vnets(v) => Some(v.iter().map(|s| s.trim().to_ascii_lowercase()).collect()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -104,6 +147,10 @@ pub struct ZoneSettings {
     /// For `rfc2136`: the `[[dns.servers]]` name.
     #[serde(default)]
     pub server: String,
+    /// Virtual networks this copy is linked to when we manage its links (overrides
+    /// `dns.link_to`; a DR hub's copy is linked to the DR hub).
+    #[serde(default)]
+    pub link_to: Option<Vec<String>>,
 }
 
 fn default_provider() -> String {
@@ -492,6 +539,9 @@ impl Config {
             }
             _ => return invalid("queue.kind", "must be `embedded` or `servicebus`"),
         }
+        if let Err((setting, message)) = validate_zone_management(&self.dns) {
+            return Err(ConfigError::Invalid { setting, message });
+        }
         for (i, z) in self.dns.zones.iter().enumerate() {
             let setting = format!("dns.zones[{i}] ({})", z.name);
             match z.provider.as_str() {
@@ -514,6 +564,97 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `dns.zone_management`, `dns.link_to`, `dns.link_resolution_policy` and replicas (several
+/// `[[dns.zones]]` entries with one name): each replica must be an Azure zone in its own
+/// place, so records, conflicts and ownership can be kept per replica.
+fn validate_zone_management(dns: &DnsSettings) -> Result<(), (String, String)> {
+    let err = |s: &str, m: String| Err((s.to_owned(), m));
+    match dns.zone_management.as_str() {
+        "" | "off" | "create" => {}
+        other => return err("dns.zone_management", format!("must be `off` or `create`, not `{other}`")),
+    }
+    match &dns.link_to {
+        LinkTo::Mode(m) if m == LINK_TO_ENDPOINT_VNET => {}
+        LinkTo::Mode(m) => {
+            return err(
+                "dns.link_to",
+                format!("must be \"{LINK_TO_ENDPOINT_VNET}\" or a list of virtual network ids, not `{m}`"),
+            );
+        }
+        LinkTo::Vnets(v) => check_vnets("dns.link_to", v)?,
+    }
+    match dns.link_resolution_policy.as_str() {
+        "" | "Default" | "NxDomainRedirect" => {}
+        other => {
+            return err(
+                "dns.link_resolution_policy",
+                format!("must be \"\" (not sent), `Default` or `NxDomainRedirect`, not `{other}`"),
+            );
+        }
+    }
+    let mut seen: Vec<(String, String, String)> = Vec::new();
+    for (i, z) in dns.zones.iter().enumerate() {
+        let setting = format!("dns.zones[{i}] ({})", z.name);
+        if let Some(v) = &z.link_to {
+            check_vnets(&format!("{setting}.link_to"), v)?;
+        }
+        let name = z.name.trim_end_matches('.').to_ascii_lowercase();
+        let replicas = dns.zones.iter().filter(|o| o.name.trim_end_matches('.').eq_ignore_ascii_case(&name)).count();
+        if replicas < 2 {
+            continue;
+        }
+        if z.provider != "azure" {
+            return err(&setting, "a zone named more than once (replicas) must use provider `azure`".into());
+        }
+        let place = (
+            name,
+            non_empty_or(&z.subscription, &dns.default_subscription).to_ascii_lowercase(),
+            non_empty_or(&z.resource_group, &dns.default_resource_group).to_ascii_lowercase(),
+        );
+        if place.1.is_empty() || place.2.is_empty() {
+            return err(&setting, "a replica needs its subscription and resource_group (or the dns defaults)".into());
+        }
+        if seen.contains(&place) {
+            return err(
+                &setting,
+                format!(
+                    "replica in {}/{} is listed twice: each copy of a zone lives in its own place",
+                    place.1, place.2
+                ),
+            );
+        }
+        seen.push(place);
+    }
+    Ok(())
+}
+
+fn check_vnets(setting: &str, vnets: &[String]) -> Result<(), (String, String)> {
+    for v in vnets {
+        let lower = v.trim().to_ascii_lowercase();
+        let parts: Vec<&str> = lower.split('/').collect();
+        let ok = parts.len() == 9
+            && parts[1] == "subscriptions"
+            && parts[3] == "resourcegroups"
+            && parts[5] == "providers"
+            && parts[6] == "microsoft.network"
+            && parts[7] == "virtualnetworks"
+            && !parts[8].is_empty();
+        if !ok {
+            return Err((
+                setting.to_owned(),
+                format!(
+                    "`{v}` is not a virtual network id (/subscriptions/…/providers/Microsoft.Network/virtualNetworks/<name>)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn non_empty_or<'a>(value: &'a str, fallback: &'a str) -> &'a str {
+    if value.trim().is_empty() { fallback } else { value }
 }
 
 fn apply_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
@@ -587,6 +728,54 @@ mod tests {
         let e =
             Config::load(None, env(&[("AUTOPILOT__ARM__BASE_URL", "http://evil.example")])).unwrap_err().to_string();
         assert!(e.contains("arm.base_url"), "{e}");
+    }
+
+    #[test]
+    fn zone_management_settings_are_checked() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("AUTOPILOT__DNS__ZONE_MANAGEMENT", "create"),
+                (
+                    "AUTOPILOT__DNS__LINK_TO",
+                    r#"["/subscriptions/h/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/hub"]"#,
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.dns.zone_management, "create");
+        assert_eq!(c.dns.link_to.fixed().unwrap().len(), 1);
+        assert!(Config::load(None, env(&[])).unwrap().dns.link_to.fixed().is_none());
+        for (k, v, named) in [
+            ("AUTOPILOT__DNS__ZONE_MANAGEMENT", "yes", "dns.zone_management"),
+            ("AUTOPILOT__DNS__LINK_TO", "hub", "dns.link_to"),
+            ("AUTOPILOT__DNS__LINK_TO", r#"["/subscriptions/h/vnet"]"#, "dns.link_to"),
+            ("AUTOPILOT__DNS__LINK_RESOLUTION_POLICY", "nxdomainredirect", "dns.link_resolution_policy"),
+        ] {
+            let e = Config::load(None, env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(named), "{e}");
+        }
+    }
+
+    #[test]
+    fn replicas_are_azure_zones_in_distinct_places() {
+        let zone = |sub: &str, provider: &str| ZoneSettings {
+            name: "privatelink.example.com".into(),
+            provider: provider.into(),
+            subscription: sub.into(),
+            resource_group: "dns".into(),
+            server: "ns".into(),
+            link_to: None,
+        };
+        let mut c = Config::defaults();
+        c.dns.zones = vec![zone("a", "azure"), zone("b", "azure")];
+        c.validate().unwrap();
+        c.dns.zones = vec![zone("a", "azure"), zone("a", "azure")];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("listed twice"), "{e}");
+        c.dns.zones = vec![zone("a", "azure"), zone("b", "rfc2136")];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("replicas"), "{e}");
     }
 
     #[test]

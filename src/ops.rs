@@ -11,6 +11,8 @@ use serde::Serialize;
 use crate::app::App;
 use crate::arm::endpoints::{EndpointState, read_endpoint};
 use crate::effects::approvals::ApprovalDecision;
+use crate::effects::dns::RecordKey;
+use crate::effects::dns::zones::{ZoneManager, ZonePolicy, ZoneReport, ZoneState};
 use crate::effects::marks;
 use crate::effects::vendors::sync::{VendorIntent, VendorPlan};
 use crate::model::ResourceId;
@@ -48,6 +50,11 @@ pub struct EndpointStatus {
     pub dns: Vec<DnsLine>,
     pub vendors: Vec<VendorLine>,
     pub approvals: Vec<ApprovalDecision>,
+    /// The Azure zones (each replica) the records go to, read now: whether they exist,
+    /// their links, and what zone management would do.
+    pub zones: Vec<ZoneReport>,
+    /// Links that fall back to internet resolution for a zone we write to.
+    pub warnings: Vec<String>,
     /// Reasons of dead-lettered work about this endpoint.
     pub dead_letters: Vec<String>,
     pub notes: Vec<String>,
@@ -68,7 +75,7 @@ fn dns_lines(report: &Report) -> Vec<DnsLine> {
                 DnsAction::Delete { .. } => "to remove",
                 DnsAction::Conflict { .. } => "conflict",
             };
-            DnsLine { record: a.key().fqdn(), state, detail: a.describe() }
+            DnsLine { record: a.key().label(), state, detail: a.describe() }
         })
         .collect()
 }
@@ -100,6 +107,8 @@ pub async fn endpoint_status(app: &App, id: &ResourceId) -> EndpointStatus {
         Ok(d) => d.into_iter().filter(|d| d.correlation_id.eq_ignore_ascii_case(id.key())).map(|d| d.reason).collect(),
         Err(e) => vec![format!("(could not read dead letters: {e})")],
     };
+    let zones = inspect_zones(app, &report).await;
+    let warnings: Vec<String> = zones.iter().flat_map(|z| z.warnings.iter().cloned()).collect();
     let converged = report.outcome == Outcome::Done
         && report.plan.actions.iter().all(|a| matches!(a, DnsAction::Unchanged { .. }))
         && vendors.iter().all(|v| v.registered != Some(false) || !v.plan.needs_work());
@@ -122,11 +131,53 @@ pub async fn endpoint_status(app: &App, id: &ResourceId) -> EndpointStatus {
         dns: dns_lines(&report),
         vendors,
         approvals: report.approvals.clone(),
+        zones,
+        warnings,
         dead_letters,
         notes: report.plan.notes.clone(),
         converged,
         outcome: report.outcome.clone(),
     }
+}
+
+/// Reads each Azure zone replica the endpoint's records are in (or would be): existence,
+/// links, fallback-to-internet links. Zone management's own view when it is on (what it
+/// would create); with it off, a missing zone is reported as the user's to create.
+async fn inspect_zones(app: &App, report: &Report) -> Vec<ZoneReport> {
+    let dns = app.reconciler.dns();
+    let Some(azure) = dns.azure() else { return Vec::new() };
+    let owned;
+    let manager = match app.reconciler.zone_manager() {
+        Some(m) => m.as_ref(),
+        None => {
+            owned = ZoneManager::new(app.arm.clone(), azure.directory().clone(), ZonePolicy::default());
+            &owned
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for a in &report.plan.actions {
+        let key = a.key();
+        if !dns.is_azure(&key.zone) || !seen.insert((key.zone.clone(), key.replica.clone())) {
+            continue;
+        }
+        let zone_key = RecordKey::new(&key.zone, "@").in_replica(&key.replica);
+        let vnet = match a {
+            DnsAction::Create { set } => set.owners().and_then(|o| o.values().next()).map(|s| s.vnet.clone()),
+            _ => None,
+        };
+        let vnets = match app.reconciler.zone_manager() {
+            Some(m) => m.vnets_for(&zone_key, vnet.as_deref().unwrap_or_default()),
+            None => Vec::new(),
+        };
+        let mut z = manager.prepare(&zone_key, &vnets, false, true).await;
+        if app.reconciler.zone_manager().is_none() && z.state == ZoneState::WouldCreate {
+            z.state = ZoneState::NotCreated;
+            z.detail = "missing; dns.zone_management is off: create it and link it, or set it to \"create\"".into();
+        }
+        out.push(z);
+    }
+    out
 }
 
 impl EndpointStatus {
@@ -154,6 +205,15 @@ impl EndpointStatus {
         }
         for d in &self.dns {
             out.push_str(&format!("  {:<10} {:<60} {}\n", d.state, d.record, d.detail));
+        }
+        if !self.zones.is_empty() {
+            out.push_str("zones\n");
+        }
+        for z in &self.zones {
+            out.push_str(&format!("  {}\n", z.describe()));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning      {w}\n"));
         }
         out.push_str("vendors\n");
         if self.vendors.is_empty() {
@@ -250,7 +310,8 @@ pub async fn plan_subscriptions(
             let changes = r.plan.actions.iter().any(|a| !matches!(a, DnsAction::Unchanged { .. }))
                 || vendor_change
                 || r.outcome != Outcome::Done
-                || r.marks.as_ref().is_some_and(|m| m.changed);
+                || r.marks.as_ref().is_some_and(|m| m.changed)
+                || r.zones.iter().any(ZoneReport::changes);
             if changes {
                 plan.changes.push(r);
             } else {

@@ -135,6 +135,7 @@ fn rfc2136_zones_are_wired_from_config_and_name_missing_secrets() {
         subscription: String::new(),
         resource_group: String::new(),
         server: "corp".into(),
+        link_to: None,
     });
     config.validate().unwrap();
     let err = rfc2136_routes(&config, |_| None).unwrap_err();

@@ -436,6 +436,7 @@ fn configure_like_infra(c: &mut Config, params: &InfraParams) {
             subscription: String::new(),
             resource_group: String::new(),
             server: String::new(),
+            link_to: None,
         })
         .collect();
     c.sweep.subscriptions = params.subscriptions_in_scope.clone();

@@ -115,7 +115,7 @@ pub async fn list_private_endpoints(arm: &ArmClient, subscriptions: &[String]) -
     // while the index changes could otherwise repeat an endpoint.
     let mut seen_ids = HashSet::new();
     for chunk in subs.chunks(MAX_SUBSCRIPTIONS_PER_QUERY) {
-        for row in query_chunk(arm, chunk).await? {
+        for row in query_chunk(arm, chunk, PRIVATE_ENDPOINTS_QUERY).await? {
             if seen_ids.insert(row.id.to_ascii_lowercase()) {
                 out.push(row);
             }
@@ -124,8 +124,37 @@ pub async fn list_private_endpoints(arm: &ArmClient, subscriptions: &[String]) -
     Ok(out)
 }
 
+/// Private DNS zones named `zone` anywhere in `subscriptions` (ids as Resource Graph
+/// returns them), so a zone is never created where it would shadow or collide with an
+/// existing one (a VNet can be linked to one zone of a name only). `zone` must be a DNS
+/// name (letters, digits, `-`, `_`, `.`): it goes into the query text.
+pub async fn find_private_dns_zones(
+    arm: &ArmClient,
+    subscriptions: &[String],
+    zone: &str,
+) -> Result<Vec<String>, ArmError> {
+    if zone.is_empty() || !zone.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(invalid(format!("`{zone}` is not a DNS zone name; not searched")));
+    }
+    let query = format!(
+        "Resources | where type =~ 'microsoft.network/privatednszones' | where name =~ '{zone}' \
+         | project id, name, tags | order by id asc"
+    );
+    let mut seen = HashSet::new();
+    let subs: Vec<&str> = subscriptions
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty() && seen.insert(s.to_ascii_lowercase()))
+        .collect();
+    let mut out = Vec::new();
+    for chunk in subs.chunks(MAX_SUBSCRIPTIONS_PER_QUERY) {
+        out.extend(query_chunk(arm, chunk, &query).await?.into_iter().map(|r| r.id));
+    }
+    Ok(out)
+}
+
 /// One paged query over at most [`MAX_SUBSCRIPTIONS_PER_QUERY`] subscriptions.
-async fn query_chunk(arm: &ArmClient, subscriptions: &[&str]) -> Result<Vec<GraphEndpoint>, ArmError> {
+async fn query_chunk(arm: &ArmClient, subscriptions: &[&str], query: &str) -> Result<Vec<GraphEndpoint>, ArmError> {
     let mut rows = Vec::new();
     let mut skip_token: Option<String> = None;
     for _ in 0..MAX_GRAPH_PAGES {
@@ -133,7 +162,7 @@ async fn query_chunk(arm: &ArmClient, subscriptions: &[&str]) -> Result<Vec<Grap
         if let Some(t) = &skip_token {
             options["$skipToken"] = Value::String(t.clone());
         }
-        let body = json!({"subscriptions": subscriptions, "query": PRIVATE_ENDPOINTS_QUERY, "options": options});
+        let body = json!({"subscriptions": subscriptions, "query": query, "options": options});
         let resp = arm.send(ArmRequest::new(Method::Post, GRAPH_PATH, GRAPH_API).body(body)).await?;
         let page = parse_page(&resp.body)?;
         rows.extend(page.rows);

@@ -85,6 +85,11 @@ const DNS_DATA: [DataField; 3] = [
     ("error", "why it failed (`null` unless `dns.write_failed`)"),
     ("target", "the resource or Private Link Service alias the endpoint points at"),
 ];
+const ZONE_DATA: [DataField; 3] = [
+    ("zone", "the zone's ARM id"),
+    ("replica", "the replica (`subscription/resource-group`) of a zone configured in several places, else empty"),
+    ("detail", "the zone's line in the plan: its state and each link's (or the warning)"),
+];
 const APPROVAL_DATA: [DataField; 3] = [
     ("target", "the owned resource the connection is to"),
     ("connection", "the private endpoint connection's name"),
@@ -111,6 +116,36 @@ event_catalog! {
         when: "a name the endpoint needs is held by someone else (not ours, another owner, a zone group, a full set); left untouched",
         subject: ENDPOINT,
         data: &[("record", "the FQDN"), ("reason", "who holds it and the way out")],
+    },
+    DnsZoneCreated = "dns.zone.created" {
+        when: "`dns.zone_management = \"create\"` created a missing private DNS zone (tagged `plautopilot-owned`)",
+        subject: ENDPOINT,
+        data: &ZONE_DATA,
+    },
+    DnsZoneNotCreated = "dns.zone.not_created" {
+        when: "a missing zone was not created because a zone of that name exists elsewhere in the estate (it would shadow it), or creating it failed",
+        subject: ENDPOINT,
+        data: &ZONE_DATA,
+    },
+    DnsLinkCreated = "dns.link.created" {
+        when: "a virtual network link (`registrationEnabled: false`, tagged `plautopilot-owned`) was created",
+        subject: ENDPOINT,
+        data: &ZONE_DATA,
+    },
+    DnsLinkFailed = "dns.link.failed" {
+        when: "a link could not be created (e.g. the VNet is linked to another zone of that name: overlapping namespaces)",
+        subject: ENDPOINT,
+        data: &ZONE_DATA,
+    },
+    DnsZoneRemoved = "dns.zone.removed" {
+        when: "a zone this product created was removed with its links after its last record went (never a zone that is not ours, not empty, or linked by someone else)",
+        subject: ENDPOINT,
+        data: &ZONE_DATA,
+    },
+    DnsLinkFallsBackToInternet = "dns.link.fallback_to_internet" {
+        when: "a link of a zone we write to has `resolutionPolicy = NxDomainRedirect`: a missing record resolves publicly instead of failing",
+        subject: ENDPOINT,
+        data: &ZONE_DATA,
     },
     ApprovalApproved = "approval.approved" {
         when: "a Pending connection to an owned resource met the approval policy and was approved",
@@ -307,7 +342,31 @@ pub fn events_for(report: &Report) -> Vec<AuditEvent> {
     }
     for action in &report.plan.actions {
         if let DnsAction::Conflict { key, reason, .. } = action {
-            out.push(ev(EventType::DnsConflict, json!({"record": key.fqdn(), "reason": reason})));
+            out.push(ev(EventType::DnsConflict, json!({"record": key.label(), "reason": reason})));
+        }
+    }
+    for z in &report.zones {
+        use crate::effects::dns::zones::{LinkState, ZoneState};
+        let data = |detail: String| json!({"zone": z.id, "replica": z.replica, "detail": detail});
+        let kind = match z.state {
+            ZoneState::Created => Some(EventType::DnsZoneCreated),
+            ZoneState::NotCreated | ZoneState::Failed => Some(EventType::DnsZoneNotCreated),
+            ZoneState::Removed => Some(EventType::DnsZoneRemoved),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            out.push(ev(kind, data(z.describe())));
+        }
+        for l in &z.links {
+            let kind = match l.state {
+                LinkState::Created => EventType::DnsLinkCreated,
+                LinkState::Failed => EventType::DnsLinkFailed,
+                _ => continue,
+            };
+            out.push(ev(kind, data(format!("link {} -> {}: {}", l.link, l.vnet, l.detail))));
+        }
+        for w in &z.warnings {
+            out.push(ev(EventType::DnsLinkFallsBackToInternet, data(w.clone())));
         }
     }
     for d in &report.approvals {

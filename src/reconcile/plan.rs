@@ -67,13 +67,13 @@ impl DnsAction {
     pub fn describe(&self) -> String {
         let ips = |s: &ARecordSet| s.addresses.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(",");
         match self {
-            DnsAction::Create { set } => format!("create {} A [{}] ttl {}", set.key.fqdn(), ips(set), set.ttl),
+            DnsAction::Create { set } => format!("create {} A [{}] ttl {}", set.key.label(), ips(set), set.ttl),
             DnsAction::Update { previous, next } => {
-                format!("update {} A [{}] -> [{}] ttl {}", next.key.fqdn(), ips(previous), ips(next), next.ttl)
+                format!("update {} A [{}] -> [{}] ttl {}", next.key.label(), ips(previous), ips(next), next.ttl)
             }
-            DnsAction::Delete { previous } => format!("delete {} A [{}]", previous.key.fqdn(), ips(previous)),
-            DnsAction::Conflict { key, reason, .. } => format!("conflict {}: {reason}", key.fqdn()),
-            DnsAction::Unchanged { key } => format!("unchanged {}", key.fqdn()),
+            DnsAction::Delete { previous } => format!("delete {} A [{}]", previous.key.label(), ips(previous)),
+            DnsAction::Conflict { key, reason, .. } => format!("conflict {}: {reason}", key.label()),
+            DnsAction::Unchanged { key } => format!("unchanged {}", key.label()),
         }
     }
 }

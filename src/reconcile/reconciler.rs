@@ -13,6 +13,7 @@ use crate::catalog::Catalog;
 use crate::config::ReconcileSettings;
 use crate::effects::approvals::{self, ApprovalAction, ApprovalDecision, ApprovalSettings};
 use crate::effects::audit::{self, AuditEvent, AuditSink, EventType};
+use crate::effects::dns::zones::{ZoneManager, ZoneReport};
 use crate::effects::dns::{ARecordSet, DnsError, DnsErrorKind, DnsRouter, RecordKey};
 use crate::effects::marks::{self, MarkReport, MarkSettings};
 use crate::effects::vendors::sync::{SyncError, VendorDone, VendorIntent, VendorPlan, VendorSync};
@@ -78,6 +79,9 @@ pub struct Report {
     pub vendors: Vec<VendorPlan>,
     /// The tags marking the endpoint's state, when marks are on.
     pub marks: Option<MarkReport>,
+    /// Zones and links (`dns.zone_management = "create"`), one per zone replica touched.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<ZoneReport>,
     pub outcome: Outcome,
     pub dry_run: bool,
 }
@@ -99,6 +103,8 @@ pub struct Reconciler {
     marks: MarkSettings,
     /// When the vendors' aliases and names were last learnt (see `known.rs`).
     known_refreshed: tokio::sync::Mutex<Option<Instant>>,
+    /// Zone management (`dns.zone_management = "create"`); `None` = zones are the user's.
+    zones: Option<Arc<ZoneManager>>,
 }
 
 /// What one vendor work item did, for the queue consumer.
@@ -212,7 +218,77 @@ impl Reconciler {
             vendors: None,
             marks: MarkSettings { enabled: false, ..MarkSettings::default() },
             known_refreshed: tokio::sync::Mutex::new(None),
+            zones: None,
         }
+    }
+
+    /// Create missing zones and link them (`dns.zone_management = "create"`).
+    pub fn with_zones(mut self, zones: Arc<ZoneManager>) -> Self {
+        self.zones = Some(zones);
+        self
+    }
+
+    /// The zone manager, when zone management is on.
+    pub fn zone_manager(&self) -> Option<&Arc<ZoneManager>> {
+        self.zones.as_ref()
+    }
+
+    pub fn dns(&self) -> &Arc<DnsRouter> {
+        &self.dns
+    }
+
+    /// Each desired record once per replica of its zone (a zone in one place: once).
+    fn per_replica(&self, records: &[crate::catalog::DesiredRecord]) -> Vec<crate::catalog::DesiredRecord> {
+        records
+            .iter()
+            .flat_map(|d| {
+                self.dns
+                    .replicas_of(&d.key.zone)
+                    .into_iter()
+                    .map(move |r| crate::catalog::DesiredRecord { key: d.key.in_replica(&r), ..d.clone() })
+            })
+            .collect()
+    }
+
+    /// Zone management before the records: each Azure zone replica the records go to is
+    /// made to exist and linked (or a dry run says it would be). Returns the (zone,
+    /// replica) places records may not go into, with the conflict to report (`None`: a
+    /// failure, already in `trouble`).
+    async fn prepare_zones(
+        &self,
+        records: &[crate::catalog::DesiredRecord],
+        mode: Mode,
+        report: &mut Report,
+        trouble: &mut Trouble,
+    ) -> HashMap<(String, String), Option<String>> {
+        let mut blocked = HashMap::new();
+        let Some(zones) = &self.zones else { return blocked };
+        let mut seen = BTreeSet::new();
+        for d in records.iter().filter(|d| self.dns.is_azure(&d.key.zone)) {
+            let place = (d.key.zone.clone(), d.key.replica.clone());
+            let vnets = zones.vnets_for(&d.key, &d.vnet);
+            if !seen.insert((place.clone(), vnets.clone())) {
+                continue;
+            }
+            let z = zones.prepare(&d.key, &vnets, mode == Mode::Apply, false).await;
+            if let Some(e) = &z.error {
+                trouble.add(e);
+            }
+            if !z.usable() {
+                // Not created (a same-named zone elsewhere) is a conflict to report; a
+                // failed read or write is in the trouble and retried, not a conflict.
+                let conflict = (z.state == crate::effects::dns::zones::ZoneState::NotCreated).then(|| z.detail.clone());
+                blocked.insert(place, conflict);
+            }
+            if z.state != crate::effects::dns::zones::ZoneState::Present
+                || !z.links.is_empty()
+                || !z.warnings.is_empty()
+                || !z.detail.is_empty()
+            {
+                report.zones.push(z);
+            }
+        }
+        blocked
     }
 
     /// Plan vendor work for endpoints whose target is a vendor's (see `effects::vendors::sync`).
@@ -325,6 +401,7 @@ impl Reconciler {
             approvals: vec![],
             vendors: vec![],
             marks: None,
+            zones: vec![],
             outcome: Outcome::Done,
             dry_run: mode == Mode::DryRun,
         };
@@ -439,13 +516,18 @@ impl Reconciler {
             approvals: vec![],
             vendors: vec![],
             marks: None,
+            zones: vec![],
             outcome: Outcome::Done,
             dry_run: true,
         };
         self.reconcile_present_with(pe, Mode::DryRun, &mut report, false).await;
         let marks_due = report.marks.as_ref().is_some_and(|m| m.changed);
-        let converged =
-            report.outcome == Outcome::Done && report.plan.writes() == 0 && report.plan.conflicts() == 0 && !marks_due;
+        let zones_due = report.zones.iter().any(ZoneReport::changes);
+        let converged = report.outcome == Outcome::Done
+            && report.plan.writes() == 0
+            && report.plan.conflicts() == 0
+            && !marks_due
+            && !zones_due;
         converged.then_some(report)
     }
 
@@ -492,9 +574,21 @@ impl Reconciler {
         // The records (all at once) and the marks are independent writes: they go out
         // together, so the tag write costs no round trip on the way to the record. The
         // conflict note is left as it is meanwhile and corrected after, when it changed.
-        let work: Vec<KeyWork<'_>> = desired
-            .records
+        let records = self.per_replica(&desired.records);
+        let blocked =
+            if hold { HashMap::new() } else { self.prepare_zones(&records, mode, report, &mut trouble).await };
+        for d in records.iter() {
+            if let Some(Some(reason)) = blocked.get(&(d.key.zone.clone(), d.key.replica.clone())) {
+                report.plan.actions.push(DnsAction::Conflict {
+                    key: d.key.clone(),
+                    reason: reason.clone(),
+                    retry: false,
+                });
+            }
+        }
+        let work: Vec<KeyWork<'_>> = records
             .iter()
+            .filter(|d| !blocked.contains_key(&(d.key.zone.clone(), d.key.replica.clone())))
             .map(|d| {
                 let endpoint = endpoint.clone();
                 if hold {
@@ -713,6 +807,7 @@ impl Reconciler {
             approvals: vec![],
             vendors: vec![],
             marks: None,
+            zones: vec![],
             outcome: Outcome::Done,
             dry_run: false,
         };
@@ -799,7 +894,52 @@ impl Reconciler {
             .collect();
         let results = self.converge_keys(work, mode, &endpoint).await;
         KeyResult::record(results, report, &mut trouble);
+        self.cleanup_zones(mode, report, &mut trouble).await;
         report.outcome = trouble.outcome(self.base_delay());
+    }
+
+    /// After a deleted endpoint's records are removed: zones we created that are now
+    /// empty (and linked by nobody else) are removed with our links.
+    async fn cleanup_zones(&self, mode: Mode, report: &mut Report, trouble: &mut Trouble) {
+        let Some(zones) = &self.zones else { return };
+        let emptied: BTreeSet<RecordKey> = report
+            .plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                DnsAction::Delete { previous } if self.dns.is_azure(&previous.key.zone) => {
+                    Some(RecordKey::new(&previous.key.zone, "@").in_replica(&previous.key.replica))
+                }
+                _ => None,
+            })
+            .collect();
+        let failed_writes = report.applied.iter().any(|a| a.error.is_some());
+        if failed_writes {
+            return;
+        }
+        for key in emptied {
+            let deleting: Vec<String> = report
+                .plan
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    DnsAction::Delete { previous }
+                        if previous.key.zone == key.zone && previous.key.replica == key.replica =>
+                    {
+                        Some(previous.key.name.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if let Some(z) = zones.cleanup(&key, mode == Mode::Apply, &deleting).await {
+                if let Some(e) = &z.error {
+                    trouble.add(e);
+                }
+                // The zone listing changed (or the zone went away).
+                self.zone_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&key.zone);
+                report.zones.push(z);
+            }
+        }
     }
 
     /// Read one record set, plan with `decide`, apply; on a lost race read and plan again.

@@ -32,7 +32,8 @@ tokio::task_local! {
 #[derive(Debug, Default)]
 pub struct DnsSnapshot {
     /// Zone -> (name -> set, whether a name missing from the listing is absent).
-    zones: HashMap<String, (HashMap<String, ARecordSet>, bool)>,
+    /// Keyed by the whole record key: a replicated zone lists each replica's copy.
+    zones: HashMap<String, (HashMap<RecordKey, ARecordSet>, bool)>,
     /// Keys whose listed copy must not be used any more (we wrote them).
     stale: Mutex<HashSet<RecordKey>>,
 }
@@ -42,7 +43,7 @@ impl DnsSnapshot {
     /// `complete` false (see `DnsProvider::listing_is_complete`) only the listed names
     /// are taken from it; a name it lacks is read from the backend.
     pub fn add_zone(&mut self, zone: &str, sets: Vec<ARecordSet>, complete: bool) {
-        let by_name = sets.into_iter().map(|s| (s.key.name.clone(), s)).collect();
+        let by_name = sets.into_iter().map(|s| (s.key.clone(), s)).collect();
         self.zones.insert(RecordKey::new(zone, "@").zone, (by_name, complete));
     }
 
@@ -68,7 +69,7 @@ impl DnsSnapshot {
         if self.stale.lock().unwrap_or_else(|p| p.into_inner()).contains(key) {
             return None;
         }
-        match sets.get(&key.name) {
+        match sets.get(key) {
             Some(set) => Some(Some(set.clone())),
             None if *complete => Some(None),
             None => None,

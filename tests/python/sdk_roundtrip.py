@@ -219,7 +219,61 @@ def main():
         check(False, "NIC deleted with the endpoint")
     except ResourceNotFoundError:
         check(True, "NIC deleted with the endpoint")
+    zones_and_links(pdns, hub)
     print("sdk roundtrip: all checks passed")
+
+
+def zones_and_links(pdns, hub):
+    """Zone and link writes as zone management does them (conditional create, owned tag,
+    registrationEnabled false, resolutionPolicy on a privatelink zone), read back through
+    the SDK's models and pollers; and the fake's refusals in the shapes the SDK raises."""
+    rg = hub["resource_group"]
+    zone_name = "privatelink.sdk-zones.example"
+    vnet = f"/subscriptions/{hub['subscription']}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/hub-vnet"
+    zone = pdns.private_zones.begin_create_or_update(
+        rg,
+        zone_name,
+        dns.PrivateZone(location="global", tags={"plautopilot-owned": "true"}),
+        match_condition=MatchConditions.IfMissing,
+    ).result()
+    check(isinstance(zone, dns.PrivateZone) and zone.tags == {"plautopilot-owned": "true"}, "zone create poller ends in a tagged PrivateZone")
+    link_in = dns.VirtualNetworkLink(
+        location="global",
+        tags={"plautopilot-owned": "true"},
+        virtual_network=dns.SubResource(id=vnet),
+        registration_enabled=False,
+        resolution_policy="NxDomainRedirect",
+    )
+    link = pdns.virtual_network_links.begin_create_or_update(
+        rg, zone_name, "plautopilot-hub", link_in, match_condition=MatchConditions.IfMissing
+    ).result()
+    check(isinstance(link, dns.VirtualNetworkLink), "link create poller ends in a VirtualNetworkLink")
+    check(link.virtual_network.id == vnet and link.registration_enabled is False, "link VNet and registrationEnabled read back")
+    check(link.resolution_policy == "NxDomainRedirect", f"resolutionPolicy read back ({link.resolution_policy})")
+    check(link.virtual_network_link_state == "Completed" and link.provisioning_state == "Succeeded", "link state Completed")
+    listed = list(pdns.virtual_network_links.list(rg, zone_name))
+    check([l.name for l in listed] == ["plautopilot-hub"], "virtual_network_links.list lists it")
+    got = pdns.private_zones.get(rg, zone_name)
+    check(got.number_of_virtual_network_links == 1, "zone counts its link")
+    try:
+        pdns.private_zones.begin_delete(rg, zone_name).result()
+        check(False, "a zone with a link is not deleted")
+    except HttpResponseError as e:
+        check(e.status_code == 409, f"a zone with a link is not deleted (409, {e.status_code})")
+    try:
+        pdns.virtual_network_links.begin_create_or_update(rg, zone_name, "second", link_in).result()
+        check(False, "a second link for the same VNet is refused")
+    except HttpResponseError as e:
+        check(e.status_code == 400, f"a second link for the same VNet is refused ({e.status_code})")
+    pdns.virtual_network_links.begin_delete(
+        rg, zone_name, "plautopilot-hub", etag=link.etag, match_condition=MatchConditions.IfNotModified
+    ).result()
+    pdns.private_zones.begin_delete(rg, zone_name).result()
+    try:
+        pdns.private_zones.get(rg, zone_name)
+        check(False, "empty zone deleted")
+    except ResourceNotFoundError:
+        check(True, "link and empty zone deleted through the pollers")
 
 
 if __name__ == "__main__":

@@ -38,16 +38,51 @@ const MAX_META_VALUE: usize = 256;
 pub struct ZoneLocation {
     pub subscription: String,
     pub resource_group: String,
+    /// VNets this copy is linked to when we manage its links (`[[dns.zones]] link_to`).
+    pub link_to: Option<Vec<String>>,
 }
 
-/// Zone name -> location, with the hub as the default.
+impl ZoneLocation {
+    pub fn new(subscription: &str, resource_group: &str) -> Self {
+        Self { subscription: subscription.to_owned(), resource_group: resource_group.to_owned(), link_to: None }
+    }
+    /// The replica id of this place: `subscription/resource-group`, lower case.
+    pub fn replica_id(&self) -> String {
+        format!("{}/{}", self.subscription, self.resource_group).to_ascii_lowercase()
+    }
+    /// The zone's ARM id in this place.
+    pub fn zone_id(&self, zone: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/privateDnsZones/{}",
+            self.subscription, self.resource_group, zone
+        )
+    }
+}
+
+/// Zone name -> location(s), with the hub as the default. A name configured in several
+/// places has replicas: every record goes to each of them.
 #[derive(Debug, Clone, Default)]
 pub struct ZoneDirectory {
+    /// The first (or only) place of each configured zone.
     pub zones: HashMap<String, ZoneLocation>,
+    /// Every place of the zones configured more than once.
+    pub replicas: HashMap<String, Vec<ZoneLocation>>,
     pub default: Option<ZoneLocation>,
 }
 
 impl ZoneDirectory {
+    /// Adds a configured place of `zone` (a second place makes it replicated).
+    pub fn add(&mut self, zone: &str, location: ZoneLocation) {
+        let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+        let first = self.zones.entry(zone.clone()).or_insert_with(|| location.clone()).clone();
+        if first != location {
+            let all = self.replicas.entry(zone).or_insert_with(|| vec![first]);
+            if !all.contains(&location) {
+                all.push(location);
+            }
+        }
+    }
+
     pub fn locate(&self, zone: &str) -> Result<&ZoneLocation, DnsError> {
         self.zones.get(&zone.to_ascii_lowercase()).or(self.default.as_ref()).ok_or_else(|| {
             DnsError::permanent(format!(
@@ -55,6 +90,25 @@ impl ZoneDirectory {
                  dns.default_subscription and dns.default_resource_group"
             ))
         })
+    }
+
+    /// Where the record set at `key` lives: its replica's place, or the zone's one place.
+    pub fn locate_key(&self, key: &RecordKey) -> Result<&ZoneLocation, DnsError> {
+        if key.replica.is_empty() {
+            return self.locate(&key.zone);
+        }
+        self.replicas.get(&key.zone).and_then(|all| all.iter().find(|l| l.replica_id() == key.replica)).ok_or_else(
+            || DnsError::permanent(format!("zone {} has no replica {} in [[dns.zones]]", key.zone, key.replica)),
+        )
+    }
+
+    /// The replica ids of `zone`: one per place when it has several, else `[""]` (its
+    /// one place, found by [`Self::locate`]).
+    pub fn replicas_of(&self, zone: &str) -> Vec<String> {
+        match self.replicas.get(zone) {
+            Some(all) if all.len() > 1 => all.iter().map(ZoneLocation::replica_id).collect(),
+            _ => vec![String::new()],
+        }
     }
 }
 
@@ -64,24 +118,43 @@ pub struct AzurePrivateDns {
     directory: ZoneDirectory,
     /// What the last zone discovery skipped (zone, reason).
     skipped: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// List the default resource group even when zones are named (zone management).
+    list_default_too: bool,
 }
 
 impl AzurePrivateDns {
     pub fn new(arm: ArmClient, directory: ZoneDirectory) -> Self {
-        Self { arm, directory, skipped: Default::default() }
+        Self { arm, directory, skipped: Default::default(), list_default_too: false }
     }
 
     fn zone_path(&self, zone: &str) -> Result<String, DnsError> {
-        let loc = self.directory.locate(zone)?;
-        Ok(format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/privateDnsZones/{}",
-            loc.subscription, loc.resource_group, zone
-        ))
+        Ok(self.directory.locate(zone)?.zone_id(zone))
     }
 
     fn record_path(&self, key: &RecordKey) -> Result<String, DnsError> {
         // `*` and `@` go into the path literally (x-ms-skip-url-encoding in the spec).
-        Ok(format!("{}/A/{}", self.zone_path(&key.zone)?, key.name))
+        Ok(format!("{}/A/{}", self.directory.locate_key(key)?.zone_id(&key.zone), key.name))
+    }
+
+    /// Where zones are, as configured.
+    pub fn directory(&self) -> &ZoneDirectory {
+        &self.directory
+    }
+
+    /// Lists one place of `zone`; records carry `replica`.
+    async fn list_place(&self, zone: &str, replica: &str) -> Result<Vec<ARecordSet>, DnsError> {
+        let key = RecordKey::new(zone, "@").in_replica(replica);
+        let path = format!("{}/A", self.directory.locate_key(&key)?.zone_id(zone));
+        let items =
+            self.arm.list_all(&path, PRIVATE_DNS_API).await.map_err(|e| map_err(e, &format!("listing zone {zone}")))?;
+        Ok(items
+            .iter()
+            .filter_map(|rs| parse_record_set(zone, rs))
+            .map(|mut s| {
+                s.key = s.key.in_replica(replica);
+                s
+            })
+            .collect())
     }
 
     /// Every Azure zone worth scanning for a deleted endpoint's records (and for the
@@ -98,8 +171,26 @@ impl AzurePrivateDns {
     /// `privateDnsZones/read` there; a refusal then names the setting that avoids it.
     pub async fn discover_zones(&self) -> Result<Vec<String>, DnsError> {
         if !self.directory.zones.is_empty() {
-            return self.read_configured_zones().await;
+            let mut zones = self.read_configured_zones().await?;
+            if self.list_default_too {
+                zones.extend(self.list_default_zones().await?);
+                zones.sort();
+                zones.dedup();
+            }
+            return Ok(zones);
         }
+        self.list_default_zones().await
+    }
+
+    /// With zone management on, zones are also created in the default place, which must
+    /// then be listed besides the configured ones (zone management holds the role there).
+    pub fn with_default_listing(mut self) -> Self {
+        self.list_default_too = true;
+        self
+    }
+
+    /// The zones of the default resource group.
+    async fn list_default_zones(&self) -> Result<Vec<String>, DnsError> {
         let Some(loc) = &self.directory.default else {
             return Ok(Vec::new());
         };
@@ -153,13 +244,19 @@ impl AzurePrivateDns {
     }
 }
 
-fn map_err(e: ArmError, what: &str) -> DnsError {
+pub(crate) fn map_err(e: ArmError, what: &str) -> DnsError {
     let kind = match e.status() {
         Some(412) => DnsErrorKind::PreconditionFailed,
         _ if e.is_transient() => DnsErrorKind::Transient,
         _ => DnsErrorKind::Permanent,
     };
-    DnsError { kind, message: format!("{what}: {e}"), retry_after: e.retry_after() }
+    let hint = if e.code() == Some("ParentResourceNotFound") {
+        " (the private DNS zone does not exist there: create it and link it to the VNets that must resolve it, \
+         name where it is in [[dns.zones]], or set dns.zone_management = \"create\")"
+    } else {
+        ""
+    };
+    DnsError { kind, message: format!("{what}: {e}{hint}"), retry_after: e.retry_after() }
 }
 
 /// FNV-1a: a stable, dependency-free hash for metadata keys (std's hasher is not
@@ -287,11 +384,25 @@ impl DnsProvider for AzurePrivateDns {
         }
     }
 
+    /// Every replica of a replicated zone is listed (its sets carry their replica); one
+    /// that cannot be read (403/404) is skipped with a warning, so the others still get
+    /// cleaned up.
     async fn list(&self, zone: &str) -> Result<Vec<ARecordSet>, DnsError> {
-        let path = format!("{}/A", self.zone_path(zone)?);
-        let items =
-            self.arm.list_all(&path, PRIVATE_DNS_API).await.map_err(|e| map_err(e, &format!("listing zone {zone}")))?;
-        Ok(items.iter().filter_map(|rs| parse_record_set(zone, rs)).collect())
+        let replicas = self.directory.replicas_of(zone);
+        if replicas.len() == 1 {
+            return self.list_place(zone, &replicas[0]).await;
+        }
+        let mut out = Vec::new();
+        for replica in replicas {
+            match self.list_place(zone, &replica).await {
+                Ok(sets) => out.extend(sets),
+                Err(e) if e.kind == DnsErrorKind::Permanent => {
+                    tracing::warn!(zone, replica, error = %e, "replica skipped: it cannot be listed");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     async fn create(&self, set: &ARecordSet) -> Result<(), DnsError> {

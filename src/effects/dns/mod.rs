@@ -19,6 +19,7 @@ use std::time::Duration;
 pub mod azure;
 pub mod rfc2136;
 pub mod router;
+pub mod zones;
 
 pub use router::DnsRouter;
 
@@ -29,12 +30,18 @@ pub const MANAGED_BY: &str = "pl-autopilot";
 /// bound everywhere so a plan behaves the same on every backend.
 pub const MAX_RECORDS_PER_SET: usize = 20;
 
-/// A record set's address: a zone and a name relative to it.
-/// Both are lower-case, without trailing dots; the apex is `@`, a wildcard `*`.
+/// A record set's address: a zone and a name relative to it, and which copy of the zone
+/// when one name lives in several places (replicas: DR hubs, per-VNet copies).
+/// Zone and name are lower-case, without trailing dots; the apex is `@`, a wildcard `*`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct RecordKey {
     pub zone: String,
     pub name: String,
+    /// The replica (`subscription/resource-group`, lower case) of a zone configured in
+    /// several places; empty for a zone that lives in one place. Each replica holds its
+    /// own record, with its own ownership and conflicts.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replica: String,
 }
 
 impl RecordKey {
@@ -42,7 +49,15 @@ impl RecordKey {
         let zone = zone.trim_end_matches('.').to_ascii_lowercase();
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         let name = if name.is_empty() { "@".to_string() } else { name };
-        Self { zone, name }
+        Self { zone, name, replica: String::new() }
+    }
+    /// The same name in one replica of its zone.
+    pub fn in_replica(&self, replica: &str) -> Self {
+        Self { replica: replica.to_ascii_lowercase(), ..self.clone() }
+    }
+    /// `fqdn` plus the replica, when there is one: how plan and status name a record.
+    pub fn label(&self) -> String {
+        if self.replica.is_empty() { self.fqdn() } else { format!("{} [{}]", self.fqdn(), self.replica) }
     }
     /// Fully-qualified name without trailing dot.
     pub fn fqdn(&self) -> String {
@@ -52,7 +67,11 @@ impl RecordKey {
 
 impl fmt::Display for RecordKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (zone {})", self.fqdn(), self.zone)
+        if self.replica.is_empty() {
+            write!(f, "{} (zone {})", self.fqdn(), self.zone)
+        } else {
+            write!(f, "{} (zone {} in {})", self.fqdn(), self.zone, self.replica)
+        }
     }
 }
 

@@ -49,6 +49,25 @@ impl DnsRouter {
         Ok(zones.into_iter().collect())
     }
 
+    /// The replicas of `zone` (see `ZoneDirectory::replicas_of`): `[""]` unless it is an
+    /// Azure zone configured in several places.
+    pub fn replicas_of(&self, zone: &str) -> Vec<String> {
+        match (&self.azure, self.by_zone.contains_key(zone)) {
+            (Some(a), false) => a.directory().replicas_of(zone),
+            _ => vec![String::new()],
+        }
+    }
+
+    /// The Azure Private DNS backend, if configured.
+    pub fn azure(&self) -> Option<&Arc<AzurePrivateDns>> {
+        self.azure.as_ref()
+    }
+
+    /// Whether `zone` is served by Azure Private DNS (zones and links can be managed).
+    pub fn is_azure(&self, zone: &str) -> bool {
+        self.azure.is_some() && !self.by_zone.contains_key(zone)
+    }
+
     /// Azure zones the last discovery skipped, with the reason.
     pub fn skipped_zones(&self) -> Vec<(String, String)> {
         self.azure.as_ref().map(|a| a.skipped_zones()).unwrap_or_default()

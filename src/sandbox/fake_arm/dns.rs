@@ -15,6 +15,21 @@
 //!   marks both `readOnly`) is refused with 400 `InvalidRequestContent`. ARM's guidance
 //!   lets a provider ignore read-only input; the fake is stricter on purpose, so a client
 //!   that echoes a GET back as its PUT (and so would also send a stale view) is caught.
+//! * zones keep the `tags` of their PUT; `If-None-Match: *` / `If-Match` apply to zone
+//!   and link writes as to record sets;
+//! * virtual network links (`…/virtualNetworkLinks/{name}`, long-running like zones):
+//!   `properties.virtualNetwork.id` is required; linking a VNet that is already linked to
+//!   another zone *of the same name* is refused with 400 `BadRequest` "A virtual network
+//!   cannot be linked to multiple zones with overlapping namespaces. …" (the wording public
+//!   deployment reports quote); a second link between one zone and one VNet is refused too
+//!   (the docs: "You can create only one link between a private DNS zone and a virtual
+//!   network"; the fake's code and wording). `resolutionPolicy` (`Default` |
+//!   `NxDomainRedirect`) exists from 2024-06-01 and applies to privatelink zones only, so
+//!   it is refused at older versions and on other zones (the fake's wording). With RBAC on,
+//!   a link also needs `Microsoft.Network/virtualNetworks/join/action` on the VNet, as in
+//!   Azure;
+//! * a zone that still holds record sets other than SOA/NS, or virtual network links, is
+//!   not deleted: 409 `Conflict` (the fake's wording; stricter than a portal delete).
 
 use std::net::Ipv4Addr;
 
@@ -73,13 +88,17 @@ pub fn zone_id(subscription: &str, resource_group: &str, zone: &str) -> String {
 }
 
 fn zone_body(id: &str, name: &str) -> Value {
+    zone_body_tagged(id, name, json!({}))
+}
+
+fn zone_body_tagged(id: &str, name: &str, tags: Value) -> Value {
     json!({
         "id": id,
         "name": name,
         "type": "Microsoft.Network/privateDnsZones",
         "etag": new_guid(),
         "location": "global",
-        "tags": {},
+        "tags": tags,
         "properties": {
             "maxNumberOfRecordSets": 25000,
             "numberOfRecordSets": 1,
@@ -150,6 +169,32 @@ impl FakeArm {
         store_record(&mut self.shared().world(), zone_id, name, ttl.into(), &ips, metadata);
     }
 
+    /// Adds a virtual network link as someone else would (no ownership tag unless `tags`
+    /// says so). Returns its id.
+    pub fn add_link(
+        &self,
+        zone_id: &str,
+        name: &str,
+        vnet: &str,
+        resolution_policy: Option<&str>,
+        tags: Value,
+    ) -> String {
+        let mut w = self.shared().world();
+        let zone = w.get(zone_id).and_then(|z| z["id"].as_str()).unwrap_or(zone_id).to_owned();
+        let id = format!("{zone}/virtualNetworkLinks/{name}");
+        let mut props = json!({"virtualNetwork": {"id": vnet}, "registrationEnabled": false});
+        if let Some(p) = resolution_policy {
+            props["resolutionPolicy"] = json!(p);
+        }
+        w.put(link_body(&id, name, tags, props));
+        id
+    }
+
+    /// The virtual network links of a zone, in id order.
+    pub fn links(&self, zone_id: &str) -> Vec<Value> {
+        self.shared().world().children(zone_id, "virtualNetworkLinks")
+    }
+
     /// One record set, if present.
     pub fn record(&self, zone_id: &str, name: &str) -> Option<RecordView> {
         let w = self.shared().world();
@@ -196,6 +241,15 @@ pub(super) fn route(shared: &Shared, call: &Call<'_>, s: &[&str]) -> Answer {
         [_zone] => zone_op(shared, call, s),
         [_zone, kind] if get && (*kind == "a" || *kind == "all") => list_records(shared, call),
         [_zone, "a", _name] => record_op(shared, call),
+        [_zone, "virtualnetworklinks"] if get => {
+            let zone_path = call.path.rsplit_once('/').map(|(z, _)| z).unwrap_or_default();
+            if shared.world().get(zone_path).is_none() {
+                return parent_missing(zone_path);
+            }
+            let items = shared.world().children(zone_path, "virtualNetworkLinks");
+            page(shared, call, items)
+        }
+        [_zone, "virtualnetworklinks", _name] => link_op(shared, call, s),
         [_zone, _kind, _name] => Answer::error(400, "UnsupportedBySandbox", "The sandbox models A record sets only."),
         _ => Answer::error(
             404,
@@ -210,6 +264,7 @@ fn zone_with_counts(shared: &Shared, zone: &Value) -> Value {
     let id = zone["id"].as_str().unwrap_or_default();
     let n = shared.world().children(id, "A").len() + 1; // + the SOA every zone has
     z["properties"]["numberOfRecordSets"] = json!(n);
+    z["properties"]["numberOfVirtualNetworkLinks"] = json!(shared.world().children(id, "virtualNetworkLinks").len());
     z
 }
 
@@ -224,8 +279,27 @@ fn zone_op(shared: &Shared, call: &Call<'_>, s: &[&str]) -> Answer {
             if existing.is_some() && call.header("if-none-match") == Some("*") {
                 return precondition("*", "If-None-Match", "an existing zone");
             }
+            if let Some(a) = if_match(call, existing.as_ref()) {
+                return a;
+            }
+            let body = if call.body.is_empty() {
+                json!({})
+            } else {
+                match call.json_body() {
+                    Ok(b) => b,
+                    Err(a) => return a,
+                }
+            };
+            if let Some(l) = body["location"].as_str().filter(|l| !l.eq_ignore_ascii_case("global")) {
+                return Answer::error(
+                    400,
+                    "BadRequest",
+                    format!("The location '{l}' is not valid for a private DNS zone; use 'global'."),
+                );
+            }
             let name = call.path.rsplit('/').next().unwrap_or_default().to_ascii_lowercase();
-            let body = zone_body(call.path, &name);
+            let tags = body.get("tags").cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
+            let body = zone_body_tagged(call.path, &name, tags);
             shared.world().put(body.clone());
             let mut a = Answer::empty(202);
             a.headers = dns_operation(shared, s[1], s[3], Some(body));
@@ -235,11 +309,21 @@ fn zone_op(shared: &Shared, call: &Call<'_>, s: &[&str]) -> Answer {
             if existing.is_none() {
                 return Answer::empty(204);
             }
+            if let Some(a) = if_match(call, existing.as_ref()) {
+                return a;
+            }
             let mut w = shared.world();
-            for r in w.children(call.path, "A") {
-                if let Some(id) = r["id"].as_str() {
-                    w.remove(id);
-                }
+            let records = w.children(call.path, "A").len();
+            let links = w.children(call.path, "virtualNetworkLinks").len();
+            if records > 0 || links > 0 {
+                return Answer::error(
+                    409,
+                    "Conflict",
+                    format!(
+                        "The private DNS zone cannot be deleted: it holds {records} record set(s) besides SOA/NS and \
+                         {links} virtual network link(s). Delete them first."
+                    ),
+                );
             }
             w.remove(call.path);
             drop(w);
@@ -275,6 +359,162 @@ fn list_records(shared: &Shared, call: &Call<'_>) -> Answer {
         .filter(|r| suffix.as_ref().is_none_or(|sfx| r["name"].as_str().is_some_and(|n| n.ends_with(sfx.as_str()))))
         .collect();
     page(shared, call, items)
+}
+
+/// `If-Match` against a zone's or link's current ETag (`None` = satisfied or absent).
+fn if_match(call: &Call<'_>, existing: Option<&Value>) -> Option<Answer> {
+    let m = call.header("if-match")?;
+    let current = existing.and_then(|e| e["etag"].as_str());
+    match current {
+        Some(cur) if m == "*" || m.trim_matches('"') == cur => None,
+        _ => Some(precondition(m, "If-Match", current.unwrap_or("(none)"))),
+    }
+}
+
+fn link_body(id: &str, name: &str, tags: Value, mut props: Value) -> Value {
+    props["virtualNetworkLinkState"] = json!("Completed");
+    props["provisioningState"] = json!("Succeeded");
+    json!({
+        "id": id,
+        "name": name,
+        "type": "Microsoft.Network/privateDnsZones/virtualNetworkLinks",
+        "etag": new_guid(),
+        "location": "global",
+        "tags": tags,
+        "properties": props
+    })
+}
+
+/// `…/privateDnsZones/{zone}/virtualNetworkLinks/{name}`.
+fn link_op(shared: &Shared, call: &Call<'_>, s: &[&str]) -> Answer {
+    let zone_path = call.path.rsplitn(3, '/').nth(2).unwrap_or_default().to_owned();
+    let zone_name = zone_path.rsplit('/').next().unwrap_or_default().to_ascii_lowercase();
+    let name = call.path.rsplit('/').next().unwrap_or_default().to_owned();
+    let existing = shared.world().get(call.path).cloned();
+    match *call.method {
+        Method::GET => match existing {
+            Some(l) => Answer::json(200, l),
+            None => Answer::not_found(call.path),
+        },
+        Method::DELETE => {
+            if existing.is_none() {
+                return Answer::empty(204);
+            }
+            if let Some(a) = if_match(call, existing.as_ref()) {
+                return a;
+            }
+            shared.world().remove(call.path);
+            let mut a = Answer::empty(202);
+            a.headers = dns_operation(shared, s[1], s[3], None);
+            a
+        }
+        Method::PUT => {
+            if shared.world().get(&zone_path).is_none() {
+                return parent_missing(&zone_path);
+            }
+            if existing.is_some() && call.header("if-none-match") == Some("*") {
+                return precondition("*", "If-None-Match", "an existing link");
+            }
+            if let Some(a) = if_match(call, existing.as_ref()) {
+                return a;
+            }
+            let body = match call.json_body() {
+                Ok(b) => b,
+                Err(a) => return a,
+            };
+            let props = &body["properties"];
+            let Some(vnet) = props.pointer("/virtualNetwork/id").and_then(Value::as_str).map(str::to_owned) else {
+                return Answer::error(
+                    400,
+                    "BadRequest",
+                    "The virtual network link needs properties.virtualNetwork.id.",
+                );
+            };
+            if let Some(policy) = props.get("resolutionPolicy") {
+                let api = call.query.get("api-version").map(String::as_str).unwrap_or_default();
+                if api < "2024-06-01" {
+                    return Answer::error(
+                        400,
+                        "InvalidRequestContent",
+                        format!("The property 'properties.resolutionPolicy' is not supported at api-version '{api}'."),
+                    );
+                }
+                if !matches!(policy.as_str(), Some("Default" | "NxDomainRedirect")) {
+                    return Answer::error(400, "BadRequest", format!("The resolution policy {policy} is not valid."));
+                }
+                if !zone_name.starts_with("privatelink.") {
+                    return Answer::error(
+                        400,
+                        "BadRequest",
+                        format!(
+                            "A resolution policy can only be set on links to privatelink zones, not '{zone_name}'."
+                        ),
+                    );
+                }
+            }
+            let mut w = shared.world();
+            if let Some(grants) = w.grants.clone()
+                && !grants.allows("Microsoft.Network/virtualNetworks/join/action", &vnet)
+            {
+                let action = "Microsoft.Network/virtualNetworks/join/action";
+                w.denials.push(super::rbac::Denial {
+                    method: call.method.to_string(),
+                    path: call.path.to_owned(),
+                    action: action.into(),
+                    scope: vnet.clone(),
+                });
+                return super::rbac::authorization_failed(&grants.client_id, &grants.object_id, action, &vnet);
+            }
+            let vnet_lower = vnet.to_ascii_lowercase();
+            let own_id = call.path.to_ascii_lowercase();
+            let clash = w.resources.iter().find_map(|(k, st)| {
+                let (zone_key, _) = k.split_once("/virtualnetworklinks/")?;
+                let same_vnet = st
+                    .body
+                    .pointer("/properties/virtualNetwork/id")
+                    .and_then(Value::as_str)?
+                    .eq_ignore_ascii_case(&vnet_lower);
+                (same_vnet && *k != own_id && zone_key.rsplit('/').next() == Some(zone_name.as_str()))
+                    .then(|| zone_key.to_owned())
+            });
+            if let Some(other_zone) = clash {
+                if other_zone == zone_path.to_ascii_lowercase() {
+                    return Answer::error(
+                        400,
+                        "BadRequest",
+                        format!(
+                            "The virtual network '{vnet}' is already linked to the private DNS zone '{zone_name}'; only one link between a zone and a virtual network is allowed."
+                        ),
+                    );
+                }
+                return Answer::error(
+                    400,
+                    "BadRequest",
+                    format!(
+                        "A virtual network cannot be linked to multiple zones with overlapping namespaces. You tried to \
+                         link virtual network with '{zone_name}' and '{zone_name}' zones."
+                    ),
+                );
+            }
+            let zone_canonical = w.get(&zone_path).and_then(|z| z["id"].as_str()).unwrap_or(&zone_path).to_owned();
+            let id = format!("{zone_canonical}/virtualNetworkLinks/{name}");
+            let tags = body.get("tags").cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
+            let mut stored_props = json!({
+                "virtualNetwork": {"id": vnet},
+                "registrationEnabled": props["registrationEnabled"].as_bool().unwrap_or(false),
+            });
+            if let Some(p) = props.get("resolutionPolicy") {
+                stored_props["resolutionPolicy"] = p.clone();
+            }
+            let stored = link_body(&id, &name, tags, stored_props);
+            w.put(stored.clone());
+            drop(w);
+            let mut a = Answer::empty(202);
+            a.headers = dns_operation(shared, s[1], s[3], Some(stored));
+            a
+        }
+        _ => Answer::error(405, "MethodNotAllowed", "The requested method is not allowed on a virtual network link."),
+    }
 }
 
 fn precondition(expected: &str, header: &str, current: &str) -> Answer {

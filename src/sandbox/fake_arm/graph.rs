@@ -36,6 +36,10 @@
 //!   case the sweep must survive by re-reading ARM before it deletes anything.
 //!
 //! The fake has a single principal (its one accepted token), hence a single quota window.
+//!
+//! One more query shape is answered: a query whose type literal is
+//! `microsoft.network/privatednszones` lists private DNS zones instead (zone management's
+//! search for same-named zones), filtered by the `name =~ '…'` literal when there is one.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -47,6 +51,7 @@ use serde_json::{Value, json};
 use super::{Answer, Call, FakeArm, Shared, World};
 
 const PE_TYPE: &str = "microsoft.network/privateendpoints";
+const ZONE_TYPE: &str = "microsoft.network/privatednszones";
 const NIC_TYPE: &str = "microsoft.network/networkinterfaces";
 /// Page size when neither `$top` nor the skip token says otherwise (the service's default).
 const DEFAULT_TOP: u64 = 100;
@@ -180,6 +185,8 @@ struct Query {
     with_nic_ips: bool,
     /// Columns of the query's last `| project` (lower case).
     projected: Vec<String>,
+    /// `Some(name filter)` for a private DNS zone query (`None` inside = every zone).
+    zones: Option<Option<String>>,
     offset: u64,
     top: u64,
 }
@@ -275,6 +282,7 @@ impl Query {
             subscriptions,
             with_nic_ips: query.to_ascii_lowercase().contains("nicipconfigs"),
             projected: last_projection(query),
+            zones: zone_query(query),
             offset,
             top: top.or(token_top).unwrap_or(DEFAULT_TOP),
         })
@@ -285,6 +293,18 @@ impl Query {
         // Lower-cased id -> the endpoint's JSON; live endpoints win over remembered ones
         // (deleted and re-created within the lag).
         let mut endpoints: BTreeMap<String, &Value> = BTreeMap::new();
+        if let Some(name) = &self.zones {
+            for sub in &self.subscriptions {
+                let prefix = format!("/subscriptions/{sub}/");
+                for (k, s) in w.resources.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+                    let named = name.as_ref().is_none_or(|n| k.rsplit('/').next() == Some(n.as_str()));
+                    if is_type(k, ZONE_TYPE) && named {
+                        endpoints.insert(k.clone(), &s.body);
+                    }
+                }
+            }
+            return self.page(w, endpoints);
+        }
         for r in &w.graph.removed {
             if is_type(&r.key, PE_TYPE) && self.in_scope(&r.key) {
                 endpoints.insert(r.key.clone(), &r.body);
@@ -298,6 +318,10 @@ impl Query {
                 }
             }
         }
+        self.page(w, endpoints)
+    }
+
+    fn page(&self, w: &World, endpoints: BTreeMap<String, &Value>) -> Answer {
         let total = endpoints.len() as u64;
         let offset = usize::try_from(self.offset).unwrap_or(usize::MAX);
         let top = usize::try_from(self.top).unwrap_or(usize::MAX);
@@ -329,7 +353,7 @@ impl Query {
                 row[column] = pe.get(column).cloned().unwrap_or(Value::Null);
             }
         }
-        if self.with_nic_ips {
+        if self.with_nic_ips && self.zones.is_none() {
             // The query joins the first NIC on its lower-cased id; no NIC (or one that is
             // already gone from the index) gives null, as a leftouter join does.
             let nic = pe
@@ -342,6 +366,16 @@ impl Query {
         }
         row
     }
+}
+
+/// For a query over private DNS zones: `Some(the lower-cased `name =~ '…'` literal, if any)`.
+fn zone_query(query: &str) -> Option<Option<String>> {
+    let lower = query.to_ascii_lowercase();
+    if !lower.contains(&format!("'{ZONE_TYPE}'")) {
+        return None;
+    }
+    let name = lower.split_once("name =~ '").and_then(|(_, rest)| rest.split_once('\'')).map(|(n, _)| n.to_owned());
+    Some(name)
 }
 
 /// Resource Graph's documented tables (lower case; table names are case-insensitive).

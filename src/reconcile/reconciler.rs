@@ -86,6 +86,27 @@ pub struct Report {
     pub dry_run: bool,
 }
 
+impl Report {
+    /// An empty report for `endpoint`: nothing read, nothing planned, converged.
+    pub fn new(endpoint: &str, dry_run: bool) -> Self {
+        Self {
+            endpoint: endpoint.to_owned(),
+            exists: None,
+            provisioning_state: None,
+            target: None,
+            vendor: None,
+            plan: Plan { endpoint: endpoint.to_owned(), ..Default::default() },
+            applied: vec![],
+            approvals: vec![],
+            vendors: vec![],
+            marks: None,
+            zones: vec![],
+            outcome: Outcome::Done,
+            dry_run,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Reconciler {
     arm: ArmClient,
@@ -367,20 +388,7 @@ impl Reconciler {
     fn refused_report(&self, id: &ResourceId, refused: &Refused) -> Report {
         let outcome = Self::refused_outcome(refused);
         self.count_outcome(&outcome);
-        Report {
-            endpoint: id.to_string(),
-            exists: None,
-            provisioning_state: None,
-            target: None,
-            vendor: None,
-            plan: Plan { endpoint: id.to_string(), ..Default::default() },
-            applied: vec![],
-            approvals: vec![],
-            vendors: vec![],
-            marks: None,
-            outcome,
-            dry_run: false,
-        }
+        Report { outcome, ..Report::new(&id.to_string(), false) }
     }
 
     fn refused_outcome(refused: &Refused) -> Outcome {
@@ -390,21 +398,7 @@ impl Reconciler {
 
     async fn reconcile_locked(&self, id: &ResourceId, mode: Mode) -> Report {
         Stats::inc(&self.stats.reconciles);
-        let mut report = Report {
-            endpoint: id.to_string(),
-            exists: None,
-            provisioning_state: None,
-            target: None,
-            vendor: None,
-            plan: Plan { endpoint: id.to_string(), ..Default::default() },
-            applied: vec![],
-            approvals: vec![],
-            vendors: vec![],
-            marks: None,
-            zones: vec![],
-            outcome: Outcome::Done,
-            dry_run: mode == Mode::DryRun,
-        };
+        let mut report = Report::new(&id.to_string(), mode == Mode::DryRun);
         let state = match read_endpoint(&self.arm, id).await {
             Ok(s) => s,
             Err(e) => {
@@ -506,19 +500,9 @@ impl Reconciler {
             return None;
         }
         let mut report = Report {
-            endpoint: pe.id.to_string(),
             exists: Some(true),
             provisioning_state: Some(pe.provisioning_state.clone()),
-            target: None,
-            vendor: None,
-            plan: Plan { endpoint: pe.id.to_string(), ..Default::default() },
-            applied: vec![],
-            approvals: vec![],
-            vendors: vec![],
-            marks: None,
-            zones: vec![],
-            outcome: Outcome::Done,
-            dry_run: true,
+            ..Report::new(&pe.id.to_string(), true)
         };
         self.reconcile_present_with(pe, Mode::DryRun, &mut report, false).await;
         let marks_due = report.marks.as_ref().is_some_and(|m| m.changed);
@@ -797,19 +781,11 @@ impl Reconciler {
         }
         let desired = self.desired(&pe).await;
         let mut report = Report {
-            endpoint: id.to_string(),
             exists: Some(true),
             provisioning_state: Some(pe.provisioning_state.clone()),
             target: desired.target_id.clone(),
             vendor: desired.vendor.clone(),
-            plan: Plan { endpoint: id.to_string(), ..Default::default() },
-            applied: vec![],
-            approvals: vec![],
-            vendors: vec![],
-            marks: None,
-            zones: vec![],
-            outcome: Outcome::Done,
-            dry_run: false,
+            ..Report::new(&id.to_string(), false)
         };
         if let (Some(v), Some(sync)) = (&desired.vendor, &self.vendors) {
             report.vendors.push(sync.plan_present(v, &pe));

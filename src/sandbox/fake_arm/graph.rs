@@ -45,7 +45,8 @@
 //!   `connectionName`, `endpointId`, `description`). The embedded array is built from the
 //!   connections the fake stores as children, so a connection whose endpoint lives in a
 //!   tenant the fake will not let us read ([`FakeArm::add_foreign_connection`]) is listed
-//!   like any other;
+//!   like any other. Like the service, it lists only resources the caller may read: under
+//!   [`super::rbac`] grants, a resource without `<type>/read` is silently left out;
 //! * **`resourcechanges`** (a query on that table, `changeTime > todatetime('…')`): the
 //!   change records ARM writes for private endpoints (create, update, delete), with the
 //!   documented shape (`properties.targetResourceId`, `targetResourceType`, `changeType`,
@@ -434,6 +435,14 @@ impl Query {
             for (k, s) in w.resources.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
                 let rtype = s.body.get("type").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
                 if !types.contains(&rtype) || !types.iter().any(|t| is_type(k, t)) {
+                    continue;
+                }
+                // Resource Graph lists only what the caller may read.
+                let readable = w.grants.as_ref().is_none_or(|g| {
+                    let rtype = s.body.get("type").and_then(Value::as_str).unwrap_or_default();
+                    g.allows(&format!("{rtype}/read"), k)
+                });
+                if !readable {
                     continue;
                 }
                 let id = s.body.get("id").cloned().unwrap_or(Value::Null);

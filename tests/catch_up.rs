@@ -75,7 +75,7 @@ fn completed(path: &std::path::Path) -> Vec<Value> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["type"] == "com.privatelinkautopilot.catchup.completed")
+        .filter(|e| e["type"] == "com.privatelinkautopilot.sweep.catch_up_completed")
         .collect()
 }
 
@@ -160,6 +160,34 @@ async fn a_failed_read_keeps_the_watermark() {
 
     // Recovered: the next run reads the same window and catches the endpoint.
     e.sb.arm.clear_faults();
+    let out = run(&e.sb).await.unwrap();
+    assert_eq!(out["endpoints_queued"], 1, "{out}");
+}
+
+#[tokio::test]
+async fn our_own_mark_writes_do_not_queue_the_endpoint_again() {
+    use private_link_autopilot::arm::ArmRequest;
+    use private_link_autopilot::arm::client::Method;
+    let e = env(0).await;
+    let (id, _) = e.sb.create(&kusto_pe("adx-marked", "adxmarked")).await;
+    // Everything so far is older than the window.
+    e.sb.arm.backdate_changes(Duration::from_secs(7200));
+    set_watermark(&e.sb, now_unix() - 3600).await;
+    let tag = |name: &str| {
+        ArmRequest::new(
+            Method::Patch,
+            format!("{id}/providers/Microsoft.Resources/tags/default"),
+            private_link_autopilot::effects::marks::TAGS_API,
+        )
+        .body(serde_json::json!({"operation": "Merge", "properties": {"tags": {name: "x"}}}))
+    };
+    // A tag under our mark prefix: the product's own write.
+    e.sb.app.arm.send_and_wait(tag("plautopilot-note")).await.unwrap();
+    let out = run(&e.sb).await.unwrap();
+    assert!(out["changes"].as_u64().unwrap() >= 1, "{out}");
+    assert_eq!(out["endpoints_queued"], 0, "{out}");
+    // Someone else's tag is a change like any other.
+    e.sb.app.arm.send_and_wait(tag("owner")).await.unwrap();
     let out = run(&e.sb).await.unwrap();
     assert_eq!(out["endpoints_queued"], 1, "{out}");
 }

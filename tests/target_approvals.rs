@@ -124,7 +124,7 @@ async fn a_managed_endpoint_in_a_tenant_we_cannot_read_is_approved_by_its_subscr
     assert_eq!(approved.len(), 1);
     assert_eq!(approved[0]["subject"], pe.as_str());
     assert_eq!(approved[0]["data"]["connection"], name.as_str());
-    assert_eq!(audit_events(&e.audit, "catchup.completed").len(), 1);
+    assert_eq!(audit_events(&e.audit, "sweep.catch_up_completed").len(), 1);
 
     // A second run finds nothing Pending and writes nothing.
     e.sb.arm.clear_log();

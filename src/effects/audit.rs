@@ -208,7 +208,7 @@ event_catalog! {
         subject: "the private endpoint's ARM id (the message's correlation id for an unreadable message)",
         data: &[("work", "`reconcile` or `recheck` (`null` if unreadable)"), ("vendor", "`null`"), ("reason", "the dead-letter reason")],
     },
-    CatchUpCompleted = "catchup.completed" {
+    CatchUpCompleted = "sweep.catch_up_completed" {
         when: "a `CatchUp` run finished (target-side approvals, then the `resourcechanges` catch-up)",
         subject: "`catchup`",
         data: &[

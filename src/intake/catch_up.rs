@@ -102,7 +102,7 @@ pub async fn catch_up(State(app): State<Arc<App>>, body: Bytes) -> Response {
         data["from"] = json!(watermark.map(catch_up::rfc3339));
         match catch_up::window(watermark, now) {
             Window::Since(since) => {
-                let (changes, ids) = catch_up::read_changes(&app.arm, subscriptions, since)
+                let (changes, ids) = catch_up::read_changes(&app.arm, subscriptions, since, &app.config.marks.prefix)
                     .await
                     .map_err(|e| fail(&mut data, format!("reading resourcechanges: {e}")))?;
                 let messages: Vec<_> = ids

@@ -100,7 +100,7 @@ targetResourceType = tostring(properties.targetResourceType) \
 | where changeTime > todatetime('{}') \
 | where targetResourceType =~ 'microsoft.network/privateendpoints' \
 | project id, targetResourceId = tostring(properties.targetResourceId), \
-changeType = tostring(properties.changeType), changeTime \
+changeType = tostring(properties.changeType), changeTime, changes = properties.changes \
 | order by id asc",
         rfc3339(since)
     )
@@ -113,11 +113,28 @@ pub struct Change {
     pub change_type: String,
 }
 
-/// The changes after `since` in `subscriptions`, and the distinct endpoints they name.
+/// Whether a change only touched our own marks (`tags.<mark prefix>*`): the product's
+/// own tag writes, which need no reconcile. Anything else, or a change without a readable
+/// `changes` bag, counts.
+pub fn only_our_marks(row: &Value, mark_prefix: &str) -> bool {
+    if !row.get("changeType").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("Update")) {
+        return false;
+    }
+    let Some(changes) = row.get("changes").and_then(Value::as_object).filter(|c| !c.is_empty()) else {
+        return false;
+    };
+    let ours = format!("tags.{}", mark_prefix.to_ascii_lowercase());
+    !mark_prefix.is_empty() && changes.keys().all(|k| k.to_ascii_lowercase().starts_with(&ours))
+}
+
+/// The changes after `since` in `subscriptions` (counted), and the distinct endpoints they
+/// name, leaving out updates that only touched our own marks (`mark_prefix` tags): without
+/// that, every mark written would queue its endpoint again on the next run.
 pub async fn read_changes(
     arm: &ArmClient,
     subscriptions: &[String],
     since: u64,
+    mark_prefix: &str,
 ) -> Result<(usize, Vec<ResourceId>), ArmError> {
     let mut subs: Vec<String> =
         subscriptions.iter().map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()).collect();
@@ -130,6 +147,9 @@ pub async fn read_changes(
         let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
         for row in query_rows(arm, &chunk, &query).await? {
             changes += 1;
+            if only_our_marks(&row, mark_prefix) {
+                continue;
+            }
             let target = row.get("targetResourceId").and_then(Value::as_str).unwrap_or_default();
             match ResourceId::parse_private_endpoint(target) {
                 Ok(id) => {
@@ -185,6 +205,19 @@ mod tests {
         assert!(q.contains("properties.changeAttributes.timestamp"));
         assert!(q.contains("properties.targetResourceId"));
         assert!(q.contains("todatetime('1970-01-01T00:00:00Z')"));
+    }
+
+    #[test]
+    fn our_own_mark_writes_are_not_changes_to_reconcile() {
+        let row = |t: &str, changes: Value| serde_json::json!({"changeType": t, "changes": changes});
+        let marks = serde_json::json!({"tags.plautopilot-state": {"previousValue": null, "newValue": "Approved"}});
+        assert!(only_our_marks(&row("Update", marks.clone()), "plautopilot-"));
+        assert!(!only_our_marks(&row("Create", marks.clone()), "plautopilot-"));
+        assert!(!only_our_marks(&row("Update", marks), ""));
+        let mixed = serde_json::json!({"tags.plautopilot-state": {}, "properties.subnet": {}});
+        assert!(!only_our_marks(&row("Update", mixed), "plautopilot-"));
+        assert!(!only_our_marks(&row("Update", serde_json::json!({})), "plautopilot-"));
+        assert!(!only_our_marks(&serde_json::json!({"changeType": "Update"}), "plautopilot-"));
     }
 
     #[test]

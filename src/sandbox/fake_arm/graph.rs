@@ -83,11 +83,31 @@ pub(crate) struct GraphState {
     changes: Vec<ChangeRecord>,
 }
 
+/// `properties.changes` of an update: `{"<dotted path>": {"previousValue", "newValue"}}`,
+/// one entry per changed tag (`tags.<name>`) and per changed first-level property
+/// (`properties.<name>`), the granularity the documented examples show.
+fn property_changes(before: &Value, after: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for section in ["tags", "properties"] {
+        let empty = serde_json::Map::new();
+        let b = before.get(section).and_then(Value::as_object).unwrap_or(&empty);
+        let a = after.get(section).and_then(Value::as_object).unwrap_or(&empty);
+        let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+        for k in keys {
+            if b.get(k) != a.get(k) {
+                out.insert(format!("{section}.{k}"), json!({"previousValue": b.get(k), "newValue": a.get(k)}));
+            }
+        }
+    }
+    Value::Object(out)
+}
+
 /// One `resourcechanges` record.
 #[derive(Debug, Clone)]
 struct ChangeRecord {
     target_id: String,
     change_type: &'static str,
+    changes: Value,
     /// Unix seconds.
     at: u64,
 }
@@ -116,12 +136,17 @@ struct Removed {
 impl GraphState {
     /// Called for every resource put into the world: a private endpoint's create or
     /// update is a change record.
-    pub(crate) fn on_put(&mut self, key: &str, body: &Value, existed: bool) {
-        if is_type(key, PE_TYPE) {
-            let id = body.get("id").and_then(Value::as_str).unwrap_or(key).to_owned();
-            let change_type = if existed { "Update" } else { "Create" };
-            self.changes.push(ChangeRecord { target_id: id, change_type, at: unix_now() });
+    pub(crate) fn on_put(&mut self, key: &str, body: &Value, previous: Option<&Value>) {
+        if !is_type(key, PE_TYPE) {
+            return;
         }
+        let id = body.get("id").and_then(Value::as_str).unwrap_or(key).to_owned();
+        let (change_type, changes) = match previous {
+            None => ("Create", json!({})),
+            Some(before) if before == body => return,
+            Some(before) => ("Update", property_changes(before, body)),
+        };
+        self.changes.push(ChangeRecord { target_id: id, change_type, changes, at: unix_now() });
     }
 
     /// Called for every resource removed from the world: Resource Graph still shows a
@@ -129,7 +154,12 @@ impl GraphState {
     pub(crate) fn on_remove(&mut self, key: &str, body: &Value) {
         if is_type(key, PE_TYPE) {
             let id = body.get("id").and_then(Value::as_str).unwrap_or(key).to_owned();
-            self.changes.push(ChangeRecord { target_id: id, change_type: "Delete", at: unix_now() });
+            self.changes.push(ChangeRecord {
+                target_id: id,
+                change_type: "Delete",
+                changes: json!({}),
+                at: unix_now(),
+            });
         }
         if self.lag.is_zero() || !(is_type(key, PE_TYPE) || is_type(key, NIC_TYPE)) {
             return;
@@ -486,18 +516,20 @@ impl Query {
                         "targetResourceType": "Microsoft.Network/privateEndpoints",
                         "changeType": c.change_type,
                         "changeAttributes": {"timestamp": timestamp, "changesCount": 1},
-                        "changes": {},
+                        "changes": c.changes,
                     },
                 });
                 for (column, value) in [
                     ("targetresourceid", json!(c.target_id)),
                     ("changetype", json!(c.change_type)),
                     ("changetime", json!(timestamp)),
+                    ("changes", c.changes.clone()),
                 ] {
                     if self.projected.iter().any(|p| p == column) {
                         let name = match column {
                             "targetresourceid" => "targetResourceId",
                             "changetype" => "changeType",
+                            "changes" => "changes",
                             _ => "changeTime",
                         };
                         row[name] = value;

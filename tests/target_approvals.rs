@@ -150,7 +150,17 @@ async fn a_partner_is_approved_by_its_tenant_when_its_subscription_is_readable()
     .await;
     let name = e.sb.arm.add_foreign_connection(&storage_id(), &pe_in(PARTNER_SUB, "partner-pe"), "", None);
     let unknown = e.sb.arm.add_foreign_connection(&storage_id(), &pe_in(STRANGER_SUB, "who"), "", None);
+    e.sb.arm.add_foreign_connection(&storage_id(), &pe_in(STRANGER_SUB, "who2"), "", None);
     let out = run(&e.sb).await;
+    // One tenant lookup per subscription and run, a refusal included.
+    let lookups =
+        e.sb.arm
+            .requests()
+            .iter()
+            .filter(|r| r.path.eq_ignore_ascii_case(&format!("/subscriptions/{STRANGER_SUB}")))
+            .map(|r| r.status)
+            .collect::<Vec<_>>();
+    assert_eq!(lookups, [403]);
     assert_eq!(out["target_approvals"]["approved"], 1, "{out}");
     let (status, description) = state(&connection(&e.sb, &name));
     assert_eq!(status, "Approved");
@@ -158,7 +168,7 @@ async fn a_partner_is_approved_by_its_tenant_when_its_subscription_is_readable()
     // The stranger's tenant is unreadable (403): no tenant rule can match it.
     assert_eq!(state(&connection(&e.sb, &unknown)).0, "Pending");
     let left = audit_events(&e.audit, "approval.left_pending");
-    assert_eq!(left.len(), 1);
+    assert_eq!(left.len(), 2);
     let reason = left[0]["data"]["reason"].as_str().unwrap();
     assert!(reason.contains(STRANGER_SUB) && reason.contains("tenant unknown"), "{reason}");
 }
@@ -297,4 +307,22 @@ async fn resources_outside_the_scopes_or_types_are_not_touched() {
     let out = run(&e.sb).await;
     assert_eq!(out["target_approvals"]["listed"], 0, "{out}");
     assert_eq!(e.sb.arm.writes_to("/privateEndpointConnections/"), 0);
+}
+
+#[tokio::test]
+async fn the_plan_shows_what_the_next_scan_would_decide_and_writes_nothing() {
+    use private_link_autopilot::effects::approvals::ApprovalAction;
+    let e = env(|c| c.approvals.requesters = vec![databricks_rule()]).await;
+    let managed = e.sb.arm.add_foreign_connection(&storage_id(), &pe_in(MANAGED_SUB, "m"), "", None);
+    e.sb.arm.add_foreign_connection(&storage_id(), &pe_in(STRANGER_SUB, "s"), "", None);
+    let plan = private_link_autopilot::ops::plan_targets(&e.sb.app).await.unwrap();
+    assert_eq!(plan.listed, 2);
+    assert_eq!(plan.count(ApprovalAction::WouldApprove), 1);
+    assert_eq!(plan.count(ApprovalAction::LeftPending), 1);
+    assert!(plan.events.is_empty(), "a plan audits nothing");
+    assert_eq!(e.sb.arm.writes_to("/privateEndpointConnections/"), 0);
+    assert_eq!(state(&connection(&e.sb, &managed)).0, "Pending");
+    // Nothing remembered either: the real run still audits the stranger once.
+    run(&e.sb).await;
+    assert_eq!(audit_events(&e.audit, "approval.left_pending").len(), 1);
 }

@@ -335,8 +335,12 @@ pub async fn scan(
 ) -> Result<ScanReport, ArmError> {
     let rows = list_pending(arm, settings).await?;
     let mut report = ScanReport { listed: rows.len(), ..ScanReport::default() };
+    // Tenants looked up in this scan, refusals included: many managed endpoints share one
+    // unreadable subscription, and a 403 is not worth asking again within a run.
+    let mut tenants = std::collections::HashMap::new();
     for row in rows {
-        match one(arm, settings, state, mode, now_unix, &row, &mut report).await {
+        let ctx = Ctx { arm, settings, state, mode, now: now_unix };
+        match one(&ctx, &row, &mut report, &mut tenants).await {
             Ok(Some(d)) => report.decisions.push((row.endpoint_id.clone(), d)),
             Ok(None) => {}
             Err(e) => {
@@ -376,15 +380,22 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
     u64::try_from(t.unix_timestamp()).ok()
 }
 
-async fn one(
-    arm: &ArmClient,
-    settings: &ApprovalSettings,
-    state: &dyn SmallState,
+/// What every connection of one scan shares.
+struct Ctx<'a> {
+    arm: &'a ArmClient,
+    settings: &'a ApprovalSettings,
+    state: &'a dyn SmallState,
     mode: Mode,
     now: u64,
+}
+
+async fn one(
+    ctx: &Ctx<'_>,
     row: &PendingRow,
     report: &mut ScanReport,
+    tenants: &mut std::collections::HashMap<String, Result<String, String>>,
 ) -> Result<Option<ApprovalDecision>, ArmError> {
+    let Ctx { arm, settings, state, mode, now } = *ctx;
     let api = approvals::connections_api(arm, &row.target).await?;
     // Resource Graph lags: ARM decides whether it is still Pending.
     let path = format!("{}/privateEndpointConnections/{}", row.target, row.connection);
@@ -410,7 +421,16 @@ async fn one(
     let endpoint_name = endpoint_id.rsplit('/').next().unwrap_or_default().to_owned();
     let needs_tenant =
         !settings.allowed_tenants.is_empty() || settings.requesters.iter().any(|r| !r.tenants.is_empty());
-    let tenant = if needs_tenant { Some(approvals::tenant_of(arm, &subscription).await?) } else { None };
+    let tenant = if needs_tenant {
+        let key = subscription.to_ascii_lowercase();
+        if !tenants.contains_key(&key) {
+            let t = approvals::tenant_of(arm, &subscription).await?;
+            tenants.insert(key.clone(), t);
+        }
+        tenants.get(&key).cloned()
+    } else {
+        None
+    };
     let rule =
         settings.requesters.iter().find_map(|r| r.recognises(&subscription, tenant.as_ref()).map(|how| (r, how)));
     let verdict = match &rule {

@@ -287,7 +287,12 @@ async fn without_systemdata_the_clock_starts_when_the_scan_first_saw_it() {
 
 #[tokio::test]
 async fn an_allowed_subscription_in_the_global_policy_also_approves_from_the_target_side() {
-    let e = env(|c| c.approvals.allowed_subscriptions = vec![PARTNER_SUB.into()]).await;
+    let e = env(|c| {
+        c.approvals.allowed_subscriptions = vec![PARTNER_SUB.into()];
+        // The endpoint side would reject; the target side never does.
+        c.approvals.on_violation = "reject".into();
+    })
+    .await;
     let name = e.sb.arm.add_foreign_connection(&storage_id(), &pe_in(PARTNER_SUB, "p"), "", None);
     let other = e.sb.arm.add_foreign_connection(&storage_id(), &pe_in(STRANGER_SUB, "s"), "", None);
     run(&e.sb).await;

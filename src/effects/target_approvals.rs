@@ -47,6 +47,10 @@
 //! clock starts at the connection's `systemData.createdAt` when its provider sends it,
 //! else when this scan first saw it Pending (kept in [`super::small_state`]).
 //!
+//! **Never rejected.** `approvals.on_violation = "reject"` applies to the endpoint side
+//! only: what this scan does not approve is left Pending (Rejected is one-way, and the
+//! requester may be a managed service nobody has written a rule for yet).
+//!
 //! **Quiet re-runs.** An approved connection is no longer Pending, so it is not listed
 //! again. A connection left Pending is audited when first seen and again only when the
 //! reason changes; the warning goes out once.
@@ -464,9 +468,12 @@ async fn one(
             tenant.as_ref(),
         ),
     };
-    // The description says when, as well as who and why.
     let verdict = match verdict {
+        // The description says when, as well as who and why.
         Verdict::Approve(why) => Verdict::Approve(format!("{why} at {}", rfc3339(now))),
+        // Never rejected from here, whatever `on_violation` says: Rejected is one-way, and
+        // a requester this scan does not recognise may just be one nobody configured yet.
+        Verdict::Violation(why) => Verdict::NoPolicy(why),
         other => other,
     };
     let decision = approvals::decide(

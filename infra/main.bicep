@@ -81,6 +81,18 @@ param ownedResourceIds array = []
 @description('Approval policy: requester subscriptions whose connections to owned resources are approved (approvals fail closed without a policy). Default: the subscriptions in scope.')
 param approvalAllowedSubscriptions array = subscriptionsInScope
 
+@description('Target-side approvals: subscriptions whose owned resources (of approvalTargetTypes) are scanned with Resource Graph for Pending connections, including managed and other tenants\' endpoints. The target approver role is assigned in each. Requester rules ([[approvals.requesters]]) come from the configuration file.')
+param approvalTargetSubscriptions array = []
+
+@description('Target-side approvals: the owned resource types scanned (the target approver role covers these).')
+param approvalTargetTypes array = [
+  'Microsoft.Storage/storageAccounts'
+  'Microsoft.Sql/servers'
+  'Microsoft.KeyVault/vaults'
+  'Microsoft.DocumentDB/databaseAccounts'
+  'Microsoft.Kusto/Clusters'
+]
+
 @description('Register endpoints with ClickHouse Cloud (needs secrets clickhouse-key-id, clickhouse-key-secret).')
 param enableClickHouse bool = false
 
@@ -117,6 +129,9 @@ param serviceBusSku string = 'Standard'
 
 @description('NCRONTAB (6 fields) of the periodic sweep.')
 param sweepSchedule string = '0 */15 * * * *'
+
+@description('NCRONTAB (6 fields) of the CatchUp timer (target-side approvals and the resourcechanges catch-up).')
+param catchUpSchedule string = '0 */5 * * * *'
 
 @description('Event Grid delivery attempts before dead-lettering.')
 @minValue(1)
@@ -260,6 +275,7 @@ var baseSettings = {
   // Binding expressions in handlers/WorkQueue and handlers/Sweep.
   AUTOPILOT_WORK_QUEUE: serviceBus.outputs.queueName
   AUTOPILOT_SWEEP_SCHEDULE: sweepSchedule
+  AUTOPILOT_CATCHUP_SCHEDULE: catchUpSchedule
   // The binary.
   AUTOPILOT__ARM__MANAGED_IDENTITY_CLIENT_ID: identity.outputs.clientId
   AUTOPILOT__DNS__DEFAULT_SUBSCRIPTION: dnsZoneSubscriptionId
@@ -274,6 +290,9 @@ var baseSettings = {
   // The connection approver is assigned at these resources, with a policy (fail closed).
   AUTOPILOT__APPROVALS__OWNED_RESOURCES: string(ownedResourceIds)
   AUTOPILOT__APPROVALS__ALLOWED_SUBSCRIPTIONS: string(approvalAllowedSubscriptions)
+  // The target approver is assigned in these subscriptions: the target-side scan covers them.
+  AUTOPILOT__APPROVALS__TARGET_SCOPES: string(approvalTargetSubscriptions)
+  AUTOPILOT__APPROVALS__TARGET_TYPES: string(approvalTargetTypes)
   AUTOPILOT__QUEUE__KIND: 'servicebus'
   AUTOPILOT__QUEUE__NAMESPACE: serviceBus.outputs.fullyQualifiedNamespace
   AUTOPILOT__QUEUE__NAME: serviceBus.outputs.queueName
@@ -383,6 +402,31 @@ var connectionApproverActions = [
   'Microsoft.Network/privateLinkServices/privateEndpointConnections/write'
   'Microsoft.Network/privateLinkServices/privateEndpointConnections/delete'
 ]
+// (e): target-side approvals: find owned resources of the scanned types with Resource Graph
+// (which lists only resources the caller may read, hence each type's read), read and approve
+// their connections. Assigned per target subscription. Storage, SQL, Key Vault and Cosmos DB
+// approve with a synchronous PUT; Kusto's is long-running (its operation results, read here too).
+// No provider registration read: like the other roles, api-versions fall back to the spec-derived
+// table (arm/providers.rs).
+var targetApproverActions = [
+  'Microsoft.ResourceGraph/resources/read'
+  'Microsoft.Storage/storageAccounts/read'
+  'Microsoft.Storage/storageAccounts/privateEndpointConnections/read'
+  'Microsoft.Storage/storageAccounts/privateEndpointConnections/write'
+  'Microsoft.Sql/servers/read'
+  'Microsoft.Sql/servers/privateEndpointConnections/read'
+  'Microsoft.Sql/servers/privateEndpointConnections/write'
+  'Microsoft.KeyVault/vaults/read'
+  'Microsoft.KeyVault/vaults/privateEndpointConnections/read'
+  'Microsoft.KeyVault/vaults/privateEndpointConnections/write'
+  'Microsoft.DocumentDB/databaseAccounts/read'
+  'Microsoft.DocumentDB/databaseAccounts/privateEndpointConnections/read'
+  'Microsoft.DocumentDB/databaseAccounts/privateEndpointConnections/write'
+  'Microsoft.Kusto/Clusters/read'
+  'Microsoft.Kusto/Clusters/PrivateEndpointConnections/read'
+  'Microsoft.Kusto/Clusters/PrivateEndpointConnections/write'
+  'Microsoft.Kusto/locations/operationresults/read'
+]
 // Kusto approval is a long-running operation whose Location is
 // /subscriptions/<id>/providers/Microsoft.Kusto/locations/<region>/operationResults/<op>: outside
 // the cluster, so polling it needs this one action at the cluster's subscription.
@@ -395,6 +439,9 @@ var endpointTaggerName = guid(subscription().id, environmentName, 'autopilot-end
 var dnsRecordWriterName = guid(subscription().id, environmentName, 'autopilot-dns-a-writer')
 var connectionApproverName = guid(subscription().id, environmentName, 'autopilot-connection-approver')
 var kustoOperationReaderName = guid(subscription().id, environmentName, 'autopilot-kusto-operation-reader')
+var targetApproverName = guid(subscription().id, environmentName, 'autopilot-target-approver')
+var targetApproverScopes = [for s in approvalTargetSubscriptions: '/subscriptions/${s}']
+var firstTargetSubscription = first(concat(approvalTargetSubscriptions, [subscription().subscriptionId]))
 var firstEndpointSubscription = first(subscriptionsInScope)
 var ownedSubscriptions = [for r in ownedResources: r.subscriptionId]
 // first(concat(list, [fallback])): ARM may evaluate a scope expression even when the module's
@@ -464,6 +511,18 @@ module kustoOperationReaderRole 'modules/roles/role-definition.bicep' = if (!emp
   }
 }
 
+module targetApproverRole 'modules/roles/role-definition.bicep' = if (!empty(approvalTargetSubscriptions)) {
+  name: 'autopilot-role-target-approver-${environmentName}'
+  scope: subscription(firstTargetSubscription)
+  params: {
+    roleDefinitionName: targetApproverName
+    roleName: 'Private Link Autopilot target approver (${environmentName})'
+    roleDescription: 'Find owned resources with Resource Graph; read and approve their private endpoint connections.'
+    actions: targetApproverActions
+    assignableScopes: targetApproverScopes
+  }
+}
+
 module endpointRoles 'modules/roles/subscription-assignments.bicep' = [for subscriptionId in subscriptionsInScope: {
   name: 'autopilot-endpoint-roles-${environmentName}'
   scope: subscription(subscriptionId)
@@ -510,6 +569,20 @@ module kustoOperationRoles 'modules/roles/subscription-assignments.bicep' = [for
     principalId: identity.outputs.principalId
     roleDefinitionNames: [
       kustoOperationReaderName
+    ]
+  }
+}]
+
+module targetApproverRoles 'modules/roles/subscription-assignments.bicep' = [for subscriptionId in approvalTargetSubscriptions: {
+  name: 'autopilot-target-approver-roles-${environmentName}'
+  scope: subscription(subscriptionId)
+  dependsOn: [
+    targetApproverRole
+  ]
+  params: {
+    principalId: identity.outputs.principalId
+    roleDefinitionNames: [
+      targetApproverName
     ]
   }
 }]

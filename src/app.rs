@@ -40,6 +40,9 @@ pub struct App {
     pub trigger_queue: Option<Arc<dyn TriggerQueue>>,
     /// Held while a sweep runs: sweeps never overlap.
     pub sweep_running: tokio::sync::Mutex<()>,
+    /// The few facts timer runs remember (the catch-up watermark, target-side Pending
+    /// connections): in the `[ledger]` store, see `effects::small_state`.
+    pub small_state: Arc<dyn crate::effects::small_state::SmallState>,
 }
 
 impl App {
@@ -128,7 +131,9 @@ impl App {
         let mut retry = RetryPolicy::from_settings(&config.reconcile);
         retry.recheck_window = Duration::from_secs(config.marks.recheck_window_secs);
         let reconciler = Arc::new(reconciler);
+        let small_state = crate::effects::small_state::from_ledger_settings(&config.ledger, &credential)?;
         Ok(Self {
+            small_state,
             parallel: Arc::new(Semaphore::new(config.reconcile.max_parallel)),
             retry,
             arm,

@@ -486,6 +486,8 @@ impl Config {
         // Warnings go to stderr: logging is set up from this very configuration, later.
         let warnings =
             self.approvals.validate().map_err(|m| ConfigError::Invalid { setting: "approvals".into(), message: m })?;
+        crate::effects::target_approvals::validate(&self.approvals)
+            .map_err(|m| ConfigError::Invalid { setting: "approvals".into(), message: m })?;
         warnings.iter().for_each(|w| eprintln!("autopilot: warning: {w}"));
         if !matches!(self.sweep.source.as_str(), "resource_graph" | "arm") {
             return invalid("sweep.source", "must be `resource_graph` or `arm`");

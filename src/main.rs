@@ -59,6 +59,9 @@ enum Command {
         endpoint: Option<String>,
         #[arg(long = "subscription")]
         subscriptions: Vec<String>,
+        /// What the next target-side scan would decide (`approvals.target_scopes`).
+        #[arg(long)]
+        targets: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -195,8 +198,20 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             demo::run(choice).await.map(|_| ())
         }
-        Command::Plan { endpoint, subscriptions, json } => {
+        Command::Plan { endpoint, subscriptions, targets, json } => {
             let app = build_for_cli(config)?;
+            if targets {
+                let report = ops::plan_targets(&app).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                } else {
+                    for (endpoint, d) in &report.decisions {
+                        println!("{} {}: {:?}: {} ({endpoint})", d.target, d.connection, d.action, d.reason);
+                    }
+                    println!("{} Pending connections listed", report.listed);
+                }
+                return Ok(());
+            }
             match (endpoint, subscriptions.is_empty()) {
                 (Some(endpoint), true) => {
                     let id = ResourceId::parse_private_endpoint(&endpoint).map_err(|e| e.to_string())?;

@@ -1,6 +1,7 @@
 //! What people run from a terminal: one endpoint's state side by side (`autopilot
-//! status`), and what a sweep would do without doing it (`autopilot plan
-//! --subscription`). Both are read-only: they reuse the reconciler's dry run, so what
+//! status`), what a sweep would do without doing it (`autopilot plan
+//! --subscription`), and what the next target-side scan would decide (`autopilot plan
+//! --targets`). Both are read-only: they reuse the reconciler's dry run, so what
 //! they show is exactly what the handlers and the sweep would do.
 
 use std::collections::BTreeMap;
@@ -325,3 +326,18 @@ pub async fn plan_subscriptions(
 
 /// How often long runs report progress.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// What the next `CatchUp` run's target-side scan would decide, without writing anything
+/// (no approval, no audit, no remembered state): `WouldApprove`, `WouldReject` or
+/// `LeftPending` with the reason, per Pending connection on the owned resources in scope.
+pub async fn plan_targets(app: &App) -> Result<crate::effects::target_approvals::ScanReport, String> {
+    crate::effects::target_approvals::scan(
+        &app.arm,
+        &app.config.approvals,
+        app.small_state.as_ref(),
+        Mode::DryRun,
+        crate::queue::work::now_unix(),
+    )
+    .await
+    .map_err(|e| format!("listing the Pending connections on owned resources: {e}"))
+}

@@ -288,7 +288,10 @@ fn mentions(text: &str, ident: &str) -> bool {
 fn is_feature_setting(name: &str) -> bool {
     matches!(
         name,
-        "AUTOPILOT__DNS__ZONES" | "AUTOPILOT__SWEEP__SUBSCRIPTIONS" | "AUTOPILOT__APPROVALS__OWNED_RESOURCES"
+        "AUTOPILOT__DNS__ZONES"
+            | "AUTOPILOT__SWEEP__SUBSCRIPTIONS"
+            | "AUTOPILOT__APPROVALS__OWNED_RESOURCES"
+            | "AUTOPILOT__APPROVALS__TARGET_SCOPES"
     ) || (name.starts_with("AUTOPILOT__VENDORS__") && name.ends_with("__ENABLED"))
 }
 
@@ -421,6 +424,7 @@ fn infra_params() -> InfraParams {
         dns_zone_resource_group: HUB_RESOURCE_GROUP.into(),
         dns_zone_names: vec![KUSTO_ZONE.into(), VAULT_ZONE.into()],
         owned_resource_ids: vec![kusto_id(), pls_id()],
+        approval_target_subscriptions: Vec::new(),
     }
 }
 
@@ -442,7 +446,18 @@ fn configure_like_infra(c: &mut Config, params: &InfraParams) {
     c.sweep.subscriptions = params.subscriptions_in_scope.clone();
     c.approvals.owned_resources = params.owned_resource_ids.clone();
     c.approvals.allowed_subscriptions = params.subscriptions_in_scope.clone();
+    c.approvals.target_scopes = params.approval_target_subscriptions.clone();
+    c.approvals.target_types = TARGET_TYPES.iter().map(|t| (*t).to_owned()).collect();
 }
+
+/// `approvalTargetTypes`' default in main.bicep (checked below).
+const TARGET_TYPES: &[&str] = &[
+    "Microsoft.Storage/storageAccounts",
+    "Microsoft.Sql/servers",
+    "Microsoft.KeyVault/vaults",
+    "Microsoft.DocumentDB/databaseAccounts",
+    "Microsoft.Kusto/Clusters",
+];
 
 async fn sandbox(grants: Grants, params: InfraParams) -> Sandbox {
     let sb = Sandbox::start(SandboxOptions {
@@ -697,4 +712,100 @@ async fn without_a_write_the_record_is_refused_by_name() {
     // The product kept the work to retry it (not converged), instead of dropping it.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(sb.app.queue.depth().await.unwrap() > 0, "the refused write was not queued for a retry");
+}
+
+// ------------------------------------------------------------------------------------------
+// Target-side approvals under the target approver role
+
+/// A Microsoft-managed subscription: its tenant is not ours to read.
+const MANAGED_SUB: &str = "9f0e0d0c-0000-4000-8000-00000000d8b5";
+
+fn target_params() -> InfraParams {
+    InfraParams { approval_target_subscriptions: vec![SUB.into()], ..infra_params() }
+}
+
+/// One owned resource of each scanned type, each with a Pending connection from a managed
+/// endpoint, then a `CatchUp` run. Returns the sandbox and the (resource, connection) pairs.
+async fn target_scenario(grants: Grants) -> (Sandbox, Vec<(String, String)>) {
+    let params = target_params();
+    let sb = Sandbox::start(SandboxOptions {
+        arm: FakeArmOptions { lro_retry_after_secs: 1, rbac: Some(grants), ..FakeArmOptions::default() },
+        configure: Box::new(move |c| {
+            configure_like_infra(c, &params);
+            c.approvals.requesters = vec![private_link_autopilot::effects::target_approvals::RequesterRule {
+                name: "managed".into(),
+                subscriptions: vec![MANAGED_SUB.into()],
+                tenants: vec![],
+                endpoint_name_pattern: String::new(),
+                description_pattern: String::new(),
+                approve: true,
+                expires_after_secs: 0,
+                warn_before_secs: 0,
+            }];
+        }),
+        workers: 0,
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox");
+    sb.arm.deny_subscription(MANAGED_SUB);
+    let mut out = Vec::new();
+    for (i, t) in TARGET_TYPES.iter().enumerate() {
+        let id = format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/{t}/owned{i}");
+        sb.arm.add_link_target(&id, "eastus2");
+        let pe = format!(
+            "/subscriptions/{MANAGED_SUB}/resourceGroups/managed/providers/Microsoft.Network/privateEndpoints/mpe{i}"
+        );
+        let name = sb.arm.add_foreign_connection(&id, &pe, "", None);
+        out.push((id, name));
+    }
+    let run = sb.host.invoke_timer("CatchUp", false).await;
+    assert!(run.is_ok(), "CatchUp invocation: {run:?}");
+    (sb, out)
+}
+
+fn approved(sb: &Sandbox, (target, name): &(String, String)) -> bool {
+    sb.arm
+        .resource(&format!("{target}/privateEndpointConnections/{name}"))
+        .and_then(|c| c.pointer("/properties/privateLinkServiceConnectionState/status").cloned())
+        == Some(Value::from("Approved"))
+}
+
+#[tokio::test]
+async fn target_side_approvals_run_with_exactly_the_infra_grants_and_need_each_action() {
+    let bicep = read("infra/main.bicep");
+    for t in TARGET_TYPES {
+        assert!(bicep.contains(&format!("  '{t}'\n")), "approvalTargetTypes' default lists {t}");
+    }
+    let full = Grants::from_infra(&target_params());
+    let (sb, connections) = target_scenario(full.clone()).await;
+    let denials: Vec<_> = sb
+        .arm
+        .denials()
+        .into_iter()
+        .filter(|d| d.action != "Microsoft.Resources/subscriptions/providers/read")
+        .collect();
+    assert!(denials.is_empty(), "refused under the infra grants: {denials:#?}");
+    for c in &connections {
+        assert!(approved(&sb, c), "{c:?} not approved");
+    }
+    // Each action of the target approver is needed: without it a request is refused by
+    // name, or (a resource type's read) Resource Graph no longer lists the resource.
+    let permissions: Value = serde_json::from_str(&read("infra/permissions.json")).unwrap();
+    let actions: Vec<String> = permissions["roles"]["targetApprover"]["actions"]
+        .as_array()
+        .expect("targetApprover role")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let runs = futures::future::join_all(actions.iter().map(|a| target_scenario(full.without_action(a)))).await;
+    let mut unexplained = Vec::new();
+    for (action, (sb, connections)) in actions.iter().zip(runs) {
+        let named = sb.arm.denials().iter().any(|d| d.action.eq_ignore_ascii_case(action));
+        let missed = connections.iter().any(|c| !approved(&sb, c));
+        if !named && !missed {
+            unexplained.push(action.clone());
+        }
+    }
+    assert!(unexplained.is_empty(), "removing these changed nothing: {unexplained:#?}");
 }

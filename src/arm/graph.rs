@@ -115,7 +115,7 @@ pub async fn list_private_endpoints(arm: &ArmClient, subscriptions: &[String]) -
     // while the index changes could otherwise repeat an endpoint.
     let mut seen_ids = HashSet::new();
     for chunk in subs.chunks(MAX_SUBSCRIPTIONS_PER_QUERY) {
-        for row in query_chunk(arm, chunk, PRIVATE_ENDPOINTS_QUERY).await? {
+        for row in query_chunk(arm, chunk).await? {
             if seen_ids.insert(row.id.to_ascii_lowercase()) {
                 out.push(row);
             }
@@ -148,13 +148,28 @@ pub async fn find_private_dns_zones(
         .collect();
     let mut out = Vec::new();
     for chunk in subs.chunks(MAX_SUBSCRIPTIONS_PER_QUERY) {
-        out.extend(query_chunk(arm, chunk, &query).await?.into_iter().map(|r| r.id));
+        let rows = query_rows(arm, chunk, &query).await?;
+        out.extend(rows.iter().filter_map(|r| r.get("id").and_then(Value::as_str)).map(str::to_owned));
     }
     Ok(out)
 }
 
 /// One paged query over at most [`MAX_SUBSCRIPTIONS_PER_QUERY`] subscriptions.
-async fn query_chunk(arm: &ArmClient, subscriptions: &[&str], query: &str) -> Result<Vec<GraphEndpoint>, ArmError> {
+async fn query_chunk(arm: &ArmClient, subscriptions: &[&str]) -> Result<Vec<GraphEndpoint>, ArmError> {
+    query_rows(arm, subscriptions, PRIVATE_ENDPOINTS_QUERY)
+        .await?
+        .iter()
+        .enumerate()
+        .map(|(i, row)| parse_row(i, row))
+        .collect()
+}
+
+/// Every row `query` answers for `subscriptions` (at most [`MAX_SUBSCRIPTIONS_PER_QUERY`]),
+/// following `$skipToken` with the same checks as the sweep's listing: the one pager every
+/// Resource Graph query of the product goes through (the target-side approvals and the
+/// `resourcechanges` catch-up use it too). The query must project `id` (paging and the
+/// truncation check depend on it); rows come back as the service sent them.
+pub async fn query_rows(arm: &ArmClient, subscriptions: &[&str], query: &str) -> Result<Vec<Value>, ArmError> {
     let mut rows = Vec::new();
     let mut skip_token: Option<String> = None;
     for _ in 0..MAX_GRAPH_PAGES {
@@ -164,12 +179,12 @@ async fn query_chunk(arm: &ArmClient, subscriptions: &[&str], query: &str) -> Re
         }
         let body = json!({"subscriptions": subscriptions, "query": query, "options": options});
         let resp = arm.send(ArmRequest::new(Method::Post, GRAPH_PATH, GRAPH_API).body(body)).await?;
-        let page = parse_page(&resp.body)?;
-        rows.extend(page.rows);
-        match page.skip_token {
+        let page = page_rows(&resp.body)?;
+        rows.extend(page.0);
+        match page.1 {
             Some(t) => skip_token = Some(t),
-            None if page.result_truncated => {
-                // Only happens when `id` is not projected; never drop endpoints quietly.
+            None if page.2 => {
+                // Only happens when `id` is not projected; never drop rows quietly.
                 return Err(invalid("the answer is truncated and has no $skipToken to continue".into()));
             }
             None => return Ok(rows),
@@ -183,6 +198,33 @@ async fn query_chunk(arm: &ArmClient, subscriptions: &[&str], query: &str) -> Re
         message: format!("the query did not end within {MAX_GRAPH_PAGES} pages"),
         retry_after: None,
     })
+}
+
+/// A page's raw rows, its `$skipToken` and whether it says it is truncated.
+fn page_rows(body: &Value) -> Result<(Vec<Value>, Option<String>, bool), ArmError> {
+    let Value::Object(map) = body else {
+        return Err(invalid("the answer is not a JSON object".into()));
+    };
+    let data = match map.get("data") {
+        Some(Value::Array(rows)) => rows.clone(),
+        Some(Value::Object(_)) => {
+            return Err(invalid("the answer is in the table format; objectArray was requested".into()));
+        }
+        // An empty scope may come back without data at all.
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => return Err(invalid("`data` is not an array".into())),
+    };
+    let skip_token = match map.get("$skipToken") {
+        Some(Value::String(t)) if !t.trim().is_empty() => Some(t.clone()),
+        _ => None,
+    };
+    // The service sends the string "true"/"false"; accept a real boolean too.
+    let result_truncated = match map.get("resultTruncated") {
+        Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("true"),
+        Some(Value::Bool(b)) => *b,
+        _ => false,
+    };
+    Ok((data, skip_token, result_truncated))
 }
 
 fn invalid(message: String) -> ArmError {
@@ -200,34 +242,13 @@ fn invalid(message: String) -> ArmError {
 /// are read from `nicIpConfigs` (the NIC's `ipConfigurations`, as [`PRIVATE_ENDPOINTS_QUERY`]
 /// projects them) or from `nicIps` (a plain array of addresses), and are optional.
 pub fn parse_page(body: &Value) -> Result<GraphPage, ArmError> {
-    let Value::Object(map) = body else {
-        return Err(invalid("the answer is not a JSON object".into()));
-    };
-    let data = match map.get("data") {
-        Some(Value::Array(rows)) => rows.as_slice(),
-        Some(Value::Object(_)) => {
-            return Err(invalid("the answer is in the table format; objectArray was requested".into()));
-        }
-        // An empty scope may come back without data at all.
-        None | Some(Value::Null) => &[],
-        Some(_) => return Err(invalid("`data` is not an array".into())),
-    };
+    let (data, skip_token, result_truncated) = page_rows(body)?;
     let rows = data.iter().enumerate().map(|(i, row)| parse_row(i, row)).collect::<Result<Vec<_>, _>>()?;
-    let skip_token = match map.get("$skipToken") {
-        Some(Value::String(t)) if !t.trim().is_empty() => Some(t.clone()),
-        _ => None,
-    };
-    // The service sends the string "true"/"false"; accept a real boolean too.
-    let result_truncated = match map.get("resultTruncated") {
-        Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("true"),
-        Some(Value::Bool(b)) => *b,
-        _ => false,
-    };
     Ok(GraphPage {
         rows,
         skip_token,
-        total_records: map.get("totalRecords").and_then(Value::as_u64),
-        count: map.get("count").and_then(Value::as_u64),
+        total_records: body.get("totalRecords").and_then(Value::as_u64),
+        count: body.get("count").and_then(Value::as_u64),
         result_truncated,
     })
 }

@@ -73,6 +73,15 @@ pub struct ApprovalSettings {
     /// The start of the description written into an approved connection; the policy
     /// rule that approved it is appended.
     pub description: String,
+    /// Target side (`effects::target_approvals`): where owned resources are found by a
+    /// periodic Resource Graph query, as subscription ids or resource-group ids
+    /// (`/subscriptions/{id}/resourceGroups/{rg}`); empty = the target-side scan is off.
+    pub target_scopes: Vec<String>,
+    /// Target side: the owned resource types scanned, e.g. `Microsoft.Storage/storageAccounts`.
+    pub target_types: Vec<String>,
+    /// Target side: named requester rules (`[[approvals.requesters]]`), tried before the
+    /// requester lists above; the rule's name goes into the approval's description.
+    pub requesters: Vec<crate::effects::target_approvals::RequesterRule>,
 }
 
 impl Default for ApprovalSettings {
@@ -86,6 +95,9 @@ impl Default for ApprovalSettings {
             request_message_pattern: String::new(),
             on_violation: "leave_pending".into(),
             description: PRODUCT_APPROVAL.into(),
+            target_scopes: Vec::new(),
+            target_types: Vec::new(),
+            requesters: Vec::new(),
         }
     }
 }
@@ -139,6 +151,22 @@ pub enum Verdict {
     NoPolicy(String),
 }
 
+/// Who asks for a connection, as far as we can know it.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'a> {
+    /// `properties.privateEndpoint.id` (ARM sets it: the endpoint really is there).
+    pub endpoint_id: &'a str,
+    /// The endpoint's subscription (authoritative, from the id).
+    pub subscription: &'a str,
+    /// The endpoint's subnet, when we could read the endpoint.
+    pub subnet: Option<&'a str>,
+    /// What the requester wrote: it only ever narrows.
+    pub request_message: &'a str,
+    /// Found by the target-side scan rather than through an endpoint in our scope:
+    /// `allow_any` does not reach it.
+    pub found_on_target: bool,
+}
+
 pub use crate::catalog::glob_match_ci as glob_match;
 
 /// Which API a target's connections are managed through.
@@ -165,7 +193,7 @@ fn kind_of(target: &str) -> TargetKind {
 }
 
 /// The api-version for a target's `privateEndpointConnections`.
-async fn connections_api(arm: &ArmClient, target: &str) -> Result<String, ArmError> {
+pub async fn connections_api(arm: &ArmClient, target: &str) -> Result<String, ArmError> {
     match kind_of(target) {
         // Checked against the specs by the conformance audit (Kusto `PrivateEndpointConnection.tsp`
         // stable/2025-02-14; Network 2025-07-01 PLS connection examples).
@@ -251,10 +279,31 @@ impl ApprovalSettings {
         request_message: &str,
         tenant: Option<&Result<String, String>>,
     ) -> Verdict {
-        if !self.restricts_requesters() && !self.allow_any {
+        let requester = Requester {
+            endpoint_id: pe.id.as_str(),
+            subscription: pe.id.subscription(),
+            subnet: Some(pe.subnet_id.as_deref().unwrap_or_default()),
+            request_message,
+            found_on_target: false,
+        };
+        self.evaluate_requester(&requester, tenant)
+    }
+
+    /// The policy's verdict for any requester: an endpoint we read (events, sweep) or one
+    /// only the target's connection names (another tenant's, a Microsoft-managed one).
+    pub fn evaluate_requester(&self, r: &Requester<'_>, tenant: Option<&Result<String, String>>) -> Verdict {
+        if !self.restricts_requesters() && (!self.allow_any || r.found_on_target) {
+            if self.allow_any {
+                return Verdict::NoPolicy(
+                    "approvals.allow_any covers endpoints in the subscriptions we hear from, not connections found \
+                     on the target side (any requester in any tenant): name them in [[approvals.requesters]] or \
+                     approvals.allowed_tenants / allowed_subscriptions"
+                        .into(),
+                );
+            }
             return Verdict::NoPolicy(NO_POLICY.into());
         }
-        let sub = pe.id.subscription();
+        let sub = r.subscription;
         let mut matched = Vec::new();
         if !self.allowed_tenants.is_empty() {
             match tenant {
@@ -281,7 +330,13 @@ impl ApprovalSettings {
             matched.push(format!("allowed_subscriptions matched {sub}"));
         }
         if !self.allowed_vnets.is_empty() {
-            let subnet = pe.subnet_id.as_deref().unwrap_or_default().to_ascii_lowercase();
+            let Some(subnet) = r.subnet else {
+                return Verdict::Violation(format!(
+                    "the subnet of endpoint {} cannot be read, so approvals.allowed_vnets cannot be checked",
+                    r.endpoint_id
+                ));
+            };
+            let subnet = subnet.to_ascii_lowercase();
             let vnet = self
                 .allowed_vnets
                 .iter()
@@ -292,10 +347,10 @@ impl ApprovalSettings {
             }
         }
         // Requester-controlled: it can only take an approval away.
-        if !self.request_message_pattern.is_empty() && !glob_match(&self.request_message_pattern, request_message) {
+        if !self.request_message_pattern.is_empty() && !glob_match(&self.request_message_pattern, r.request_message) {
             return Verdict::Violation(format!(
-                "request message {request_message:?} does not match approvals.request_message_pattern {:?}",
-                self.request_message_pattern
+                "request message {:?} does not match approvals.request_message_pattern {:?}",
+                r.request_message, self.request_message_pattern
             ));
         }
         if matched.is_empty() {
@@ -387,40 +442,61 @@ pub async fn approve_owned(
             out.push(decision(&name, ApprovalAction::Unchanged, format!("connection is {}", status.as_str())));
             continue;
         }
-        let (new_status, action, reason, description) = match settings.verdict(arm, pe, link).await? {
-            Verdict::Approve(rule) => {
-                let description = settings.approval_description(&rule);
-                ("Approved", ApprovalAction::Approved, rule, description)
-            }
-            Verdict::Violation(why) if settings.on_violation == "reject" => {
-                let description = truncate_description(&format!("Rejected by Private Link Autopilot: {why}"));
-                ("Rejected", ApprovalAction::Rejected, why, description)
-            }
-            Verdict::Violation(why) | Verdict::NoPolicy(why) => {
-                out.push(decision(&name, ApprovalAction::LeftPending, why));
-                continue;
-            }
-        };
-        if mode == Mode::DryRun {
-            let would = if action == ApprovalAction::Approved {
-                ApprovalAction::WouldApprove
-            } else {
-                ApprovalAction::WouldReject
-            };
-            out.push(decision(&name, would, reason));
-            continue;
+        let verdict = settings.verdict(arm, pe, link).await?;
+        let done =
+            decide(arm, settings, Decide { target: target.as_str(), api: &api, name: &name, verdict, mode }).await?;
+        if matches!(done.action, ApprovalAction::Approved | ApprovalAction::Rejected) {
+            tracing::info!(endpoint = %pe.id, target = %target, connection = %name, reason = %done.reason, "connection decided");
         }
-        // Status and description only: `actionsRequired` is read-only for Kusto and
-        // misnamed for Storage (`actionRequired`); no provider needs it to approve.
-        let body = json!({"properties": {"privateLinkServiceConnectionState": {
-            "status": new_status, "description": description
-        }}});
-        let path = format!("{}/privateEndpointConnections/{name}", target.as_str());
-        arm.send_and_wait(ArmRequest::new(Method::Put, path, &api).body(body)).await?;
-        tracing::info!(endpoint = %pe.id, target = %target, connection = %name, status = new_status, %reason, "connection decided");
-        out.push(decision(&name, action, reason));
+        out.push(done);
     }
     Ok(out)
+}
+
+/// One Pending connection and the policy's verdict on it.
+pub struct Decide<'a> {
+    pub target: &'a str,
+    /// The target type's `privateEndpointConnections` api-version ([`connections_api`]).
+    pub api: &'a str,
+    /// The connection's name, as the target lists it.
+    pub name: &'a str,
+    pub verdict: Verdict,
+    pub mode: Mode,
+}
+
+/// Carries out a verdict on a connection the caller has just read as Pending: the one
+/// place a connection is approved or rejected, for the endpoint-side reconcile and the
+/// target-side scan alike. Writes `status` and `description` only (`actionsRequired` is
+/// read-only for Kusto and misnamed for Storage: no provider needs it to approve).
+pub async fn decide(arm: &ArmClient, settings: &ApprovalSettings, d: Decide<'_>) -> Result<ApprovalDecision, ArmError> {
+    let decision = |action, reason: String| ApprovalDecision {
+        target: d.target.to_owned(),
+        connection: d.name.to_owned(),
+        action,
+        reason,
+    };
+    let (new_status, action, reason, description) = match d.verdict {
+        Verdict::Approve(rule) => {
+            let description = settings.approval_description(&rule);
+            ("Approved", ApprovalAction::Approved, rule, description)
+        }
+        Verdict::Violation(why) if settings.on_violation == "reject" => {
+            let description = truncate_description(&format!("Rejected by Private Link Autopilot: {why}"));
+            ("Rejected", ApprovalAction::Rejected, why, description)
+        }
+        Verdict::Violation(why) | Verdict::NoPolicy(why) => return Ok(decision(ApprovalAction::LeftPending, why)),
+    };
+    if d.mode == Mode::DryRun {
+        let would =
+            if action == ApprovalAction::Approved { ApprovalAction::WouldApprove } else { ApprovalAction::WouldReject };
+        return Ok(decision(would, reason));
+    }
+    let body = json!({"properties": {"privateLinkServiceConnectionState": {
+        "status": new_status, "description": description
+    }}});
+    let path = format!("{}/privateEndpointConnections/{}", d.target, d.name);
+    arm.send_and_wait(ArmRequest::new(Method::Put, path, d.api).body(body)).await?;
+    Ok(decision(action, reason))
 }
 
 /// An Azure Monitor workspace connection: no API call, the endpoint's own view of the

@@ -167,6 +167,18 @@ event_catalog! {
         subject: ENDPOINT,
         data: &APPROVAL_DATA,
     },
+    ApprovalExpiryWarning = "approval.expiry_warning" {
+        when: "a Pending connection found on the target side nears the expiry its requester rule declares (`expires_after_secs`, e.g. Databricks NCC's 14 days); once per connection",
+        subject: ENDPOINT,
+        data: &[
+            APPROVAL_DATA[0],
+            APPROVAL_DATA[1],
+            ("rule", "the `[[approvals.requesters]]` rule that recognised the requester"),
+            ("expires_at", "when the requester gives up (RFC 3339)"),
+            ("clock", "where the clock started: `systemData.createdAt` or `first seen`"),
+            ("reason", "why it is still Pending"),
+        ],
+    },
     ApprovalFailed = "approval.failed" {
         when: "reading or updating a connection failed (retried)",
         subject: ENDPOINT,
@@ -230,6 +242,20 @@ event_catalog! {
         when: "a reconcile or re-check work item failed permanently or past the retry window, and was dead-lettered",
         subject: "the private endpoint's ARM id (the message's correlation id for an unreadable message)",
         data: &[("work", "`reconcile` or `recheck` (`null` if unreadable)"), ("vendor", "`null`"), ("reason", "the dead-letter reason")],
+    },
+    CatchUpCompleted = "sweep.catch_up_completed" {
+        when: "a `CatchUp` run finished (target-side approvals, then the `resourcechanges` catch-up)",
+        subject: "`catchup`",
+        data: &[
+            ("target_approvals", "`{listed, approved, rejected, left_pending, failed, expiry_warnings}`"),
+            ("from", "the watermark the changes were read from (RFC 3339; `null` on a first run)"),
+            ("to", "the new watermark"),
+            ("changes", "change records read"),
+            ("endpoints_queued", "endpoints queued for a reconcile"),
+            ("full_sweep", "`true` when the watermark was missing or older than the 14 days Resource Graph keeps changes, so a full sweep ran instead"),
+            ("error", "why it stopped (`null` when it did not)"),
+            ("elapsed_ms", "duration"),
+        ],
     },
     SweepCompleted = "sweep.completed" {
         when: "a sweep run finished",

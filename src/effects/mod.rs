@@ -6,4 +6,6 @@ pub mod audit;
 pub mod audit_spool;
 pub mod dns;
 pub mod marks;
+pub mod small_state;
+pub mod target_approvals;
 pub mod vendors;

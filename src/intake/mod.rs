@@ -8,6 +8,7 @@
 //!   re-reads ARM.
 //! - `server`: the axum router the Functions host talks to.
 
+pub mod catch_up;
 pub mod events;
 pub mod protocol;
 pub mod server;

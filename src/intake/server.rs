@@ -35,13 +35,16 @@ use crate::reconcile::{Mode, Outcome, Report};
 use crate::telemetry::Stats;
 
 /// Function names = folder names in `handlers/`. A test keeps the two in sync.
-pub const FUNCTIONS: &[&str] = &[EVENTS_FUNCTION, STATUS_FUNCTION, WORK_FUNCTION, SWEEP_FUNCTION];
+pub const FUNCTIONS: &[&str] = &[EVENTS_FUNCTION, STATUS_FUNCTION, WORK_FUNCTION, SWEEP_FUNCTION, CATCH_UP_FUNCTION];
 pub const EVENTS_FUNCTION: &str = "PrivateEndpointEvents";
 pub const STATUS_FUNCTION: &str = "Status";
 /// `serviceBusTrigger` on the work queue (Azure; locally the embedded workers drain it).
 pub const WORK_FUNCTION: &str = "WorkQueue";
 /// `timerTrigger`: the periodic sweep.
 pub const SWEEP_FUNCTION: &str = "Sweep";
+
+/// `timerTrigger`: target-side approvals and the `resourcechanges` catch-up (`catch_up.rs`).
+pub const CATCH_UP_FUNCTION: &str = "CatchUp";
 
 /// Largest invocation body we accept (an Event Grid event is at most 1 MB).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -53,6 +56,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route(&format!("/{STATUS_FUNCTION}"), post(status))
         .route(&format!("/{WORK_FUNCTION}"), post(work_queue))
         .route(&format!("/{SWEEP_FUNCTION}"), post(sweep))
+        .route(&format!("/{CATCH_UP_FUNCTION}"), post(super::catch_up::catch_up))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
@@ -65,19 +69,19 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn invocation_ok(resp: InvocationResponse) -> Response {
+pub(crate) fn invocation_ok(resp: InvocationResponse) -> Response {
     json_response(StatusCode::OK, resp.to_json_bytes())
 }
 
 /// A failed invocation: the host only sees the status, so the reason goes to stderr.
-fn invocation_failed(status: StatusCode, function: &str, reason: &str) -> Response {
+pub(crate) fn invocation_failed(status: StatusCode, function: &str, reason: &str) -> Response {
     eprintln!("autopilot: {function} invocation failed: {reason}");
     tracing::error!(function, %reason, "invocation failed");
     json_response(status, serde_json::to_vec(&json!({"error": reason})).unwrap_or_default())
 }
 
 /// Parses the host's invocation body; a malformed one is counted and answered 400.
-fn parse_invocation(app: &App, body: &[u8], function: &str) -> Result<InvocationRequest, Box<Response>> {
+pub(crate) fn parse_invocation(app: &App, body: &[u8], function: &str) -> Result<InvocationRequest, Box<Response>> {
     InvocationRequest::parse(body).map_err(|e| {
         Stats::inc(&app.stats.invocations_rejected);
         Box::new(invocation_failed(StatusCode::BAD_REQUEST, function, &format!("malformed invocation: {e}")))
@@ -191,7 +195,7 @@ pub async fn reconcile_and_queue(
 }
 
 /// Sends `messages`, [`ENQUEUE_CONCURRENCY`] at a time; the first failure is the answer.
-async fn enqueue_all(app: &App, messages: Vec<crate::queue::NewMessage>) -> Result<(), String> {
+pub(crate) async fn enqueue_all(app: &App, messages: Vec<crate::queue::NewMessage>) -> Result<(), String> {
     let sent: Vec<Result<(), String>> = futures::stream::iter(messages)
         .map(|msg| async move {
             let what = msg.dedupe_key.clone();
@@ -240,7 +244,7 @@ async fn work_queue(State(app): State<Arc<App>>, body: Bytes) -> Response {
 /// The timer sweep: every private endpoint in `sweep.subscriptions`, plus every
 /// endpoint that still owns a record but was not listed (re-read before anything is
 /// removed: a listing can lag), reconciled like an event would. Runs never overlap.
-async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
+pub(crate) async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
     if let Err(resp) = parse_invocation(&app, &body, SWEEP_FUNCTION) {
         return *resp;
     }
@@ -478,5 +482,6 @@ pub async fn health(app: &App) -> Value {
         "uptime_secs": app.started.elapsed().as_secs(),
         "counters": app.stats.snapshot(),
         "queue": {"depth": depth.ok(), "dead_letters": dead.ok()},
+        "catch_up": super::catch_up::last_run(),
     })
 }

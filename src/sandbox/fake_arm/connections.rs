@@ -104,6 +104,43 @@ impl FakeArm {
         }));
     }
 
+    /// A Pending connection on `target` (registered with [`FakeArm::add_link_target`])
+    /// from an endpoint the fake does not hold: another tenant's, or a managed private
+    /// endpoint in a Microsoft subscription. Pair it with [`FakeArm::deny_subscription`]
+    /// for the endpoint's subscription to model a tenant we may not read. `description` is
+    /// the requester's message (shown as the description while Pending); `created_at`
+    /// (RFC 3339) is sent as `systemData.createdAt` when given, as providers that
+    /// implement ARM's `systemData` do. Returns the connection's name (`<pe name>.<guid>`).
+    pub fn add_foreign_connection(
+        &self,
+        target: &str,
+        pe_id: &str,
+        description: &str,
+        created_at: Option<&str>,
+    ) -> String {
+        let mut w = self.shared().world();
+        let canonical = w.get(target).and_then(|t| t["id"].as_str().map(str::to_owned)).unwrap_or(target.to_owned());
+        let name = format!("{}.{}", pe_id.rsplit('/').next().unwrap_or_default(), new_guid());
+        let mut conn = json!({
+            "id": format!("{canonical}/{KIND}/{name}"),
+            "name": name,
+            "type": format!("{}/{KIND}", resource_type(&canonical)),
+            "properties": {
+                "privateEndpoint": {"id": pe_id},
+                "groupIds": ["blob"],
+                "privateLinkServiceConnectionState": {
+                    "status": "Pending", "description": description, "actionsRequired": "None"
+                },
+                "provisioningState": "Succeeded"
+            }
+        });
+        if let Some(at) = created_at {
+            conn["systemData"] = json!({"createdAt": at, "createdByType": "Application"});
+        }
+        w.put(conn);
+        name
+    }
+
     /// The target-side connection of an endpoint, if any.
     pub fn target_connection(&self, pe_id: &str) -> Option<Value> {
         let w = self.shared().world();

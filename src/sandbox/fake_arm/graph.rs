@@ -35,6 +35,24 @@
 //!   endpoint (and its NIC) deleted less than the lag ago is still listed. That is the
 //!   case the sweep must survive by re-reading ARM before it deletes anything.
 //!
+//! Besides the sweep's endpoint listing, two more query shapes are answered, told apart by
+//! the query text (the fake still evaluates no KQL):
+//!
+//! * **Pending connections on owned resources** (a query that `mv-expand`s
+//!   `properties.privateEndpointConnections`, as `effects::target_approvals` sends): one
+//!   row per Pending connection on a resource of the `type in~ (…)` list, with the
+//!   columns that query projects (`id` of the owning resource, `connectionId`,
+//!   `connectionName`, `endpointId`, `description`). The embedded array is built from the
+//!   connections the fake stores as children, so a connection whose endpoint lives in a
+//!   tenant the fake will not let us read ([`FakeArm::add_foreign_connection`]) is listed
+//!   like any other. Like the service, it lists only resources the caller may read: under
+//!   [`super::rbac`] grants, a resource without `<type>/read` is silently left out;
+//! * **`resourcechanges`** (a query on that table, `changeTime > todatetime('…')`): the
+//!   change records ARM writes for private endpoints (create, update, delete), with the
+//!   documented shape (`properties.targetResourceId`, `targetResourceType`, `changeType`,
+//!   `changeAttributes.timestamp`) plus the columns the query projects; records older than
+//!   14 days are gone, as in the service ([`FakeArm::backdate_changes`] ages them).
+//!
 //! The fake has a single principal (its one accepted token), hence a single quota window.
 //!
 //! One more query shape is answered: a query whose type literal is
@@ -42,7 +60,7 @@
 //! search for same-named zones), filtered by the `name =~ '…'` literal when there is one.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -66,6 +84,44 @@ pub(crate) struct GraphState {
     lag: Duration,
     /// Endpoints and NICs removed from ARM less than `lag` ago (only kept while a lag is set).
     removed: Vec<Removed>,
+    /// `resourcechanges` records for private endpoints, oldest first.
+    changes: Vec<ChangeRecord>,
+}
+
+/// `properties.changes` of an update: `{"<dotted path>": {"previousValue", "newValue"}}`,
+/// one entry per changed tag (`tags.<name>`) and per changed first-level property
+/// (`properties.<name>`), the granularity the documented examples show.
+fn property_changes(before: &Value, after: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for section in ["tags", "properties"] {
+        let empty = serde_json::Map::new();
+        let b = before.get(section).and_then(Value::as_object).unwrap_or(&empty);
+        let a = after.get(section).and_then(Value::as_object).unwrap_or(&empty);
+        let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+        for k in keys {
+            if b.get(k) != a.get(k) {
+                out.insert(format!("{section}.{k}"), json!({"previousValue": b.get(k), "newValue": a.get(k)}));
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// One `resourcechanges` record.
+#[derive(Debug, Clone)]
+struct ChangeRecord {
+    target_id: String,
+    change_type: &'static str,
+    changes: Value,
+    /// Unix seconds.
+    at: u64,
+}
+
+/// How long Resource Graph keeps change records.
+const CHANGE_RETENTION_SECS: u64 = 14 * 24 * 3600;
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[derive(Debug)]
@@ -83,9 +139,33 @@ struct Removed {
 }
 
 impl GraphState {
+    /// Called for every resource put into the world: a private endpoint's create or
+    /// update is a change record.
+    pub(crate) fn on_put(&mut self, key: &str, body: &Value, previous: Option<&Value>) {
+        if !is_type(key, PE_TYPE) {
+            return;
+        }
+        let id = body.get("id").and_then(Value::as_str).unwrap_or(key).to_owned();
+        let (change_type, changes) = match previous {
+            None => ("Create", json!({})),
+            Some(before) if before == body => return,
+            Some(before) => ("Update", property_changes(before, body)),
+        };
+        self.changes.push(ChangeRecord { target_id: id, change_type, changes, at: unix_now() });
+    }
+
     /// Called for every resource removed from the world: Resource Graph still shows a
     /// removed endpoint or NIC for a while.
     pub(crate) fn on_remove(&mut self, key: &str, body: &Value) {
+        if is_type(key, PE_TYPE) {
+            let id = body.get("id").and_then(Value::as_str).unwrap_or(key).to_owned();
+            self.changes.push(ChangeRecord {
+                target_id: id,
+                change_type: "Delete",
+                changes: json!({}),
+                at: unix_now(),
+            });
+        }
         if self.lag.is_zero() || !(is_type(key, PE_TYPE) || is_type(key, NIC_TYPE)) {
             return;
         }
@@ -123,6 +203,20 @@ impl FakeArm {
         let mut w = self.shared().world();
         w.graph.lag = lag;
         w.graph.prune(Instant::now());
+    }
+
+    /// Makes every change record so far `by` older (records past 14 days disappear).
+    pub fn backdate_changes(&self, by: Duration) {
+        let mut w = self.shared().world();
+        for c in &mut w.graph.changes {
+            c.at = c.at.saturating_sub(by.as_secs());
+        }
+    }
+
+    /// How many `resourcechanges` records the fake holds (within retention).
+    pub fn change_records(&self) -> usize {
+        let now = unix_now();
+        self.shared().world().graph.changes.iter().filter(|c| c.at + CHANGE_RETENTION_SECS > now).count()
     }
 }
 
@@ -178,8 +272,60 @@ pub(super) fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         .with_header("x-ms-user-quota-resets-after", hms(quota.1))
 }
 
+/// Which of the answered query shapes a query is (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+enum Shape {
+    Endpoints,
+    /// Lower-cased resource types from `type in~ (…)`, and the `mv-expand` row limit.
+    PendingConnections(Vec<String>, usize),
+    /// `changeTime > todatetime('…')`, as unix seconds.
+    Changes(u64),
+}
+
+fn shape_of(query: &str) -> Result<Shape, Answer> {
+    let lower = query.to_ascii_lowercase();
+    if lower.trim_start().starts_with("resourcechanges") {
+        let since = lower
+            .split_once("changetime > todatetime('")
+            .and_then(|(_, rest)| rest.split_once('\''))
+            .and_then(|(t, _)| {
+                time::OffsetDateTime::parse(&t.to_ascii_uppercase(), &time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .and_then(|t| u64::try_from(t.unix_timestamp()).ok());
+        return match since {
+            Some(s) => Ok(Shape::Changes(s)),
+            None => Err(Answer::error(
+                400,
+                "UnsupportedBySandbox",
+                "The sandbox answers resourcechanges queries filtered by changeTime > todatetime('<RFC 3339>') only.",
+            )),
+        };
+    }
+    if lower.contains("mv-expand") && lower.contains("privateendpointconnections") {
+        let types = lower
+            .split_once("type in~ (")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(list, _)| list.split(',').map(|t| t.trim().trim_matches('\'').to_owned()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        // Resource Graph: "RowLimit max of 400. The default is 128."
+        let limit = match lower.split_once("privateendpointconnections limit ") {
+            None => 128,
+            Some((_, rest)) => match rest.split_whitespace().next().and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if n <= 400 => n,
+                _ => {
+                    return Err(invalid_query("InvalidMvExpandLimit", "mv-expand: RowLimit max of 400.".into()));
+                }
+            },
+        };
+        return Ok(Shape::PendingConnections(types, limit));
+    }
+    Ok(Shape::Endpoints)
+}
+
 /// A validated request body.
 struct Query {
+    shape: Shape,
     /// Lower-cased, deduplicated.
     subscriptions: Vec<String>,
     with_nic_ips: bool,
@@ -279,6 +425,7 @@ impl Query {
         };
         check_kql(query)?;
         Ok(Self {
+            shape: shape_of(query)?,
             subscriptions,
             with_nic_ips: query.to_ascii_lowercase().contains("nicipconfigs"),
             projected: last_projection(query),
@@ -290,6 +437,126 @@ impl Query {
 
     /// The page of rows this query selects, ordered by id.
     fn answer(&self, w: &World) -> Answer {
+        match &self.shape {
+            Shape::Endpoints => self.endpoints(w),
+            Shape::PendingConnections(types, limit) => self.page(self.pending_connections(w, types, *limit)),
+            Shape::Changes(since) => self.page(self.changes(w, *since)),
+        }
+    }
+
+    /// One page of `rows` (already in the query's order).
+    fn page(&self, rows: Vec<Value>) -> Answer {
+        let total = rows.len();
+        self.page_of(total, |offset, top| rows.into_iter().skip(offset).take(top).collect())
+    }
+
+    /// The page answer for `total` rows, `slice(offset, top)` giving this page's rows.
+    fn page_of(&self, total: usize, slice: impl FnOnce(usize, usize) -> Vec<Value>) -> Answer {
+        let total = total as u64;
+        let offset = usize::try_from(self.offset).unwrap_or(usize::MAX);
+        let top = usize::try_from(self.top).unwrap_or(usize::MAX);
+        let data: Vec<Value> = slice(offset, top);
+        let next = self.offset.saturating_add(data.len() as u64);
+        let mut body = json!({
+            "totalRecords": total,
+            "count": data.len(),
+            "data": data,
+            "facets": [],
+            "resultTruncated": "false",
+        });
+        if next < total {
+            body["$skipToken"] = Value::String(encode_token(next, self.top));
+        }
+        Answer::json(200, body)
+    }
+
+    /// One row per Pending connection on a resource of `types` in scope, ordered by the
+    /// resource's id, then the connection's.
+    fn pending_connections(&self, w: &World, types: &[String], row_limit: usize) -> Vec<Value> {
+        let mut rows = Vec::new();
+        for sub in &self.subscriptions {
+            let prefix = format!("/subscriptions/{sub}/");
+            for (k, s) in w.resources.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+                let rtype = s.body.get("type").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
+                if !types.contains(&rtype) || !types.iter().any(|t| is_type(k, t)) {
+                    continue;
+                }
+                // Resource Graph lists only what the caller may read.
+                let readable = w.grants.as_ref().is_none_or(|g| {
+                    let rtype = s.body.get("type").and_then(Value::as_str).unwrap_or_default();
+                    g.allows(&format!("{rtype}/read"), k)
+                });
+                if !readable {
+                    continue;
+                }
+                let id = s.body.get("id").cloned().unwrap_or(Value::Null);
+                // `mv-expand` stops at its row limit, before the Pending filter.
+                for conn in w.children(k, "privateEndpointConnections").into_iter().take(row_limit) {
+                    let state = &conn["properties"]["privateLinkServiceConnectionState"];
+                    if !state["status"].as_str().is_some_and(|st| st.eq_ignore_ascii_case("Pending")) {
+                        continue;
+                    }
+                    rows.push(json!({
+                        "id": id,
+                        "connectionId": conn["id"],
+                        "connectionName": conn["name"],
+                        "endpointId": conn["properties"]["privateEndpoint"]["id"],
+                        "description": state["description"],
+                    }));
+                }
+            }
+        }
+        rows
+    }
+
+    /// Change records of private endpoints in scope after `since`, within retention.
+    fn changes(&self, w: &World, since: u64) -> Vec<Value> {
+        let now = unix_now();
+        let mut rows: Vec<Value> = w
+            .graph
+            .changes
+            .iter()
+            .filter(|c| c.at > since && c.at + CHANGE_RETENTION_SECS > now && self.in_scope(&c.target_id.to_ascii_lowercase()))
+            .enumerate()
+            .map(|(i, c)| {
+                let timestamp = time::OffsetDateTime::from_unix_timestamp(i64::try_from(c.at).unwrap_or(0))
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_default();
+                let mut row = json!({
+                    "id": format!("{}/providers/Microsoft.Resources/changes/{:020}", c.target_id, c.at * 1000 + i as u64),
+                    "properties": {
+                        "targetResourceId": c.target_id,
+                        "targetResourceType": "Microsoft.Network/privateEndpoints",
+                        "changeType": c.change_type,
+                        "changeAttributes": {"timestamp": timestamp, "changesCount": 1},
+                        "changes": c.changes,
+                    },
+                });
+                for (column, value) in [
+                    ("targetresourceid", json!(c.target_id)),
+                    ("changetype", json!(c.change_type)),
+                    ("changetime", json!(timestamp)),
+                    ("changes", c.changes.clone()),
+                ] {
+                    if self.projected.iter().any(|p| p == column) {
+                        let name = match column {
+                            "targetresourceid" => "targetResourceId",
+                            "changetype" => "changeType",
+                            "changes" => "changes",
+                            _ => "changeTime",
+                        };
+                        row[name] = value;
+                    }
+                }
+                row
+            })
+            .collect();
+        rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        rows
+    }
+
+    fn endpoints(&self, w: &World) -> Answer {
         // Lower-cased id -> the endpoint's JSON; live endpoints win over remembered ones
         // (deleted and re-created within the lag).
         let mut endpoints: BTreeMap<String, &Value> = BTreeMap::new();
@@ -303,7 +570,7 @@ impl Query {
                     }
                 }
             }
-            return self.page(w, endpoints);
+            return self.endpoint_page(w, endpoints);
         }
         for r in &w.graph.removed {
             if is_type(&r.key, PE_TYPE) && self.in_scope(&r.key) {
@@ -318,26 +585,14 @@ impl Query {
                 }
             }
         }
-        self.page(w, endpoints)
+        self.endpoint_page(w, endpoints)
     }
 
-    fn page(&self, w: &World, endpoints: BTreeMap<String, &Value>) -> Answer {
-        let total = endpoints.len() as u64;
-        let offset = usize::try_from(self.offset).unwrap_or(usize::MAX);
-        let top = usize::try_from(self.top).unwrap_or(usize::MAX);
-        let data: Vec<Value> = endpoints.values().skip(offset).take(top).map(|pe| self.row(w, pe)).collect();
-        let next = self.offset.saturating_add(data.len() as u64);
-        let mut body = json!({
-            "totalRecords": total,
-            "count": data.len(),
-            "data": data,
-            "facets": [],
-            "resultTruncated": "false",
-        });
-        if next < total {
-            body["$skipToken"] = Value::String(encode_token(next, self.top));
-        }
-        Answer::json(200, body)
+    /// One page of endpoint (or zone) rows; only this page's rows are built.
+    fn endpoint_page(&self, w: &World, endpoints: BTreeMap<String, &Value>) -> Answer {
+        self.page_of(endpoints.len(), |offset, top| {
+            endpoints.values().skip(offset).take(top).map(|pe| self.row(w, pe)).collect()
+        })
     }
 
     fn in_scope(&self, key: &str) -> bool {
@@ -466,6 +721,7 @@ const KQL_WORDS: &[&str] = &[
     "distinct",
     "mv",
     "expand",
+    "mv-expand",
     "union",
     "true",
     "false",
@@ -627,6 +883,26 @@ mod tests {
         let e = check_kql("Resources | where typ =~ 'x' | project id").unwrap_err();
         assert!(e.body.unwrap().to_string().contains("'typ'"));
         assert!(check_kql("resources | extend n = tolower(name) | where n == 'a' | project id, n").is_ok());
+    }
+
+    #[test]
+    fn the_target_side_and_catch_up_queries_are_valid_and_recognised() {
+        let q = crate::effects::target_approvals::pending_connections_query(&[
+            "Microsoft.Storage/storageAccounts".into(),
+            "Microsoft.Kusto/clusters".into(),
+        ]);
+        assert!(check_kql(&q).is_ok(), "{:?}", check_kql(&q).err().and_then(|a| a.body));
+        assert_eq!(
+            shape_of(&q).ok(),
+            Some(Shape::PendingConnections(
+                vec!["microsoft.storage/storageaccounts".into(), "microsoft.kusto/clusters".into()],
+                400
+            ))
+        );
+        let q = crate::reconcile::catch_up::changes_query(86400);
+        assert!(check_kql(&q).is_ok(), "{:?}", check_kql(&q).err().and_then(|a| a.body));
+        assert_eq!(shape_of(&q).ok(), Some(Shape::Changes(86400)));
+        assert_eq!(shape_of(crate::arm::graph::PRIVATE_ENDPOINTS_QUERY).ok(), Some(Shape::Endpoints));
     }
 
     #[test]

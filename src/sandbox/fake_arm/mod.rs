@@ -216,6 +216,8 @@ impl World {
 
     pub fn put(&mut self, body: Value) {
         let id = body.get("id").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
+        // Resource Graph writes a change record for every create and update.
+        self.graph.on_put(&id, &body, self.resources.get(&id).map(|s| &s.body));
         self.resources.insert(id, Stored { body });
     }
 

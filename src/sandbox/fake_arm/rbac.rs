@@ -66,6 +66,8 @@ pub struct InfraParams {
     pub dns_zone_resource_group: String,
     pub dns_zone_names: Vec<String>,
     pub owned_resource_ids: Vec<String>,
+    /// Subscriptions the target-side approval scan covers (`approvalTargetSubscriptions`).
+    pub approval_target_subscriptions: Vec<String>,
 }
 
 impl InfraParams {
@@ -75,6 +77,7 @@ impl InfraParams {
             "subscriptionsInScope" => self.subscriptions_in_scope.clone(),
             "dnsZoneNames" => self.dns_zone_names.clone(),
             "ownedResources" | "ownedResourceIds" => self.owned_resource_ids.clone(),
+            "approvalTargetSubscriptions" => self.approval_target_subscriptions.clone(),
             // Subscriptions of the owned Kusto clusters, each once (main.bicep's `kustoSubscriptions`).
             "kustoSubscriptions" => {
                 let mut subs: Vec<String> = self
@@ -273,6 +276,7 @@ mod tests {
             dns_zone_resource_group: "dns".into(),
             dns_zone_names: vec!["z1".into()],
             owned_resource_ids: vec!["/subscriptions/k/resourceGroups/rg/providers/Microsoft.Kusto/clusters/c".into()],
+            approval_target_subscriptions: Vec::new(),
         }
     }
 

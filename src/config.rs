@@ -33,6 +33,8 @@ pub struct Config {
     pub marks: crate::effects::marks::MarkSettings,
     pub ledger: LedgerSettings,
     pub log: LogSettings,
+    pub coverage: crate::reconcile::coverage::CoverageSettings,
+    pub doctor: crate::doctor::DoctorSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

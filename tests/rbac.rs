@@ -288,7 +288,10 @@ fn mentions(text: &str, ident: &str) -> bool {
 fn is_feature_setting(name: &str) -> bool {
     matches!(
         name,
-        "AUTOPILOT__DNS__ZONES" | "AUTOPILOT__SWEEP__SUBSCRIPTIONS" | "AUTOPILOT__APPROVALS__OWNED_RESOURCES"
+        "AUTOPILOT__DNS__ZONES"
+            | "AUTOPILOT__SWEEP__SUBSCRIPTIONS"
+            | "AUTOPILOT__APPROVALS__OWNED_RESOURCES"
+            | "AUTOPILOT__COVERAGE__CREATE_MISSING"
     ) || (name.starts_with("AUTOPILOT__VENDORS__") && name.ends_with("__ENABLED"))
 }
 
@@ -421,6 +424,7 @@ fn infra_params() -> InfraParams {
         dns_zone_resource_group: HUB_RESOURCE_GROUP.into(),
         dns_zone_names: vec![KUSTO_ZONE.into(), VAULT_ZONE.into()],
         owned_resource_ids: vec![kusto_id(), pls_id()],
+        ..InfraParams::default()
     }
 }
 
@@ -624,10 +628,17 @@ async fn a_refused_zone_is_skipped_and_deletes_still_work() {
 async fn every_granted_action_is_needed() {
     let full = Grants::from_infra(&infra_params());
     // Actions whose absence the product survives by design, and why.
-    let survivable: BTreeMap<&str, &str> = [(
-        "Microsoft.Resources/subscriptions/read",
-        "only read when approvals.allowed_tenants is set (this scenario's policy is by subscription)",
-    )]
+    let survivable: BTreeMap<&str, &str> = [
+        (
+            "Microsoft.Resources/subscriptions/read",
+            "only read when approvals.allowed_tenants is set (this scenario's policy is by subscription)",
+        ),
+        // Read by the sweep's coverage check (with coverage.function_id, off in this
+        // scenario) and `autopilot doctor`; tests/doctor.rs removes each and sees it named.
+        ("Microsoft.EventGrid/systemTopics/read", "coverage check: tests/doctor.rs"),
+        ("Microsoft.EventGrid/systemTopics/eventSubscriptions/read", "coverage check: tests/doctor.rs"),
+        ("Microsoft.Network/privateDnsZones/virtualNetworkLinks/read", "doctor's zone link check: tests/doctor.rs"),
+    ]
     .into_iter()
     .collect();
     let mut needed = Vec::new();

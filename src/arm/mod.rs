@@ -13,6 +13,7 @@ pub mod client;
 pub mod credential;
 pub mod endpoints;
 pub mod graph;
+pub mod permissions;
 pub mod providers;
 pub mod table;
 

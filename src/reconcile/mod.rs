@@ -7,6 +7,7 @@
 //! Event Grid handler, the queue worker, the sweep and the dry-run command, so what the
 //! operator previews is what runs.
 
+pub mod coverage;
 pub mod known;
 pub mod locks;
 pub mod plan;

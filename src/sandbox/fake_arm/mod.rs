@@ -28,6 +28,7 @@
 
 pub mod connections;
 pub mod dns;
+pub mod eventgrid;
 mod graph;
 pub mod network;
 mod providers;
@@ -547,6 +548,11 @@ fn front_door(shared: &Shared, call: &Call<'_>) -> Option<Answer> {
     if lower_type == "microsoft.resources/subscriptions/operationresults" {
         return None;
     }
+    // Every caller may ask ARM what it itself may do, at any scope: the answer is its own
+    // permissions (empty where it holds nothing).
+    if lower_type == "microsoft.authorization/permissions" {
+        return None;
+    }
     let mut w = shared.world();
     let grants = w.grants.as_ref()?;
     match rbac::authorize(grants, call, &target) {
@@ -593,6 +599,25 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         // Operation status and result URLs of any provider (Network, Kusto...).
         ["subscriptions", _, "providers", _, "locations", _, "operations", op] => operation_status(shared, op),
         ["subscriptions", _, "providers", _, "locations", _, "operationresults", op] => operation_result(shared, op),
+        // Event Grid's operation status URL.
+        ["subscriptions", _, "providers", _, "locations", _, "operationsstatus", op] => operation_status(shared, op),
+        [.., "providers", "microsoft.authorization", "permissions"] if *call.method == Method::GET => {
+            eventgrid::permissions(shared, call)
+        }
+        _ if s.contains(&"microsoft.eventgrid") => eventgrid::route(shared, call, &s),
+        // Reads doctor makes of what tests seed (`FakeArm::add_resource`).
+        _ if s.contains(&"microsoft.keyvault") || s.contains(&"microsoft.servicebus") => {
+            eventgrid::route(shared, call, &s)
+        }
+        [.., "privatednszones", _, "virtualnetworklinks"] if *call.method == Method::GET => {
+            let zone = &call.path[..call.path.len() - "/virtualNetworkLinks".len()];
+            if shared.world().get(zone).is_none() {
+                return Answer::not_found(zone);
+            }
+            let items = shared.world().children(zone, "virtualNetworkLinks");
+            page(shared, call, items)
+        }
+        [.., "privatednszones", _, "virtualnetworklinks", _] => eventgrid::route(shared, call, &s),
         ["subscriptions", sub, "providers", ns] if *call.method == Method::GET => providers::get(sub, ns),
         // ARM's own operation results (the Tags API's accepted PATCH).
         ["subscriptions", _, "operationresults", op] => operation_result(shared, op),

@@ -417,9 +417,12 @@ var kustoOperationReaderActions = [
 // Coverage creation (createMissingEventSubscriptions): create a subscription's system topic
 // and the event subscription from it to the function. Built-in EventGrid Contributor would
 // also allow deleting and reconfiguring every Event Grid resource in the subscription.
+// Both writes are long-running: their status is polled under
+// /subscriptions/<id>/providers/Microsoft.EventGrid/locations/global/operationsStatus.
 var eventSubscriptionWriterActions = [
   'Microsoft.EventGrid/systemTopics/write'
   'Microsoft.EventGrid/systemTopics/eventSubscriptions/write'
+  'Microsoft.EventGrid/locations/operationsStatus/read'
 ]
 // The subscriptions the writer role is assigned in: none unless creation is switched on.
 var eventSubscriptionWriterSubscriptions = createMissingEventSubscriptions ? subscriptionsInScope : []

@@ -82,6 +82,12 @@ async fn sandbox(grants: Option<Grants>, subscriptions: &'static [&'static str],
     })
     .await
     .expect("sandbox");
+    link_hub(&sb);
+    sb
+}
+
+/// The hub VNet's link on the zone, as infra's users create it.
+fn link_hub(sb: &Sandbox) {
     let zone = sb.zone_id(ZONE);
     sb.arm.add_resource(json!({
         "id": format!("{zone}/virtualNetworkLinks/hub"),
@@ -91,7 +97,6 @@ async fn sandbox(grants: Option<Grants>, subscriptions: &'static [&'static str],
         "properties": {"virtualNetwork": {"id": hub_vnet()}, "registrationEnabled": false,
             "virtualNetworkLinkState": "Completed", "provisioningState": "Succeeded"},
     }));
-    sb
 }
 
 /// Infra's topic and event subscription in `subscription`.
@@ -189,7 +194,6 @@ async fn a_missing_event_subscription_and_a_missing_link_are_named() {
     )
     .unwrap();
     let r = doctor::run(&app, &|_| None).await;
-    eprintln!("{}", r.render(false));
     assert!(!r.ok);
     let f = failures(&r);
     assert_eq!(f.len(), 2, "{}", r.render(false));
@@ -281,4 +285,228 @@ async fn the_sweep_reports_an_uncovered_subscription_and_creates_it_when_allowed
     assert_eq!(result["coverage_gaps"], 0, "{result}");
     assert_eq!(result["coverage_created"], 0, "{result}");
     assert_eq!(sb.arm.writes_to("Microsoft.EventGrid"), writes, "the second sweep wrote again");
+}
+
+/// Creation under enforced RBAC: infra's event subscription writer role (assigned with
+/// createMissingEventSubscriptions) is enough, and without it the refusal is named by the
+/// sweep's gap and by doctor.
+#[tokio::test]
+async fn creation_needs_exactly_the_writer_role_infra_assigns_with_the_switch() {
+    const BOTH: &[&str] = &[SPOKE_SUBSCRIPTION, NEW_SUBSCRIPTION];
+    let storage = "/subscriptions/44444444-4444-4444-4444-444444444444/resourceGroups/rg-autopilot/providers/Microsoft.Storage/storageAccounts/stautopilot";
+    for switched_on in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.jsonl");
+        let audit_path = audit.display().to_string();
+        let grants =
+            Grants::from_infra(&InfraParams { create_missing_event_subscriptions: switched_on, ..params(BOTH) });
+        let sb = Sandbox::start(SandboxOptions {
+            arm: FakeArmOptions { lro_retry_after_secs: 1, rbac: Some(grants), ..FakeArmOptions::default() },
+            zones: vec![ZONE.into()],
+            configure: Box::new(move |c| {
+                configure(c, BOTH, Some(audit_path));
+                c.coverage.create_missing = true;
+                c.coverage.dead_letter_storage_account_id = storage.into();
+            }),
+            workers: 0,
+            ..SandboxOptions::default()
+        })
+        .await
+        .unwrap();
+        link_hub(&sb);
+        cover(&sb, SPOKE_SUBSCRIPTION, true);
+        let result = sweep(&sb).await;
+        let denials = sb.arm.denials();
+        if switched_on {
+            assert_eq!(result["coverage_created"], 1, "{result} {denials:#?}");
+            assert_eq!(result["coverage_gaps"], 0, "{result}");
+            assert!(denials.is_empty(), "{denials:#?}");
+            let created = audit_events(&audit, "coverage.created", 1).await;
+            let follow_up = created[0]["data"]["follow_up"][0].as_str().unwrap_or_default();
+            assert!(
+                follow_up.contains("Storage Blob Data Contributor") && follow_up.contains("eventgrid-deadletter"),
+                "{}",
+                created[0]
+            );
+            let r = run(&sb).await;
+            assert!(r.ok, "{}", r.render(false));
+            assert!(
+                r.checks.iter().any(|c| c.subject.starts_with("eventSubscriptionWriter at ") && c.status == Status::Ok)
+            );
+        } else {
+            assert_eq!(result["coverage_created"], 0, "{result}");
+            assert_eq!(result["coverage_gaps"], 1, "{result}");
+            assert!(denials.iter().any(|d| d.action == "Microsoft.EventGrid/systemTopics/write"), "{denials:#?}");
+            let gaps = audit_events(&audit, "coverage.gap", 1).await;
+            let fix = gaps[0]["data"]["fix"].as_str().unwrap_or_default();
+            assert!(fix.contains("Microsoft.EventGrid/systemTopics/write") && fix.contains(NEW_SUBSCRIPTION), "{fix}");
+            let r = run(&sb).await;
+            assert!(!r.ok);
+            let missing: Vec<_> = failures(&r).into_iter().filter(|c| c.area == "permissions").collect();
+            assert_eq!(missing.len(), 2, "one per subscription in scope: {}", r.render(false));
+            assert!(
+                missing.iter().all(|c| c.detail.contains("Microsoft.EventGrid/systemTopics/eventSubscriptions/write"))
+            );
+            assert!(missing[0].fix.as_deref().unwrap().contains("event subscription writer"), "{:?}", missing[0]);
+        }
+    }
+}
+
+/// Vendor secrets (set, unresolved Key Vault reference, or asked of the vault through ARM)
+/// and one read-only call per vendor with its key.
+#[tokio::test]
+async fn vendor_secrets_and_keys_are_checked() {
+    use private_link_autopilot::sandbox::vendors::SandboxVendors;
+    let vendors = SandboxVendors::start().await.unwrap();
+    let mut base = Config::default();
+    vendors.configure(&mut base);
+    let section = base.vendors.clone();
+    let vault = format!(
+        "/subscriptions/{HUB_SUBSCRIPTION}/resourceGroups/rg-autopilot/providers/Microsoft.KeyVault/vaults/kvautopilot"
+    );
+    let vault_id = vault.clone();
+    let sb = Sandbox::start(SandboxOptions {
+        zones: vec![ZONE.into()],
+        configure: Box::new(move |c| {
+            configure(c, &[], None);
+            c.vendors = section;
+            c.doctor.key_vault_id = vault_id;
+        }),
+        env: vendors.env(),
+        workers: 0,
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    link_hub(&sb);
+    let env: std::collections::HashMap<String, String> = vendors.env().into_iter().collect();
+    let r = doctor::run(&sb.app, &|k| env.get(k).cloned()).await;
+    let area = |r: &Report, a: &str, s: Status| r.checks.iter().filter(|c| c.area == a && c.status == s).count();
+    assert_eq!(area(&r, "secrets", Status::Ok), 4, "{}", r.render(false));
+    assert_eq!(area(&r, "vendors", Status::Ok), 3, "{}", r.render(false));
+    assert!(r.ok, "{}", r.render(false));
+    // No secret value is ever shown.
+    let json = serde_json::to_string(&r).unwrap();
+    for secret in vendors.secrets() {
+        assert!(!json.contains(&secret), "a secret leaked into the report");
+    }
+
+    // A wrong Elastic key, an unresolved Zilliz reference, and ClickHouse's variables not
+    // set here: the vault is asked (one secret exists, the other does not).
+    sb.arm.add_resource(json!({
+        "id": format!("{vault}/secrets/clickhouse-key-id"),
+        "name": "clickhouse-key-id",
+        "type": "Microsoft.KeyVault/vaults/secrets",
+        "properties": {"attributes": {"enabled": true}},
+    }));
+    let mut env = env.clone();
+    env.insert("ELASTIC_API_KEY".into(), "not-the-key".into());
+    env.insert("ZILLIZ_API_KEY".into(), "@Microsoft.KeyVault(VaultName=kvautopilot;SecretName=zilliz-api-key)".into());
+    env.remove("CLICKHOUSE_KEY_ID");
+    env.remove("CLICKHOUSE_KEY_SECRET");
+    let r = doctor::run(&sb.app, &|k| env.get(k).cloned()).await;
+    assert!(!r.ok);
+    let find = |area: &str, subject: &str| {
+        r.checks.iter().find(|c| c.area == area && c.subject == subject).unwrap_or_else(|| panic!("{area} {subject}"))
+    };
+    assert_eq!(find("secrets", "clickhouse CLICKHOUSE_KEY_ID").status, Status::Ok);
+    let missing = find("secrets", "clickhouse CLICKHOUSE_KEY_SECRET");
+    assert_eq!(missing.status, Status::Fail);
+    assert_eq!(
+        missing.fix.as_deref(),
+        Some("az keyvault secret set --vault-name kvautopilot --name clickhouse-key-secret --value <the key>")
+    );
+    let unresolved = find("secrets", "zilliz ZILLIZ_API_KEY");
+    assert_eq!(unresolved.status, Status::Fail);
+    assert!(unresolved.detail.contains("unresolved Key Vault reference"), "{unresolved:?}");
+    let elastic = find("vendors", "elastic key");
+    assert_eq!(elastic.status, Status::Fail, "{elastic:?}");
+    assert!(elastic.fix.as_deref().unwrap().contains("refuses the key"), "{elastic:?}");
+    let clickhouse = find("vendors", "clickhouse key");
+    assert_eq!(clickhouse.status, Status::Fail);
+    assert!(clickhouse.detail.contains("CLICKHOUSE_KEY_ID"), "{clickhouse:?}");
+}
+
+/// The Service Bus queue and the audit topic, read through ARM.
+#[tokio::test]
+async fn the_queue_and_the_audit_topic_are_read_through_arm() {
+    let queue = "/subscriptions/44444444-4444-4444-4444-444444444444/resourceGroups/rg-autopilot/providers/Microsoft.ServiceBus/namespaces/sb-autopilot/queues/autopilot-work";
+    let topic = "/subscriptions/44444444-4444-4444-4444-444444444444/resourceGroups/rg-autopilot/providers/Microsoft.EventGrid/topics/evgt-autopilot";
+    let endpoint = "http://127.0.0.1:9/api/events";
+    let sb = Sandbox::start(SandboxOptions {
+        zones: vec![ZONE.into()],
+        configure: Box::new(move |c| {
+            configure(c, &[], None);
+            c.queue.kind = "servicebus".into();
+            c.queue.namespace = "sb-autopilot".into();
+            c.queue.arm_queue_id = queue.into();
+            c.audit.topic_endpoint = endpoint.into();
+            c.doctor.audit_topic_id = topic.into();
+        }),
+        workers: 0,
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let r = run(&sb).await;
+    let of = |r: &Report, area: &str| r.checks.iter().find(|c| c.area == area).cloned().unwrap();
+    assert_eq!(of(&r, "servicebus").status, Status::Fail, "{}", r.render(false));
+    assert!(of(&r, "servicebus").detail.contains("does not exist"));
+    assert_eq!(of(&r, "audit").status, Status::Fail);
+    sb.arm
+        .add_resource(json!({"id": queue, "name": "autopilot-work", "type": "Microsoft.ServiceBus/namespaces/queues",
+        "properties": {"countDetails": {"activeMessageCount": 0}}}));
+    sb.arm.add_resource(json!({"id": topic, "name": "evgt-autopilot", "type": "Microsoft.EventGrid/topics",
+        "location": "eastus2", "properties": {"endpoint": "https://evgt-autopilot.eastus2-1.eventgrid.azure.net/api/events"}}));
+    let r = run(&sb).await;
+    assert_eq!(of(&r, "servicebus").status, Status::Ok, "{}", r.render(false));
+    let audit = of(&r, "audit");
+    assert_eq!(audit.status, Status::Fail, "the topic publishes elsewhere: {audit:?}");
+    assert!(
+        audit.fix.as_deref().unwrap().contains("AUTOPILOT__AUDIT__TOPIC_ENDPOINT=https://evgt-autopilot"),
+        "{audit:?}"
+    );
+}
+
+/// The binary: `doctor` exits non-zero while something is wrong and 0 once it is fixed,
+/// prints no ANSI codes to a pipe, and `--json` is one JSON document; `dlq list --json`
+/// prints a JSON array.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_exit_code_follows_the_checks() {
+    use private_link_autopilot::sandbox::fake_arm::FakeArm;
+    let arm = FakeArm::start(FakeArmOptions { lro_retry_after_secs: 1, ..FakeArmOptions::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run_cli = |args: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_autopilot"));
+        cmd.args(args)
+            .env_clear()
+            .env("AUTOPILOT__ARM__BASE_URL", arm.base_url())
+            .env("AUTOPILOT_ARM_STATIC_TOKEN", arm.token())
+            .env("AUTOPILOT__SWEEP__SUBSCRIPTIONS", format!(r#"["{SPOKE_SUBSCRIPTION}"]"#))
+            .env("AUTOPILOT__QUEUE__PATH", dir.path().join("queue.sqlite"))
+            .env("AUTOPILOT__AUDIT__FILE", "")
+            .env("AUTOPILOT_LOG", "error");
+        async move { cmd.output().await.unwrap() }
+    };
+    let out = run_cli(&["doctor", "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(v["ok"], false);
+    assert!(v["checks"].as_array().unwrap().iter().any(|c| c["area"] == "coverage" && c["status"] == "fail"));
+
+    let topic = arm.add_system_topic(SPOKE_SUBSCRIPTION, EVENTS_RG, "evgst-autopilot-cli");
+    arm.add_event_subscription(
+        &topic,
+        "private-endpoints-to-autopilot",
+        coverage::event_subscription_body(&coverage_settings())["properties"].clone(),
+    );
+    let out = run_cli(&["doctor"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("✔ subscription") && !text.contains('\x1b'), "{text}");
+
+    let out = run_cli(&["dlq", "list", "--json"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v, json!([]));
 }

@@ -227,7 +227,11 @@ event_catalog! {
     CoverageCreated = "coverage.created" {
         when: "the sweep created a missing system topic or event subscription (`coverage.create_missing = true`)",
         subject: "the subscription (`/subscriptions/<id>`)",
-        data: &[("subscription", "the subscription id"), ("created", "the ids created")],
+        data: &[
+            ("subscription", "the subscription id"),
+            ("created", "the ids created"),
+            ("follow_up", "what an operator still has to run (a created topic's dead-letter grant)"),
+        ],
     },
 }
 

@@ -98,6 +98,8 @@ pub struct Coverage {
     pub fix: Option<String>,
     /// What this run created (with `create_missing`).
     pub created: Vec<String>,
+    /// What an operator still has to do after a creation (the new topic's dead-letter grant).
+    pub follow_up: Vec<String>,
 }
 
 impl Coverage {
@@ -295,6 +297,7 @@ pub async fn create_missing(arm: &ArmClient, settings: &CoverageSettings, found:
     }
     let sub = found.subscription.clone();
     let mut created = Vec::new();
+    let mut follow_up = Vec::new();
     let topic_id = match &found.topic {
         Some(t) => t.clone(),
         None => {
@@ -307,8 +310,22 @@ pub async fn create_missing(arm: &ArmClient, settings: &CoverageSettings, found:
                 "identity": {"type": "SystemAssigned"},
                 "properties": {"source": format!("/subscriptions/{sub}"), "topicType": TOPIC_TYPE},
             });
-            if let Err(e) = arm.send_and_wait(ArmRequest::new(Method::Put, &id, EVENT_GRID_API).body(body)).await {
-                return failed(found, &id, &e);
+            let topic = match arm.send_and_wait(ArmRequest::new(Method::Put, &id, EVENT_GRID_API).body(body)).await {
+                Ok(t) => t,
+                Err(e) => return failed(found, &id, &e),
+            };
+            let storage = settings.dead_letter_storage_account_id.trim();
+            if !storage.is_empty() {
+                // Infra grants each deployed topic's identity the dead-letter container; a
+                // topic made here needs the same grant, which needs a role-assignment right
+                // the app does not have.
+                let principal = str_at(&topic.body, "/identity/principalId");
+                follow_up.push(format!(
+                    "az role assignment create --assignee {principal} --role \"Storage Blob Data Contributor\" \
+                     --scope {storage}/blobServices/default/containers/{} (the new topic's identity writes dead \
+                     letters there)",
+                    settings.dead_letter_container
+                ));
             }
             created.push(id.clone());
             id
@@ -321,11 +338,13 @@ pub async fn create_missing(arm: &ArmClient, settings: &CoverageSettings, found:
     if let Err(e) = arm.send_and_wait(req).await {
         let mut c = failed(found, &sub_id, &e);
         c.created = created;
+        c.follow_up = follow_up;
         return c;
     }
     created.push(sub_id);
     let mut again = check(arm, settings, &sub).await;
     again.created = created;
+    again.follow_up = follow_up;
     again
 }
 
@@ -357,7 +376,7 @@ pub fn audit_events(c: &Coverage) -> Vec<crate::effects::audit::AuditEvent> {
         out.push(AuditEvent {
             kind: EventType::CoverageCreated.into(),
             subject: subject.clone(),
-            data: json!({"subscription": c.subscription, "created": c.created}),
+            data: json!({"subscription": c.subscription, "created": c.created, "follow_up": c.follow_up}),
         });
     }
     if !c.covered() {

@@ -292,7 +292,7 @@ var baseSettings = {
   AUTOPILOT__LEDGER__TABLE: storage.outputs.ledgerTableName
   AUTOPILOT__LOG__FORMAT: 'json'
   // Coverage: where each subscription's events must go (the sweep reports a subscription
-  // without its topic or event subscription, `coverage.gap`), and what it creates with
+  // without its topic or event subscription, `sweep.coverage_gap`), and what it creates with
   // createMissingEventSubscriptions (the writer role below is assigned only then).
   AUTOPILOT__COVERAGE__FUNCTION_ID: '${functionAppId}/functions/PrivateEndpointEvents'
   AUTOPILOT__COVERAGE__CREATE_MISSING: createMissingEventSubscriptions ? 'true' : 'false'

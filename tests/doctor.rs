@@ -6,7 +6,7 @@
 //!   line, and fails (non-zero exit);
 //! * an event subscription missing in one subscription, a zone link missing: named, with
 //!   their fixes; `--json` has the documented shape;
-//! * the sweep reports an uncovered subscription (result + `coverage.gap` audit event),
+//! * the sweep reports an uncovered subscription (result + `sweep.coverage_gap` audit event),
 //!   and with `coverage.create_missing` creates its topic and event subscription, after
 //!   which a second sweep finds nothing to do.
 
@@ -246,7 +246,7 @@ async fn the_sweep_reports_an_uncovered_subscription_and_creates_it_when_allowed
     let result = sweep(&sb).await;
     assert_eq!(result["coverage_gaps"], 1, "{result}");
     assert_eq!(result["coverage_created"], 0, "{result}");
-    let gaps = audit_events(&audit, "coverage.gap", 1).await;
+    let gaps = audit_events(&audit, "sweep.coverage_gap", 1).await;
     assert_eq!(gaps.len(), 1);
     assert_eq!(gaps[0]["subject"], format!("/subscriptions/{NEW_SUBSCRIPTION}"));
     assert!(gaps[0]["data"]["problems"][0].as_str().unwrap().contains("no Event Grid system topic"), "{}", gaps[0]);
@@ -273,7 +273,7 @@ async fn the_sweep_reports_an_uncovered_subscription_and_creates_it_when_allowed
     let result = sweep(&sb).await;
     assert_eq!(result["coverage_gaps"], 0, "{result}");
     assert_eq!(result["coverage_created"], 1, "{result}");
-    let created = audit_events(&audit2, "coverage.created", 1).await;
+    let created = audit_events(&audit2, "sweep.coverage_created", 1).await;
     assert_eq!(created.len(), 1);
     let found = coverage::check(&sb.app.arm, &sb.app.config.coverage, NEW_SUBSCRIPTION).await;
     assert!(found.covered(), "{found:?}");
@@ -321,7 +321,7 @@ async fn creation_needs_exactly_the_writer_role_infra_assigns_with_the_switch() 
             assert_eq!(result["coverage_created"], 1, "{result} {denials:#?}");
             assert_eq!(result["coverage_gaps"], 0, "{result}");
             assert!(denials.is_empty(), "{denials:#?}");
-            let created = audit_events(&audit, "coverage.created", 1).await;
+            let created = audit_events(&audit, "sweep.coverage_created", 1).await;
             let follow_up = created[0]["data"]["follow_up"][0].as_str().unwrap_or_default();
             assert!(
                 follow_up.contains("Storage Blob Data Contributor") && follow_up.contains("eventgrid-deadletter"),
@@ -337,7 +337,7 @@ async fn creation_needs_exactly_the_writer_role_infra_assigns_with_the_switch() 
             assert_eq!(result["coverage_created"], 0, "{result}");
             assert_eq!(result["coverage_gaps"], 1, "{result}");
             assert!(denials.iter().any(|d| d.action == "Microsoft.EventGrid/systemTopics/write"), "{denials:#?}");
-            let gaps = audit_events(&audit, "coverage.gap", 1).await;
+            let gaps = audit_events(&audit, "sweep.coverage_gap", 1).await;
             let fix = gaps[0]["data"]["fix"].as_str().unwrap_or_default();
             assert!(fix.contains("Microsoft.EventGrid/systemTopics/write") && fix.contains(NEW_SUBSCRIPTION), "{fix}");
             let r = run(&sb).await;

@@ -215,7 +215,7 @@ event_catalog! {
             ("elapsed_ms", "duration"),
         ],
     },
-    CoverageGap = "coverage.gap" {
+    CoverageGap = "sweep.coverage_gap" {
         when: "the sweep found a subscription in scope without its Event Grid system topic or without an event subscription of the right shape to `PrivateEndpointEvents` (its endpoints then converge only at the next sweep)",
         subject: "the subscription (`/subscriptions/<id>`)",
         data: &[
@@ -224,7 +224,7 @@ event_catalog! {
             ("fix", "how to fix it (the infra parameter, or `coverage.create_missing`)"),
         ],
     },
-    CoverageCreated = "coverage.created" {
+    CoverageCreated = "sweep.coverage_created" {
         when: "the sweep created a missing system topic or event subscription (`coverage.create_missing = true`)",
         subject: "the subscription (`/subscriptions/<id>`)",
         data: &[

@@ -377,7 +377,7 @@ async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
 /// Every subscription in scope covered by its Event Grid topic and event subscription
 /// (`reconcile/coverage.rs`, the check `autopilot doctor` runs too), when
 /// `coverage.function_id` says where events must go. Gaps are logged and audited
-/// (`coverage.gap`); with `coverage.create_missing` they are created first. Returns the
+/// (`sweep.coverage_gap`); with `coverage.create_missing` they are created first. Returns the
 /// subscriptions still uncovered and those this run created for.
 async fn check_coverage(app: &Arc<App>, subscriptions: &[String]) -> (usize, usize) {
     let settings = &app.config.coverage;

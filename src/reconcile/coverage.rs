@@ -4,7 +4,7 @@
 //! Why: events are how an endpoint converges in seconds; a subscription added to
 //! `sweep.subscriptions` without its topic (a new landing zone, a topic deleted by hand)
 //! is converged only by the sweep, every 15 minutes, and nothing says so. This one check
-//! is shared by `autopilot doctor` (a ✗ with its fix) and the sweep (a `coverage.gap`
+//! is shared by `autopilot doctor` (a ✗ with its fix) and the sweep (a `sweep.coverage_gap`
 //! audit event and a count in its result), so both look for exactly the shape
 //! `infra/modules/eventgrid-subscription.bicep` deploys:
 //!

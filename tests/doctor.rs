@@ -510,3 +510,56 @@ async fn the_cli_exit_code_follows_the_checks() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v, json!([]));
 }
+
+/// Grants at owned resources (the connection approver) and at an owned cluster's
+/// subscription (the Kusto operation reader) are checked too, at their own scopes.
+#[tokio::test]
+async fn owned_resource_grants_are_checked_where_infra_assigns_them() {
+    let kusto =
+        format!("/subscriptions/{NEW_SUBSCRIPTION}/resourceGroups/rg-data/providers/Microsoft.Kusto/Clusters/adxowned");
+    let params = InfraParams { owned_resource_ids: vec![kusto.clone()], ..params(&[SPOKE_SUBSCRIPTION]) };
+    for removed in [None, Some("Microsoft.Kusto/locations/operationresults/read")] {
+        let grants = Grants::from_infra(&params);
+        let grants = match removed {
+            Some(a) => grants.without_action(a),
+            None => grants,
+        };
+        let owned = kusto.clone();
+        let sb = Sandbox::start(SandboxOptions {
+            arm: FakeArmOptions { rbac: Some(grants), ..FakeArmOptions::default() },
+            zones: vec![ZONE.into()],
+            configure: Box::new(move |c| {
+                configure(c, &[SPOKE_SUBSCRIPTION], None);
+                c.approvals.owned_resources = vec![owned];
+                c.approvals.allowed_subscriptions = vec![SPOKE_SUBSCRIPTION.into()];
+            }),
+            workers: 0,
+            ..SandboxOptions::default()
+        })
+        .await
+        .unwrap();
+        link_hub(&sb);
+        cover(&sb, SPOKE_SUBSCRIPTION, true);
+        let r = run(&sb).await;
+        let approver =
+            r.checks.iter().find(|c| c.subject == format!("connectionApprover at {kusto}")).expect("approver");
+        assert_eq!(approver.status, Status::Ok, "{}", r.render(false));
+        let reader = r
+            .checks
+            .iter()
+            .find(|c| c.subject == format!("kustoOperationReader at /subscriptions/{NEW_SUBSCRIPTION}"))
+            .expect("kusto operation reader");
+        match removed {
+            None => {
+                assert_eq!(reader.status, Status::Ok, "{}", r.render(false));
+                assert!(r.ok, "{}", r.render(false));
+            }
+            Some(action) => {
+                assert_eq!(reader.status, Status::Fail, "{}", r.render(false));
+                assert!(reader.detail.contains(action), "{reader:?}");
+                assert!(reader.fix.as_deref().unwrap().contains("Kusto operation reader"), "{reader:?}");
+                assert!(!r.ok);
+            }
+        }
+    }
+}

@@ -30,11 +30,22 @@ fn assignee(app: &App) -> String {
 
 /// Where the permissions API is asked for a scope: a subscription's grants are read at a
 /// resource group in it (the API is served at resource groups and resources; grants are
-/// inherited downwards), the events resource group infra creates in each one.
+/// inherited downwards): an owned resource's group when one is in that subscription (the
+/// Kusto operation reader's case), else the events resource group infra creates in each
+/// subscription in scope.
 fn ask_at(app: &App, scope: &str) -> String {
     let segs: Vec<&str> = scope.trim_matches('/').split('/').collect();
     if segs.len() == 2 && segs[0].eq_ignore_ascii_case("subscriptions") {
-        return format!("{}/resourceGroups/{}", scope.trim_end_matches('/'), app.config.coverage.resource_group);
+        let owned = app.config.approvals.owned_resources.iter().find_map(|id| {
+            let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
+            (parts.len() > 3 && parts[1].eq_ignore_ascii_case(segs[1]))
+                .then(|| format!("/subscriptions/{}/resourceGroups/{}", parts[1], parts[3]))
+        });
+        let in_scope = app.config.sweep.subscriptions.iter().any(|s| s.trim().eq_ignore_ascii_case(segs[1]));
+        return match owned {
+            Some(group) if !in_scope => group,
+            _ => format!("{}/resourceGroups/{}", scope.trim_end_matches('/'), app.config.coverage.resource_group),
+        };
     }
     scope.to_owned()
 }

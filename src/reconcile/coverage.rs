@@ -22,7 +22,10 @@
 //! That needs `Microsoft.EventGrid/systemTopics/write` and
 //! `.../eventSubscriptions/write` in the subscription (infra/README.md, "Event Grid");
 //! `doctor` shows whether the identity holds them. Only an event subscription under our
-//! own name is ever written: one someone else made is reported, never changed.
+//! own name is ever written: one someone else made is reported, never changed. Azure allows
+//! one system topic per source, so when another team's topic already carries the
+//! subscription's events, ours is added to it (the only way to receive them) and the topic
+//! itself is left as it is.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

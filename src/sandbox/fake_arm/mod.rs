@@ -604,20 +604,6 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         [.., "providers", "microsoft.authorization", "permissions"] if *call.method == Method::GET => {
             eventgrid::permissions(shared, call)
         }
-        _ if s.contains(&"microsoft.eventgrid") => eventgrid::route(shared, call, &s),
-        // Reads doctor makes of what tests seed (`FakeArm::add_resource`).
-        _ if s.contains(&"microsoft.keyvault") || s.contains(&"microsoft.servicebus") => {
-            eventgrid::route(shared, call, &s)
-        }
-        [.., "privatednszones", _, "virtualnetworklinks"] if *call.method == Method::GET => {
-            let zone = &call.path[..call.path.len() - "/virtualNetworkLinks".len()];
-            if shared.world().get(zone).is_none() {
-                return Answer::not_found(zone);
-            }
-            let items = shared.world().children(zone, "virtualNetworkLinks");
-            page(shared, call, items)
-        }
-        [.., "privatednszones", _, "virtualnetworklinks", _] => eventgrid::route(shared, call, &s),
         ["subscriptions", sub, "providers", ns] if *call.method == Method::GET => providers::get(sub, ns),
         // ARM's own operation results (the Tags API's accepted PATCH).
         ["subscriptions", _, "operationresults", op] => operation_result(shared, op),
@@ -645,6 +631,24 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
             "privatednsoperationresults",
             op,
         ] => operation_result(shared, op),
+        // Event Grid system topics and their event subscriptions; the audit topic.
+        _ if s.windows(2).any(|w| w == ["microsoft.eventgrid", "systemtopics"])
+            || matches!(s.as_slice(), [.., "microsoft.eventgrid", "topics", _]) =>
+        {
+            eventgrid::route(shared, call, &s)
+        }
+        // Reads doctor makes of what tests seed (`FakeArm::add_resource`).
+        [.., "microsoft.keyvault", "vaults", _, "secrets", _]
+        | [.., "microsoft.servicebus", "namespaces", _, "queues", _]
+        | [.., "privatednszones", _, "virtualnetworklinks", _] => eventgrid::route(shared, call, &s),
+        [.., "privatednszones", _, "virtualnetworklinks"] if *call.method == Method::GET => {
+            let zone = &call.path[..call.path.len() - "/virtualNetworkLinks".len()];
+            if shared.world().get(zone).is_none() {
+                return Answer::not_found(zone);
+            }
+            let items = shared.world().children(zone, "virtualNetworkLinks");
+            page(shared, call, items)
+        }
         _ if s.contains(&"privatednszones") => dns::route(shared, call, &s),
         _ if s.contains(&"microsoft.network") => network::route(shared, call, &s),
         _ => Answer::error(

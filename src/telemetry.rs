@@ -34,6 +34,9 @@ pub struct Stats {
     pub vendor_calls_failed: AtomicU64,
     /// Audit events dropped because the spool to the audit topic was full.
     pub audit_dropped: AtomicU64,
+    /// Subscriptions in scope the last sweep found without their Event Grid topic or event
+    /// subscription (a gauge; `reconcile/coverage.rs`).
+    pub subscriptions_uncovered: AtomicU64,
 }
 
 impl Stats {
@@ -59,6 +62,7 @@ impl Stats {
             "dns_conflicts": g(&self.dns_conflicts),
             "vendor_calls_ok": g(&self.vendor_calls_ok),
             "vendor_calls_failed": g(&self.vendor_calls_failed),
+            "subscriptions_uncovered": g(&self.subscriptions_uncovered),
         })
     }
 }

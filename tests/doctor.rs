@@ -246,6 +246,8 @@ async fn the_sweep_reports_an_uncovered_subscription_and_creates_it_when_allowed
     let result = sweep(&sb).await;
     assert_eq!(result["coverage_gaps"], 1, "{result}");
     assert_eq!(result["coverage_created"], 0, "{result}");
+    // The Status function's counters show it until a sweep finds it covered.
+    assert_eq!(sb.app.stats.snapshot()["subscriptions_uncovered"], 1);
     let gaps = audit_events(&audit, "sweep.coverage_gap", 1).await;
     assert_eq!(gaps.len(), 1);
     assert_eq!(gaps[0]["subject"], format!("/subscriptions/{NEW_SUBSCRIPTION}"));
@@ -284,6 +286,7 @@ async fn the_sweep_reports_an_uncovered_subscription_and_creates_it_when_allowed
     let result = sweep(&sb).await;
     assert_eq!(result["coverage_gaps"], 0, "{result}");
     assert_eq!(result["coverage_created"], 0, "{result}");
+    assert_eq!(sb.app.stats.snapshot()["subscriptions_uncovered"], 0);
     assert_eq!(sb.arm.writes_to("Microsoft.EventGrid"), writes, "the second sweep wrote again");
 }
 

@@ -398,7 +398,9 @@ async fn check_coverage(app: &Arc<App>, subscriptions: &[String]) -> (usize, usi
         events.extend(crate::reconcile::coverage::audit_events(c));
     }
     app.reconciler.publish(&events).await;
-    (found.iter().filter(|c| !c.covered()).count(), found.iter().filter(|c| !c.created.is_empty()).count())
+    let gaps = found.iter().filter(|c| !c.covered()).count();
+    app.stats.subscriptions_uncovered.store(gaps as u64, std::sync::atomic::Ordering::Relaxed);
+    (gaps, found.iter().filter(|c| !c.created.is_empty()).count())
 }
 
 /// Per-endpoint lines a sweep returns to the host at most.

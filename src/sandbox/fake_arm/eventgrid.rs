@@ -11,9 +11,6 @@
 //! `/subscriptions/{s}/providers/Microsoft.EventGrid/locations/global/operationsStatus/{op}`;
 //! the resource reads `Succeeded` once the operation has. As in Azure, one system topic
 //! per source: a second topic for the same subscription is refused (400).
-//!
-//! ARM's permissions API (`{scope}/providers/Microsoft.Authorization/permissions`) answers
-//! from the fake's [`super::rbac`] grants: one block per assignment at or above the scope.
 
 use serde_json::{Value, json};
 
@@ -194,20 +191,4 @@ fn put_subscription(shared: &Shared, call: &Call<'_>, subscription: &str, name: 
     let id = path_id(call);
     shared.world().put(subscription_body(&id, name, &topic, properties.clone(), "Succeeded"));
     lro(shared, subscription, subscription_body(&id, name, &topic, properties, "Creating"))
-}
-
-/// `GET {scope}/providers/Microsoft.Authorization/permissions`.
-pub(super) fn permissions(shared: &Shared, call: &Call<'_>) -> Answer {
-    let lower = call.path.to_ascii_lowercase();
-    let scope = &call.path[..lower.rfind("/providers/microsoft.authorization/permissions").unwrap_or(0)];
-    let blocks: Vec<Value> = match &shared.world().grants {
-        None => vec![json!({"actions": ["*"], "notActions": [], "dataActions": [], "notDataActions": []})],
-        Some(g) => g
-            .assignments
-            .iter()
-            .filter(|a| super::rbac::covers(&a.scope, scope))
-            .map(|a| json!({"actions": a.actions, "notActions": [], "dataActions": [], "notDataActions": []}))
-            .collect(),
-    };
-    Answer::json(200, json!({ "value": blocks }))
 }

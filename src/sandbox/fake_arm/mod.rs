@@ -31,6 +31,7 @@ pub mod dns;
 pub mod eventgrid;
 mod graph;
 pub mod network;
+mod permissions;
 mod providers;
 pub mod rbac;
 mod subscriptions;
@@ -602,7 +603,7 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         // Event Grid's operation status URL.
         ["subscriptions", _, "providers", _, "locations", _, "operationsstatus", op] => operation_status(shared, op),
         [.., "providers", "microsoft.authorization", "permissions"] if *call.method == Method::GET => {
-            eventgrid::permissions(shared, call)
+            permissions::answer(shared, call)
         }
         ["subscriptions", sub, "providers", ns] if *call.method == Method::GET => providers::get(sub, ns),
         // ARM's own operation results (the Tags API's accepted PATCH).

@@ -8,9 +8,11 @@
 //! `SystemTopics_Get`/`CreateOrUpdate`, `SystemTopicEventSubscriptions_ListBySystemTopic`,
 //! `_Get`, `_CreateOrUpdate`. Both PUTs are long-running: 201 with the resource
 //! (`provisioningState` `Creating`) and `Azure-AsyncOperation` under
-//! `/subscriptions/{s}/providers/Microsoft.EventGrid/locations/global/operationsStatus/{op}`;
-//! the resource reads `Succeeded` once the operation has. As in Azure, one system topic
-//! per source: a second topic for the same subscription is refused (400).
+//! `/subscriptions/{s}/providers/Microsoft.EventGrid/locations/global/operationsStatus/{op}`
+//! (the same shape as the file's other asynchronous PUTs, `final-state-via`
+//! `azure-async-operation`); the fake stores the resource as `Succeeded` at once and the
+//! operation answers `InProgress` before `Succeeded`. As in Azure, one system topic per
+//! source: a second topic for the same subscription is refused (400).
 
 use serde_json::{Value, json};
 

@@ -117,6 +117,9 @@ param zillizProjectId string = ''
 @description('Create the Event Grid subscriptions. Needs the deployed function: false on the first provision, true after `azd deploy`.')
 param wireEventSubscriptions bool = false
 
+@description('Let the sweep create a missing Event Grid system topic or event subscription in a subscription in scope, so a new subscription is covered without a redeploy. Assigns the event subscription writer role in each subscription in scope.')
+param createMissingEventSubscriptions bool = false
+
 @description('Service Bus work queue name.')
 param workQueueName string = 'autopilot-work'
 
@@ -157,6 +160,9 @@ var allTags = union(tags, {
 })
 var groupName = empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
 var deploymentContainerName = 'app-package'
+var systemTopicName = 'evgst-autopilot-${environmentName}'
+// The app's id, known before the app exists (its settings name its own function).
+var functionAppId = '${subscription().id}/resourceGroups/${groupName}/providers/Microsoft.Web/sites/${appName}'
 var deadLetterContainerName = 'eventgrid-deadletter'
 
 // Owned resources, parsed from their ids: /subscriptions/{0}/resourceGroups/{1}/providers/{2}/{3}/{4}
@@ -306,6 +312,20 @@ var baseSettings = {
   AUTOPILOT__LEASES__KIND: 'table'
   AUTOPILOT__LEASES__TABLE: storage.outputs.leaseTableName
   AUTOPILOT__LOG__FORMAT: 'json'
+  // Coverage: where each subscription's events must go (the sweep reports a subscription
+  // without its topic or event subscription, `sweep.coverage_gap`), and what it creates with
+  // createMissingEventSubscriptions (the writer role below is assigned only then).
+  AUTOPILOT__COVERAGE__FUNCTION_ID: '${functionAppId}/functions/PrivateEndpointEvents'
+  AUTOPILOT__COVERAGE__CREATE_MISSING: createMissingEventSubscriptions ? 'true' : 'false'
+  AUTOPILOT__COVERAGE__RESOURCE_GROUP: eventsResourceGroupName
+  AUTOPILOT__COVERAGE__TOPIC_NAME: systemTopicName
+  AUTOPILOT__COVERAGE__DEAD_LETTER_STORAGE_ACCOUNT_ID: storage.outputs.id
+  AUTOPILOT__COVERAGE__DEAD_LETTER_CONTAINER: storage.outputs.deadLetterContainerName
+  AUTOPILOT__COVERAGE__MAX_DELIVERY_ATTEMPTS: string(eventMaxDeliveryAttempts)
+  AUTOPILOT__COVERAGE__EVENT_TTL_MINUTES: string(eventTimeToLiveInMinutes)
+  // `autopilot doctor` (run with these settings) checks the vault and the audit topic.
+  AUTOPILOT__DOCTOR__KEY_VAULT_ID: keyVault.outputs.id
+  AUTOPILOT__DOCTOR__AUDIT_TOPIC_ID: auditTopic.outputs.id
 }
 // Flex Consumption sets the runtime in functionAppConfig and rejects FUNCTIONS_WORKER_RUNTIME /
 // FUNCTIONS_EXTENSION_VERSION as app settings; Elastic Premium needs them.
@@ -372,6 +392,10 @@ var endpointReaderActions = [
   'Microsoft.Network/networkInterfaces/read'
   'Microsoft.ResourceGraph/resources/read'
   'Microsoft.Resources/subscriptions/read'
+  // Coverage: the Event Grid system topic of the subscription and its event subscription to
+  // the function (read by the sweep with coverage.function_id, and by `autopilot doctor`).
+  'Microsoft.EventGrid/systemTopics/read'
+  'Microsoft.EventGrid/systemTopics/eventSubscriptions/read'
 ]
 // (c): mark endpoints through the Tags API (PATCH <pe>/providers/Microsoft.Resources/tags/default):
 // a PE has no PATCH, and a PE PUT would need privateEndpoints/write and re-emit a write event.
@@ -388,6 +412,8 @@ var dnsRecordWriterActions = [
   'Microsoft.Network/privateDnsZones/A/read'
   'Microsoft.Network/privateDnsZones/A/write'
   'Microsoft.Network/privateDnsZones/A/delete'
+  // `autopilot doctor`: is the zone linked where expected (read only; links are not changed).
+  'Microsoft.Network/privateDnsZones/virtualNetworkLinks/read'
 ]
 // (d): approve connections on owned resources: list, approve and remove connections, nothing
 // else (tests/rbac.rs removes each action in turn and shows the product needs it). Assigned at each
@@ -434,6 +460,19 @@ var kustoOperationReaderActions = [
   'Microsoft.Kusto/locations/operationresults/read'
 ]
 
+// Coverage creation (createMissingEventSubscriptions): create a subscription's system topic
+// and the event subscription from it to the function. Built-in EventGrid Contributor would
+// also allow deleting and reconfiguring every Event Grid resource in the subscription.
+// Both writes are long-running: their status is polled under
+// /subscriptions/<id>/providers/Microsoft.EventGrid/locations/global/operationsStatus.
+var eventSubscriptionWriterActions = [
+  'Microsoft.EventGrid/systemTopics/write'
+  'Microsoft.EventGrid/systemTopics/eventSubscriptions/write'
+  'Microsoft.EventGrid/locations/operationsStatus/read'
+]
+// The subscriptions the writer role is assigned in: none unless creation is switched on.
+var eventSubscriptionWriterSubscriptions = createMissingEventSubscriptions ? subscriptionsInScope : []
+
 var endpointReaderName = guid(subscription().id, environmentName, 'autopilot-endpoint-reader')
 var endpointTaggerName = guid(subscription().id, environmentName, 'autopilot-endpoint-tagger')
 var dnsRecordWriterName = guid(subscription().id, environmentName, 'autopilot-dns-a-writer')
@@ -442,6 +481,7 @@ var kustoOperationReaderName = guid(subscription().id, environmentName, 'autopil
 var targetApproverName = guid(subscription().id, environmentName, 'autopilot-target-approver')
 var targetApproverScopes = [for s in approvalTargetSubscriptions: '/subscriptions/${s}']
 var firstTargetSubscription = first(concat(approvalTargetSubscriptions, [subscription().subscriptionId]))
+var eventSubscriptionWriterName = guid(subscription().id, environmentName, 'autopilot-event-subscription-writer')
 var firstEndpointSubscription = first(subscriptionsInScope)
 var ownedSubscriptions = [for r in ownedResources: r.subscriptionId]
 // first(concat(list, [fallback])): ARM may evaluate a scope expression even when the module's
@@ -523,6 +563,18 @@ module targetApproverRole 'modules/roles/role-definition.bicep' = if (!empty(app
   }
 }
 
+module eventSubscriptionWriterRole 'modules/roles/role-definition.bicep' = if (createMissingEventSubscriptions) {
+  name: 'autopilot-role-event-subscription-writer-${environmentName}'
+  scope: subscription(firstEndpointSubscription)
+  params: {
+    roleDefinitionName: eventSubscriptionWriterName
+    roleName: 'Private Link Autopilot event subscription writer (${environmentName})'
+    roleDescription: 'Create a subscription\'s Event Grid system topic and its event subscription to the function.'
+    actions: eventSubscriptionWriterActions
+    assignableScopes: endpointScopes
+  }
+}
+
 module endpointRoles 'modules/roles/subscription-assignments.bicep' = [for subscriptionId in subscriptionsInScope: {
   name: 'autopilot-endpoint-roles-${environmentName}'
   scope: subscription(subscriptionId)
@@ -587,6 +639,20 @@ module targetApproverRoles 'modules/roles/subscription-assignments.bicep' = [for
   }
 }]
 
+module eventSubscriptionWriterRoles 'modules/roles/subscription-assignments.bicep' = [for subscriptionId in eventSubscriptionWriterSubscriptions: {
+  name: 'autopilot-event-subscription-writer-${environmentName}'
+  scope: subscription(subscriptionId)
+  dependsOn: [
+    eventSubscriptionWriterRole
+  ]
+  params: {
+    principalId: identity.outputs.principalId
+    roleDefinitionNames: [
+      eventSubscriptionWriterName
+    ]
+  }
+}]
+
 // ---------------------------------------------------------------------------------------------
 // Event Grid: one system topic per subscription in scope, dead letters to the app's storage
 
@@ -596,7 +662,7 @@ module systemTopics 'modules/eventgrid-system-topic.bicep' = [for subscriptionId
   params: {
     resourceGroupName: eventsResourceGroupName
     location: location
-    topicName: 'evgst-autopilot-${environmentName}'
+    topicName: systemTopicName
     tags: allTags
   }
 }]

@@ -34,6 +34,8 @@ pub struct Config {
     pub ledger: LedgerSettings,
     pub leases: LeaseSettings,
     pub log: LogSettings,
+    pub coverage: crate::reconcile::coverage::CoverageSettings,
+    pub doctor: crate::doctor::DoctorSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,6 +11,7 @@ pub mod arm;
 pub mod backoff;
 pub mod catalog;
 pub mod config;
+pub mod doctor;
 pub mod effects;
 pub mod intake;
 pub mod model;

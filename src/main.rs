@@ -87,12 +87,24 @@ enum Command {
     },
     /// Load and validate the configuration, then print it.
     CheckConfig,
+    /// Read-only checks of the live deployment (permissions, Event Grid coverage, zones,
+    /// vendor secrets and keys, Service Bus, audit topic): a checklist with the fix for
+    /// every failure; exits non-zero when something is wrong.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum DlqAction {
-    List,
-    Replay { id: String },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Replay {
+        id: String,
+    },
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, String> {
@@ -238,11 +250,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Doctor { json } => doctor(config, json).await,
         Command::Dlq { action } => {
             let queue = open_queue(&config)?;
             match action {
-                DlqAction::List => {
-                    for d in queue.dead_letters().await.map_err(|e| e.to_string())? {
+                DlqAction::List { json } => {
+                    let dead = queue.dead_letters().await.map_err(|e| e.to_string())?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&dead).unwrap_or_default());
+                        return Ok(());
+                    }
+                    for d in dead {
                         println!(
                             "{}  deliveries={}  {}\n    reason: {}",
                             d.message_id, d.delivery_count, d.correlation_id, d.reason
@@ -280,6 +298,26 @@ fn build_for_cli(config: Config) -> Result<App, String> {
     let cred = credential(&config)?;
     let routes = app::rfc2136_routes(&config, |k| std::env::var(k).ok())?;
     App::build(config, cred, queue, routes)
+}
+
+/// `autopilot doctor`. Vendor clients are built by the checks themselves (one at a time,
+/// so one missing key does not stop the others from being checked).
+async fn doctor(config: Config, json: bool) -> Result<(), String> {
+    let mut without_vendors = config;
+    without_vendors.vendors.clickhouse.enabled = false;
+    without_vendors.vendors.elastic.enabled = false;
+    without_vendors.vendors.zilliz.enabled = false;
+    let vendors = std::mem::take(&mut without_vendors.vendors);
+    let mut app = build_for_cli(without_vendors)?;
+    app.config.vendors = vendors;
+    let report = private_link_autopilot::doctor::run(&app, &|k| std::env::var(k).ok()).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        use std::io::IsTerminal;
+        print!("{}", report.render(std::io::stdout().is_terminal()));
+    }
+    if report.ok { Ok(()) } else { Err(format!("doctor: {} check(s) failed", report.failed)) }
 }
 
 async fn plan_subscriptions(app: &App, subscriptions: &[String], json: bool) -> Result<(), String> {

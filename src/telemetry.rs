@@ -38,6 +38,9 @@ pub struct Stats {
     pub lease_busy: AtomicU64,
     /// Work cancelled because this instance lost an endpoint's lease.
     pub lease_lost: AtomicU64,
+    /// Subscriptions in scope the last sweep found without their Event Grid topic or event
+    /// subscription (a gauge; `reconcile/coverage.rs`).
+    pub subscriptions_uncovered: AtomicU64,
 }
 
 impl Stats {
@@ -65,6 +68,7 @@ impl Stats {
             "vendor_calls_failed": g(&self.vendor_calls_failed),
             "lease_busy": g(&self.lease_busy),
             "lease_lost": g(&self.lease_lost),
+            "subscriptions_uncovered": g(&self.subscriptions_uncovered),
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod credential;
 pub mod endpoints;
 pub mod graph;
 pub mod lease;
+pub mod permissions;
 pub mod providers;
 pub mod table;
 

@@ -271,7 +271,27 @@ event_catalog! {
             ("cleaned_up_after_deleted", "deleted endpoints cleaned up"),
             ("vendor_work_queued", "vendor work items queued"),
             ("not_converged_queued", "endpoints queued as retries"),
+            ("coverage_gaps", "subscriptions without their system topic or event subscription (with `coverage.function_id`)"),
+            ("coverage_created", "subscriptions whose topic or event subscription this run created (`coverage.create_missing`)"),
             ("elapsed_ms", "duration"),
+        ],
+    },
+    CoverageGap = "sweep.coverage_gap" {
+        when: "the sweep found a subscription in scope without its Event Grid system topic or without an event subscription of the right shape to `PrivateEndpointEvents` (its endpoints then converge only at the next sweep)",
+        subject: "the subscription (`/subscriptions/<id>`)",
+        data: &[
+            ("subscription", "the subscription id"),
+            ("problems", "what is missing or wrong, one line each"),
+            ("fix", "how to fix it (the infra parameter, or `coverage.create_missing`)"),
+        ],
+    },
+    CoverageCreated = "sweep.coverage_created" {
+        when: "the sweep created a missing system topic or event subscription (`coverage.create_missing = true`)",
+        subject: "the subscription (`/subscriptions/<id>`)",
+        data: &[
+            ("subscription", "the subscription id"),
+            ("created", "the ids created"),
+            ("follow_up", "what an operator still has to run (a created topic's dead-letter grant)"),
         ],
     },
 }

@@ -261,6 +261,7 @@ pub(crate) async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response 
     // One budget for the whole run (listing, reconciles, queueing the rest), well inside
     // the host's functionTimeout; whatever does not fit is queued, never killed.
     let budget = Duration::from_secs(app.config.sweep.deadline_secs.max(1));
+    let (coverage_gaps, coverage_created) = check_coverage(&app, subscriptions).await;
     let mut scope = match crate::reconcile::sweep::scope(
         &app.arm,
         &app.reconciler,
@@ -354,6 +355,8 @@ pub(crate) async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response 
         "cleaned_up_after_deleted": removed_gone,
         "vendor_work_queued": vendor_work,
         "not_converged_queued": not_done,
+        "coverage_gaps": coverage_gaps,
+        "coverage_created": coverage_created,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     });
     let line = format!(
@@ -378,6 +381,35 @@ pub(crate) async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response 
     }
     app.reconciler.publish(&[sweep_completed(counts.clone())]).await;
     invocation_ok(InvocationResponse { logs: answer_logs, return_value: counts, ..Default::default() })
+}
+
+/// Every subscription in scope covered by its Event Grid topic and event subscription
+/// (`reconcile/coverage.rs`, the check `autopilot doctor` runs too), when
+/// `coverage.function_id` says where events must go. Gaps are logged and audited
+/// (`sweep.coverage_gap`); with `coverage.create_missing` they are created first. Returns the
+/// subscriptions still uncovered and those this run created for.
+async fn check_coverage(app: &Arc<App>, subscriptions: &[String]) -> (usize, usize) {
+    let settings = &app.config.coverage;
+    if settings.function_id.trim().is_empty() {
+        return (0, 0);
+    }
+    let found = futures::future::join_all(subscriptions.iter().map(|s| async move {
+        let c = crate::reconcile::coverage::check(&app.arm, settings, s).await;
+        crate::reconcile::coverage::create_missing(&app.arm, settings, c).await
+    }))
+    .await;
+    let mut events = Vec::new();
+    for c in &found {
+        if !c.covered() {
+            tracing::warn!(subscription = %c.subscription, problems = ?c.problems, fix = ?c.fix,
+                "sweep: subscription not covered by Event Grid; its endpoints converge only at each sweep");
+        }
+        events.extend(crate::reconcile::coverage::audit_events(c));
+    }
+    app.reconciler.publish(&events).await;
+    let gaps = found.iter().filter(|c| !c.covered()).count();
+    app.stats.subscriptions_uncovered.store(gaps as u64, std::sync::atomic::Ordering::Relaxed);
+    (gaps, found.iter().filter(|c| !c.created.is_empty()).count())
 }
 
 /// Per-endpoint lines a sweep returns to the host at most.

@@ -60,8 +60,8 @@ pub struct Delivery {
     pub enqueued_at: SystemTime,
 }
 
-/// A parked message, for the operator's dead-letter commands.
-#[derive(Debug, Clone, PartialEq)]
+/// A parked message, for the operator's dead-letter commands (`dlq list --json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DeadLetter {
     pub message_id: String,
     pub dedupe_key: String,
@@ -69,7 +69,13 @@ pub struct DeadLetter {
     pub body: serde_json::Value,
     pub reason: String,
     pub delivery_count: u32,
+    /// Unix seconds in JSON.
+    #[serde(serialize_with = "unix_seconds")]
     pub dead_lettered_at: SystemTime,
+}
+
+fn unix_seconds<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 #[derive(Debug, thiserror::Error)]

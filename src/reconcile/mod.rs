@@ -9,6 +9,7 @@
 
 pub mod catch_up;
 pub mod exclusive;
+pub mod coverage;
 pub mod known;
 pub mod locks;
 pub mod plan;

@@ -341,6 +341,16 @@ impl Elastic {
 
 #[async_trait::async_trait]
 impl Vendor for Elastic {
+    /// Lists the traffic filter rulesets (a read): a refused key answers 401/403.
+    async fn check_credentials(&self, _targets: &[String]) -> Result<(), VendorError> {
+        let ctx = "list traffic filter rulesets";
+        let raw = self.send(Method::GET, RULESETS, None, ctx).await?;
+        if !raw.status.is_success() {
+            return Err(self.fail(&raw, ctx));
+        }
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         self.transport.vendor()
     }

@@ -237,6 +237,11 @@ pub trait Vendor: Send + Sync + fmt::Debug {
     async fn published_aliases(&self, _targets: &[String]) -> Result<Vec<String>, VendorError> {
         Ok(Vec::new())
     }
+    /// One read-only call with the key, for `autopilot doctor`: `Err` when the vendor
+    /// refuses it. Default: read the published aliases of these targets.
+    async fn check_credentials(&self, targets: &[String]) -> Result<(), VendorError> {
+        self.published_aliases(targets).await.map(|_| ())
+    }
 }
 
 /// The `[vendors]` configuration section; each vendor is off unless `enabled`.

@@ -158,6 +158,17 @@ pub fn validate(cfg: &VendorsConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Every target the configuration can route `vendor` endpoints to (defaults and rules).
+pub fn configured_targets(config: &VendorsConfig, vendor: &str) -> Vec<String> {
+    let mut out = defaults(config, vendor);
+    for rule in config.rules.iter().filter(|r| r.vendor.eq_ignore_ascii_case(vendor)) {
+        out.extend(rule.targets.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,13 +167,7 @@ impl VendorSync {
 
     /// Every target the configuration can route `vendor` endpoints to (defaults and rules).
     pub fn configured_targets(&self, vendor: &str) -> Vec<String> {
-        let mut out = routing::defaults(&self.config, vendor);
-        for rule in self.config.rules.iter().filter(|r| r.vendor.eq_ignore_ascii_case(vendor)) {
-            out.extend(rule.targets.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()));
-        }
-        out.sort();
-        out.dedup();
-        out
+        routing::configured_targets(&self.config, vendor)
     }
 
     /// The endpoint as the vendor should see it, with its routed targets, or why not.

@@ -28,8 +28,10 @@
 
 pub mod connections;
 pub mod dns;
+pub mod eventgrid;
 mod graph;
 pub mod network;
+mod permissions;
 mod providers;
 pub mod rbac;
 mod subscriptions;
@@ -549,6 +551,11 @@ fn front_door(shared: &Shared, call: &Call<'_>) -> Option<Answer> {
     if lower_type == "microsoft.resources/subscriptions/operationresults" {
         return None;
     }
+    // Every caller may ask ARM what it itself may do, at any scope: the answer is its own
+    // permissions (empty where it holds nothing).
+    if lower_type == "microsoft.authorization/permissions" {
+        return None;
+    }
     let mut w = shared.world();
     let grants = w.grants.as_ref()?;
     match rbac::authorize(grants, call, &target) {
@@ -595,6 +602,11 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         // Operation status and result URLs of any provider (Network, Kusto...).
         ["subscriptions", _, "providers", _, "locations", _, "operations", op] => operation_status(shared, op),
         ["subscriptions", _, "providers", _, "locations", _, "operationresults", op] => operation_result(shared, op),
+        // Event Grid's operation status URL.
+        ["subscriptions", _, "providers", _, "locations", _, "operationsstatus", op] => operation_status(shared, op),
+        [.., "providers", "microsoft.authorization", "permissions"] if *call.method == Method::GET => {
+            permissions::answer(shared, call)
+        }
         ["subscriptions", sub, "providers", ns] if *call.method == Method::GET => providers::get(sub, ns),
         // ARM's own operation results (the Tags API's accepted PATCH).
         ["subscriptions", _, "operationresults", op] => operation_result(shared, op),
@@ -622,6 +634,24 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
             "privatednsoperationresults",
             op,
         ] => operation_result(shared, op),
+        // Event Grid system topics and their event subscriptions; the audit topic.
+        _ if s.windows(2).any(|w| w == ["microsoft.eventgrid", "systemtopics"])
+            || matches!(s.as_slice(), [.., "microsoft.eventgrid", "topics", _]) =>
+        {
+            eventgrid::route(shared, call, &s)
+        }
+        // Reads doctor makes of what tests seed (`FakeArm::add_resource`).
+        [.., "microsoft.keyvault", "vaults", _, "secrets", _]
+        | [.., "microsoft.servicebus", "namespaces", _, "queues", _]
+        | [.., "privatednszones", _, "virtualnetworklinks", _] => eventgrid::route(shared, call, &s),
+        [.., "privatednszones", _, "virtualnetworklinks"] if *call.method == Method::GET => {
+            let zone = &call.path[..call.path.len() - "/virtualNetworkLinks".len()];
+            if shared.world().get(zone).is_none() {
+                return Answer::not_found(zone);
+            }
+            let items = shared.world().children(zone, "virtualNetworkLinks");
+            page(shared, call, items)
+        }
         _ if s.contains(&"privatednszones") => dns::route(shared, call, &s),
         _ if s.contains(&"microsoft.network") => network::route(shared, call, &s),
         _ => Answer::error(

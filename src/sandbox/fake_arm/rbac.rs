@@ -36,7 +36,7 @@ use super::versions::Target;
 use super::{Answer, Call};
 
 /// The checked-in grants of `infra/` (see `tests/rbac.rs` for how it is kept in sync).
-pub const INFRA_PERMISSIONS_JSON: &str = include_str!("../../../infra/permissions.json");
+pub use crate::doctor::required::{INFRA_PERMISSIONS_JSON, InfraParams};
 
 /// The sandbox identity's object (principal) id, named in 403 messages.
 pub const SANDBOX_OBJECT_ID: &str = "5a4d3c2b-1e0f-4a9b-8c7d-6e5f4a3b2c1d";
@@ -58,50 +58,6 @@ pub struct Grants {
     pub assignments: Vec<Assignment>,
 }
 
-/// The deployment parameters that decide where `infra/` assigns its roles.
-#[derive(Debug, Clone, Default)]
-pub struct InfraParams {
-    pub subscriptions_in_scope: Vec<String>,
-    pub dns_zone_subscription: String,
-    pub dns_zone_resource_group: String,
-    pub dns_zone_names: Vec<String>,
-    pub owned_resource_ids: Vec<String>,
-    /// Subscriptions the target-side approval scan covers (`approvalTargetSubscriptions`).
-    pub approval_target_subscriptions: Vec<String>,
-}
-
-impl InfraParams {
-    /// Items of a `for_each` collection named in `permissions.json`.
-    fn collection(&self, name: &str) -> Result<Vec<String>, String> {
-        Ok(match name {
-            "subscriptionsInScope" => self.subscriptions_in_scope.clone(),
-            "dnsZoneNames" => self.dns_zone_names.clone(),
-            "ownedResources" | "ownedResourceIds" => self.owned_resource_ids.clone(),
-            "approvalTargetSubscriptions" => self.approval_target_subscriptions.clone(),
-            // Subscriptions of the owned Kusto clusters, each once (main.bicep's `kustoSubscriptions`).
-            "kustoSubscriptions" => {
-                let mut subs: Vec<String> = self
-                    .owned_resource_ids
-                    .iter()
-                    .filter(|id| id.to_ascii_lowercase().contains("/providers/microsoft.kusto/clusters/"))
-                    .filter_map(|id| id.split('/').nth(2).map(str::to_ascii_lowercase))
-                    .collect();
-                subs.sort();
-                subs.dedup();
-                subs
-            }
-            other => return Err(format!("permissions.json: unknown collection `{other}`")),
-        })
-    }
-
-    fn expand(&self, template: &str, item: &str) -> String {
-        template
-            .replace("{item}", item)
-            .replace("{dnsZoneSubscriptionId}", &self.dns_zone_subscription)
-            .replace("{dnsZoneResourceGroup}", &self.dns_zone_resource_group)
-    }
-}
-
 impl Grants {
     /// Exactly what `infra/` assigns for these parameters.
     pub fn from_infra(params: &InfraParams) -> Self {
@@ -111,28 +67,11 @@ impl Grants {
 
     /// Expands a `permissions.json` document (`roles` + `assignments`) with `params`.
     pub fn from_permissions(doc: &Value, params: &InfraParams) -> Result<Self, String> {
-        let roles = doc["roles"].as_object().ok_or("permissions.json: `roles` must be an object")?;
-        let mut assignments = Vec::new();
-        for a in doc["assignments"].as_array().ok_or("permissions.json: `assignments` must be an array")? {
-            let template = a["scope"].as_str().ok_or("permissions.json: assignment without `scope`")?;
-            let items = params.collection(a["for_each"].as_str().unwrap_or_default())?;
-            for role in a["roles"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-                let actions: Vec<String> = roles
-                    .get(role)
-                    .and_then(|r| r["actions"].as_array())
-                    .ok_or_else(|| format!("permissions.json: role `{role}` has no actions"))?
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect();
-                for item in &items {
-                    assignments.push(Assignment {
-                        role: role.to_owned(),
-                        scope: params.expand(template, item),
-                        actions: actions.clone(),
-                    });
-                }
-            }
-        }
+        let assignments = params
+            .expand_permissions(doc)?
+            .into_iter()
+            .map(|g| Assignment { role: g.role, scope: g.scope, actions: g.actions })
+            .collect();
         Ok(Self { object_id: SANDBOX_OBJECT_ID.into(), client_id: SANDBOX_OBJECT_ID.into(), assignments })
     }
 
@@ -190,23 +129,13 @@ pub struct Denial {
 }
 
 /// Whether an assignment at `assigned` covers `scope` (itself or anything below it).
-fn covers(assigned: &str, scope: &str) -> bool {
+pub(crate) fn covers(assigned: &str, scope: &str) -> bool {
     let a = assigned.trim_end_matches('/').to_ascii_lowercase();
     let s = scope.to_ascii_lowercase();
     a.is_empty() || s == a || s.starts_with(&format!("{a}/"))
 }
 
-/// Case-insensitive match of a granted action (with `*` wildcards) against a required one.
-fn action_matches(pattern: &str, action: &str) -> bool {
-    fn glob(p: &[u8], s: &[u8]) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some((b'*', rest)) => (0..=s.len()).any(|i| glob(rest, &s[i..])),
-            Some((c, rest)) => s.first().is_some_and(|d| d == c) && glob(rest, &s[1..]),
-        }
-    }
-    glob(pattern.to_ascii_lowercase().as_bytes(), action.to_ascii_lowercase().as_bytes())
-}
+use crate::arm::permissions::action_matches;
 
 /// The ARM action a request needs, and the scope it is checked at.
 pub fn required_action(method: &axum::http::Method, target: &Target, path: &str) -> (String, String) {
@@ -276,7 +205,7 @@ mod tests {
             dns_zone_resource_group: "dns".into(),
             dns_zone_names: vec!["z1".into()],
             owned_resource_ids: vec!["/subscriptions/k/resourceGroups/rg/providers/Microsoft.Kusto/clusters/c".into()],
-            approval_target_subscriptions: Vec::new(),
+            ..InfraParams::default()
         }
     }
 

@@ -89,6 +89,34 @@ pub const SPEC_VERSIONS: &[(&str, &[&str])] = &[
         "2023-07-01", "2024-03-01", "2024-07-01", "2024-11-01", "2025-03-01", "2025-04-01",
     ]),
     ("Microsoft.ResourceGraph/resources", &["2019-04-01", "2021-03-01", "2022-10-01", "2024-04-01"]),
+    // Doctor and coverage (`eventgrid.rs`): the Event Grid, Service Bus and VNet link rows
+    // from the same fixture; the permissions API and Key Vault secrets only at the stable
+    // versions confirmed in the specs (stricter than ARM, never more lenient).
+    ("Microsoft.EventGrid/systemTopics", &[
+        "2020-04-01-preview", "2020-10-15-preview", "2021-06-01-preview", "2021-10-15-preview", "2021-12-01",
+        "2022-06-15", "2023-06-01-preview", "2023-12-15-preview", "2024-06-01-preview", "2024-12-15-preview",
+        "2025-02-15", "2025-04-01-preview", "2025-07-15-preview",
+    ]),
+    ("Microsoft.EventGrid/systemTopics/eventSubscriptions", &[
+        "2020-04-01-preview", "2020-10-15-preview", "2021-06-01-preview", "2021-10-15-preview", "2021-12-01",
+        "2022-06-15", "2023-06-01-preview", "2023-12-15-preview", "2024-06-01-preview", "2024-12-15-preview",
+        "2025-02-15", "2025-04-01-preview", "2025-07-15-preview",
+    ]),
+    ("Microsoft.EventGrid/topics", &[
+        "2017-06-15-preview", "2017-09-15-preview", "2018-01-01", "2018-05-01-preview", "2018-09-15-preview",
+        "2019-01-01", "2019-02-01-preview", "2019-06-01", "2020-01-01-preview", "2020-04-01-preview", "2020-06-01",
+        "2020-10-15-preview", "2021-06-01-preview", "2021-10-15-preview", "2021-12-01", "2022-06-15",
+        "2023-06-01-preview", "2023-12-15-preview", "2024-06-01-preview", "2024-12-15-preview", "2025-02-15",
+        "2025-04-01-preview", "2025-07-15-preview",
+    ]),
+    ("Microsoft.ServiceBus/namespaces/queues", &[
+        "2015-08-01", "2017-04-01", "2018-01-01-preview", "2021-01-01-preview", "2021-06-01-preview", "2021-11-01",
+        "2022-01-01-preview", "2022-10-01-preview", "2023-01-01-preview", "2024-01-01", "2025-05-01-preview",
+        "2026-01-01", "2026-07-01-preview",
+    ]),
+    ("Microsoft.Network/privateDnsZones/virtualNetworkLinks", &["2018-09-01", "2020-01-01", "2020-06-01", "2024-06-01"]),
+    ("Microsoft.Authorization/permissions", &["2022-04-01"]),
+    ("Microsoft.KeyVault/vaults/secrets", &["2023-07-01"]),
 ];
 
 /// The published versions of `resource_type`, if the fake checks it.

@@ -642,16 +642,8 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         }
         // Reads doctor makes of what tests seed (`FakeArm::add_resource`).
         [.., "microsoft.keyvault", "vaults", _, "secrets", _]
-        | [.., "microsoft.servicebus", "namespaces", _, "queues", _]
-        | [.., "privatednszones", _, "virtualnetworklinks", _] => eventgrid::route(shared, call, &s),
-        [.., "privatednszones", _, "virtualnetworklinks"] if *call.method == Method::GET => {
-            let zone = &call.path[..call.path.len() - "/virtualNetworkLinks".len()];
-            if shared.world().get(zone).is_none() {
-                return Answer::not_found(zone);
-            }
-            let items = shared.world().children(zone, "virtualNetworkLinks");
-            page(shared, call, items)
-        }
+        | [.., "microsoft.servicebus", "namespaces", _, "queues", _] => eventgrid::route(shared, call, &s),
+        // Zone links (doctor reads them, zone management writes them) are `dns`'s.
         _ if s.contains(&"privatednszones") => dns::route(shared, call, &s),
         _ if s.contains(&"microsoft.network") => network::route(shared, call, &s),
         _ => Answer::error(

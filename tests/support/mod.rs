@@ -38,3 +38,11 @@ pub fn fixture_bytes(relative: &str) -> Vec<u8> {
     let path = shared_dir().join("fixtures").join(relative);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
+
+/// An environment lookup over fixed pairs, for `from_config(cfg, &env)` in tests (the
+/// product reads `std::env::var`; tests never touch the process environment).
+pub fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: std::collections::HashMap<String, String> =
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    move |k: &str| map.get(k).cloned()
+}

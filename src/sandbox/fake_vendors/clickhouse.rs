@@ -28,7 +28,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Fault, Gate, LoggedRequest, ServerTask, lock, request_id, segments, whole_seconds};
+use super::{Gate, LoggedRequest, ServerTask, lock, request_id, segments, whole_seconds};
 
 /// How to start the fake.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ pub struct ClickHouseState {
 #[derive(Debug)]
 struct Inner {
     opts: ClickHouseFakeOptions,
-    gate: Gate,
+    gate: Arc<Gate>,
     state: Mutex<ClickHouseState>,
 }
 
@@ -95,7 +95,7 @@ impl ClickHouseFake {
             services: opts.service_ids.iter().map(|s| (s.clone(), Vec::new())).collect(),
             org_private_endpoints: Vec::new(),
         };
-        let inner = Arc::new(Inner { gate: Gate::new(opts.rate_limit), opts, state: Mutex::new(state) });
+        let inner = Arc::new(Inner { gate: Arc::new(Gate::new(opts.rate_limit)), opts, state: Mutex::new(state) });
         let router = Router::new().fallback(handle).with_state(inner.clone());
         Ok(Self { inner, server: ServerTask::start(router).await? })
     }
@@ -127,6 +127,13 @@ fn authenticate(opts: &ClickHouseFakeOptions, headers: &HeaderMap) -> Option<Str
     (id == opts.key_id && secret == opts.key_secret).then(|| id.to_string())
 }
 
+/// An injected fault in ClickHouse's envelope; the code is the status's name, as in
+/// ClickHouse's own `BAD_REQUEST`, `NOT_FOUND`, `TOO_MANY_REQUESTS`.
+fn injected(status: StatusCode, message: &str) -> Response {
+    let code = status.canonical_reason().unwrap_or("ERROR").to_ascii_uppercase().replace(' ', "_");
+    error(status, &code, message)
+}
+
 async fn handle(
     State(inner): State<Arc<Inner>>,
     method: Method,
@@ -134,26 +141,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    inner.gate.record(&method, &uri);
-    inner.gate.pause().await;
-    match inner.gate.take_fault() {
-        Some(Fault::ServerError) => return error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "injected failure"),
-        Some(Fault::Status(code)) => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return error(status, "INJECTED", "injected failure");
-        }
-        Some(Fault::TooManyRequests { retry_after }) => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", "rate limit exceeded");
-            if let Some(d) = retry_after {
-                r.headers_mut().insert("retry-after", HeaderValue::from(whole_seconds(d)));
-            }
-            return r;
-        }
-        Some(Fault::Timeout(d)) => {
-            tokio::time::sleep(d).await;
-            return error(StatusCode::GATEWAY_TIMEOUT, "GATEWAY_TIMEOUT", "injected delay");
-        }
-        None => {}
+    if let Some(answer) = inner.gate.admit(&method, &uri, injected).await {
+        return answer;
     }
     let Some(key) = authenticate(&inner.opts, &headers) else {
         return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid API key id or secret");

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{Fault, Gate, LoggedRequest, ServerTask, lock, query_pairs, segments, whole_seconds};
+use super::{Gate, LoggedRequest, ServerTask, lock, query_pairs, segments, whole_seconds};
 
 /// How to start the fake.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ pub enum Hide {
 #[derive(Debug)]
 struct Inner {
     opts: ElasticFakeOptions,
-    gate: Gate,
+    gate: Arc<Gate>,
     state: Mutex<ElasticState>,
     hidden: Mutex<Option<HiddenUntil>>,
 }
@@ -104,7 +104,7 @@ pub struct ElasticFake {
 impl ElasticFake {
     pub async fn start(opts: ElasticFakeOptions) -> std::io::Result<Self> {
         let inner = Arc::new(Inner {
-            gate: Gate::new(opts.rate_limit),
+            gate: Arc::new(Gate::new(opts.rate_limit)),
             opts,
             state: Mutex::new(ElasticState::default()),
             hidden: Mutex::new(None),
@@ -144,33 +144,22 @@ async fn handle(
     response
 }
 
+/// An injected fault in Elastic's `BasicFailedReply`, with the codes Elastic uses for
+/// these statuses.
+fn injected(status: StatusCode, message: &str) -> Response {
+    let code = match status {
+        StatusCode::INTERNAL_SERVER_ERROR => "traffic_filter.request_execution_failed",
+        StatusCode::TOO_MANY_REQUESTS => "root.too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "root.unavailable",
+        StatusCode::GATEWAY_TIMEOUT => "root.gateway_timeout",
+        _ => "root.injected_failure",
+    };
+    error(status, code, message)
+}
+
 async fn gated(inner: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
-    inner.gate.record(method, uri);
-    inner.gate.pause().await;
-    match inner.gate.take_fault() {
-        Some(Fault::ServerError) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "traffic_filter.request_execution_failed",
-                "injected failure",
-            );
-        }
-        Some(Fault::Status(code)) => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return error(status, "root.injected_failure", "injected failure");
-        }
-        Some(Fault::TooManyRequests { retry_after }) => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "root.too_many_requests", "rate limit exceeded");
-            if let Some(d) = retry_after {
-                r.headers_mut().insert("retry-after", HeaderValue::from(whole_seconds(d)));
-            }
-            return r;
-        }
-        Some(Fault::Timeout(d)) => {
-            tokio::time::sleep(d).await;
-            return error(StatusCode::GATEWAY_TIMEOUT, "root.gateway_timeout", "injected delay");
-        }
-        None => {}
+    if let Some(answer) = inner.gate.admit(method, uri, injected).await {
+        return answer;
     }
     let key = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("ApiKey "));
     if key != Some(inner.opts.api_key.as_str()) {

@@ -14,17 +14,24 @@
 //!   dropping the handle stops the server.
 //! - `state()` returns a snapshot of what the vendor would hold.
 //! - `requests()` is the request log (method and path with query; never headers or bodies).
-//! - `inject(fault, n)` makes the next `n` requests fail (500, 429 with Retry-After, or a
-//!   response slower than any sane client timeout).
+//! - `inject(fault, n)` makes the next `n` requests fail (500, 429 or 503 with
+//!   Retry-After, or a response slower than any sane client timeout).
+//! - `hold_next_write()` parks the next write until the test lets it go: a deterministic
+//!   way to make another client win the race between a read and a write.
+//! - `gate()`: all of the above as one [`Gate`] handle, so a suite written once (the vendor
+//!   conformance suite) drives every fake the same way.
 //! - A per-key rate limit like the vendor's (answering 429), checked after authentication.
 //! - `set_latency(d)`: every answer waits `d` first (benchmarks).
 //!
-//! Request handling order: log, injected fault, authentication (401), rate limit (429),
-//! then the route.
+//! Request handling order: log, latency, write hold, injected fault, authentication
+//! (401), rate limit (429), then the route. Everything before authentication is one
+//! function, [`Gate::admit`]; a fake contributes only its error envelope, so a fault looks
+//! the same (status, Retry-After, delay) whichever vendor answers it.
 
 /// The handle methods every fake shares (`base_url`, `state`, `set_state`, `requests`,
-/// `clear_requests`, `inject`), for a handle with `server: ServerTask` and
-/// `inner: Arc<Inner>` holding `gate: Gate` and `state: Mutex<$state>`.
+/// `clear_requests`, `inject`, `hold_next_write`, `gate`), for a handle with
+/// `server: ServerTask` and `inner: Arc<Inner>` holding `gate: Arc<Gate>` and
+/// `state: Mutex<$state>`.
 macro_rules! common_fake_api {
     ($state:ty) => {
         /// `http://127.0.0.1:PORT`; the vendor's paths go below it.
@@ -46,7 +53,7 @@ macro_rules! common_fake_api {
             self.inner.gate.clear_requests();
         }
         /// The next `count` requests answer with `fault`.
-        pub fn inject(&self, fault: Fault, count: usize) {
+        pub fn inject(&self, fault: $crate::sandbox::fake_vendors::Fault, count: usize) {
             self.inner.gate.inject(fault, count);
         }
         /// Drops the faults not yet served (the vendor is back).
@@ -56,6 +63,14 @@ macro_rules! common_fake_api {
         /// Every answer waits this long first (benchmarks: "a vendor at fixed latency").
         pub fn set_latency(&self, latency: std::time::Duration) {
             self.inner.gate.set_latency(latency);
+        }
+        /// The next write waits until the returned hold is released (or dropped).
+        pub fn hold_next_write(&self) -> $crate::sandbox::fake_vendors::WriteHold {
+            self.inner.gate.hold_next_write()
+        }
+        /// The fake's log, faults, latency and write hold as one shared handle.
+        pub fn gate(&self) -> std::sync::Arc<$crate::sandbox::fake_vendors::Gate> {
+            self.inner.gate.clone()
         }
     };
 }
@@ -68,7 +83,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use axum::http::{Method, Uri};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// A failure the next requests answer with, whatever they ask.
@@ -80,6 +97,9 @@ pub enum Fault {
     Status(u16),
     /// HTTP 429 with the vendor's error envelope and, if given, `Retry-After` in seconds.
     TooManyRequests { retry_after: Option<Duration> },
+    /// HTTP 503 (maintenance, overload) with the vendor's error envelope and, if given,
+    /// `Retry-After` in seconds.
+    ServiceUnavailable { retry_after: Option<Duration> },
     /// Answer only after this delay (then 504): exercises client timeouts.
     Timeout(Duration),
 }
@@ -109,14 +129,45 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The parts every fake shares: request log, fault queue, per-key sliding window.
+/// The parts every fake shares: request log, fault queue, write hold, latency and the
+/// per-key sliding window. One per fake; tests reach it through the fake's `gate()`.
 #[derive(Debug)]
-pub(crate) struct Gate {
+pub struct Gate {
     log: Mutex<Vec<LoggedRequest>>,
     faults: Mutex<VecDeque<Fault>>,
     limit: Option<(usize, Duration)>,
     arrivals: Mutex<HashMap<String, VecDeque<Instant>>>,
     latency: Mutex<Duration>,
+    hold: Mutex<Option<ArmedHold>>,
+}
+
+/// The fake's half of a [`WriteHold`].
+#[derive(Debug)]
+struct ArmedHold {
+    reached: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// The test's half of a held write: [`reached`](Self::reached) resolves once the write
+/// has arrived and is parked; [`release`](Self::release) (or dropping the hold) lets it
+/// through to the vendor.
+#[derive(Debug)]
+pub struct WriteHold {
+    reached: Option<oneshot::Receiver<()>>,
+    release: oneshot::Sender<()>,
+}
+
+impl WriteHold {
+    /// Waits until a write is parked; `false` if none arrived within `patience`.
+    pub async fn reached(&mut self, patience: Duration) -> bool {
+        let Some(rx) = self.reached.take() else { return true };
+        matches!(tokio::time::timeout(patience, rx).await, Ok(Ok(())))
+    }
+
+    /// Lets the parked write reach the vendor.
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
 }
 
 impl Gate {
@@ -127,44 +178,97 @@ impl Gate {
             limit: limit.map(|(n, w)| ((n as usize).max(1), w)),
             arrivals: Mutex::new(HashMap::new()),
             latency: Mutex::new(Duration::ZERO),
+            hold: Mutex::new(None),
         }
     }
 
-    pub(crate) fn record(&self, method: &Method, uri: &Uri) {
+    /// Everything a request meets before the vendor looks at it: the log, the latency,
+    /// an armed write hold, an injected fault. `Some(answer)` ends the request with the
+    /// fault, worded by `envelope(status, message)` (the vendor's error body) and carrying
+    /// `Retry-After` when the fault has one.
+    pub(crate) async fn admit(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        envelope: impl Fn(StatusCode, &str) -> Response,
+    ) -> Option<Response> {
+        self.record(method, uri);
+        self.pause().await;
+        if method != Method::GET {
+            let armed = lock(&self.hold).take();
+            if let Some(ArmedHold { reached, release }) = armed {
+                let _ = reached.send(());
+                // A dropped hold lets the write through as well.
+                let _ = release.await;
+            }
+        }
+        let (status, message, retry_after) = match self.take_fault()? {
+            Fault::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "injected failure", None),
+            Fault::Status(code) => {
+                (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "injected failure", None)
+            }
+            Fault::TooManyRequests { retry_after } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded", retry_after)
+            }
+            Fault::ServiceUnavailable { retry_after } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "service temporarily unavailable", retry_after)
+            }
+            Fault::Timeout(d) => {
+                tokio::time::sleep(d).await;
+                (StatusCode::GATEWAY_TIMEOUT, "injected delay", None)
+            }
+        };
+        let mut answer = envelope(status, message);
+        if let Some(d) = retry_after {
+            answer.headers_mut().insert("retry-after", HeaderValue::from(whole_seconds(d)));
+        }
+        Some(answer)
+    }
+
+    /// Parks the next write (any method but GET) until the returned hold is released.
+    /// Arming a new hold replaces one not yet used.
+    pub fn hold_next_write(&self) -> WriteHold {
+        let (reached_tx, reached_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        *lock(&self.hold) = Some(ArmedHold { reached: reached_tx, release: release_rx });
+        WriteHold { reached: Some(reached_rx), release: release_tx }
+    }
+
+    fn record(&self, method: &Method, uri: &Uri) {
         let path = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| uri.path().to_string());
         lock(&self.log).push(LoggedRequest { method: method.as_str().to_string(), path });
     }
 
-    pub(crate) fn requests(&self) -> Vec<LoggedRequest> {
+    pub fn requests(&self) -> Vec<LoggedRequest> {
         lock(&self.log).clone()
     }
 
-    pub(crate) fn clear_requests(&self) {
+    pub fn clear_requests(&self) {
         lock(&self.log).clear();
     }
 
-    pub(crate) fn inject(&self, fault: Fault, count: usize) {
+    pub fn inject(&self, fault: Fault, count: usize) {
         let mut q = lock(&self.faults);
         q.extend(std::iter::repeat_n(fault, count));
     }
 
-    pub(crate) fn clear_faults(&self) {
+    pub fn clear_faults(&self) {
         lock(&self.faults).clear();
     }
 
-    pub(crate) fn set_latency(&self, latency: Duration) {
+    pub fn set_latency(&self, latency: Duration) {
         *lock(&self.latency) = latency;
     }
 
     /// Waits the configured latency (none by default).
-    pub(crate) async fn pause(&self) {
+    async fn pause(&self) {
         let latency = *lock(&self.latency);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
     }
 
-    pub(crate) fn take_fault(&self) -> Option<Fault> {
+    fn take_fault(&self) -> Option<Fault> {
         lock(&self.faults).pop_front()
     }
 

@@ -24,7 +24,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Fault, Gate, LoggedRequest, ServerTask, lock, query_pairs, request_id, segments, whole_seconds};
+use super::{Gate, LoggedRequest, ServerTask, lock, query_pairs, request_id, segments};
 
 /// How to start the fake.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ pub struct ZillizState {
 #[derive(Debug)]
 struct Inner {
     opts: ZillizFakeOptions,
-    gate: Gate,
+    gate: Arc<Gate>,
     state: Mutex<ZillizState>,
     /// Next requests answer HTTP 200 with this code and message.
     code_faults: Mutex<Vec<(i64, String)>>,
@@ -82,7 +82,7 @@ pub struct ZillizFake {
 impl ZillizFake {
     pub async fn start(opts: ZillizFakeOptions) -> std::io::Result<Self> {
         let inner = Arc::new(Inner {
-            gate: Gate::new(opts.rate_limit),
+            gate: Arc::new(Gate::new(opts.rate_limit)),
             opts,
             state: Mutex::new(ZillizState::default()),
             code_faults: Mutex::new(Vec::new()),
@@ -126,26 +126,10 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    inner.gate.record(&method, &uri);
-    inner.gate.pause().await;
-    match inner.gate.take_fault() {
-        Some(Fault::ServerError) => return fail(StatusCode::INTERNAL_SERVER_ERROR, 500, "injected failure"),
-        Some(Fault::Status(code)) => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return fail(status, i64::from(code), "injected failure");
-        }
-        Some(Fault::TooManyRequests { retry_after }) => {
-            let mut r = fail(StatusCode::TOO_MANY_REQUESTS, 429, "Too many requests");
-            if let Some(d) = retry_after {
-                r.headers_mut().insert("retry-after", HeaderValue::from(whole_seconds(d)));
-            }
-            return r;
-        }
-        Some(Fault::Timeout(d)) => {
-            tokio::time::sleep(d).await;
-            return fail(StatusCode::GATEWAY_TIMEOUT, 504, "injected delay");
-        }
-        None => {}
+    if let Some(answer) =
+        inner.gate.admit(&method, &uri, |status, message| fail(status, i64::from(status.as_u16()), message)).await
+    {
+        return answer;
     }
     let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if token != Some(inner.opts.api_key.as_str()) {

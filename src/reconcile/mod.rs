@@ -8,8 +8,8 @@
 //! operator previews is what runs.
 
 pub mod catch_up;
-pub mod exclusive;
 pub mod coverage;
+pub mod exclusive;
 pub mod known;
 pub mod locks;
 pub mod plan;

@@ -640,10 +640,13 @@ fn route(shared: &Shared, call: &Call<'_>) -> Answer {
         {
             eventgrid::route(shared, call, &s)
         }
-        // Reads doctor makes of what tests seed (`FakeArm::add_resource`).
+        // Reads doctor makes of what tests seed (`FakeArm::add_resource`). A VNet link is
+        // read here too, but written and deleted by the Private DNS routes (zone management).
         [.., "microsoft.keyvault", "vaults", _, "secrets", _]
-        | [.., "microsoft.servicebus", "namespaces", _, "queues", _]
-        | [.., "privatednszones", _, "virtualnetworklinks", _] => eventgrid::route(shared, call, &s),
+        | [.., "microsoft.servicebus", "namespaces", _, "queues", _] => eventgrid::route(shared, call, &s),
+        [.., "privatednszones", _, "virtualnetworklinks", _] if *call.method == Method::GET => {
+            eventgrid::route(shared, call, &s)
+        }
         [.., "privatednszones", _, "virtualnetworklinks"] if *call.method == Method::GET => {
             let zone = &call.path[..call.path.len() - "/virtualNetworkLinks".len()];
             if shared.world().get(zone).is_none() {

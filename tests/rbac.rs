@@ -390,6 +390,8 @@ fn infra_settings_configure_the_features() {
         ("AUTOPILOT__APPROVALS__OWNED_RESOURCES".to_owned(), format!(r#"["{}"]"#, kusto_id())),
         ("AUTOPILOT__APPROVALS__ALLOWED_SUBSCRIPTIONS".to_owned(), r#"["s1","s2"]"#.to_owned()),
         ("AUTOPILOT__VENDORS__ZILLIZ__ENABLED".to_owned(), "true".to_owned()),
+        // `dnsZoneManagement`'s value as is.
+        ("AUTOPILOT__DNS__ZONE_MANAGEMENT".to_owned(), "create".to_owned()),
         ("AUTOPILOT__VENDORS__ZILLIZ__PROJECT_ID".to_owned(), "proj-1".to_owned()),
         (
             "AUTOPILOT__VENDORS__CLICKHOUSE__SERVICE_IDS".to_owned(),
@@ -406,6 +408,9 @@ fn infra_settings_configure_the_features() {
     assert_eq!(c.approvals.allowed_subscriptions, ["s1", "s2"]);
     assert!(c.vendors.zilliz.enabled);
     assert_eq!(c.vendors.zilliz.project_id, "proj-1");
+    assert_eq!(c.dns.zone_management, "create");
+    assert_eq!(settings["AUTOPILOT__DNS__ZONE_MANAGEMENT"].0, "dnsZoneManagement");
+    assert!(bicep.contains("param dnsZoneManagement string = 'off'"), "zone management is off by default");
     // The policy defaults to the subscriptions in scope, so approvals are not closed by default.
     assert!(bicep.contains("param approvalAllowedSubscriptions array = subscriptionsInScope"));
     for name in [

@@ -67,6 +67,13 @@ param dnsZoneResourceGroup string
 @description('Private DNS zone names the app may write A records in (the zones must exist).')
 param dnsZoneNames array
 
+@description('Zone management (dns.zone_management): off = zones and links are the network team\'s; create = the app creates a missing zone in the hub resource group, links it to the endpoint\'s VNet and removes it when it is its own and empty. create assigns the zone manager role at the hub resource group and the zone linker role in each subscription in scope and the hub subscription.')
+@allowed([
+  'off'
+  'create'
+])
+param dnsZoneManagement string = 'off'
+
 @description('Subscription ids whose private endpoints the app manages (one system topic each).')
 param subscriptionsInScope array = [
   subscription().subscriptionId
@@ -291,6 +298,8 @@ var baseSettings = {
   // The zones the A-record role is assigned at, iterated by name: the role is per zone, so
   // listing the hub resource group would be refused.
   AUTOPILOT__DNS__ZONES: '[${join(map(dnsZoneNames, zone => '{ name = "${zone}" }'), ', ')}]'
+  // The zone manager and zone linker roles are assigned only with 'create'.
+  AUTOPILOT__DNS__ZONE_MANAGEMENT: dnsZoneManagement
   // Endpoint reader + tagger are assigned in these subscriptions: the sweep covers them.
   AUTOPILOT__SWEEP__SUBSCRIPTIONS: string(subscriptionsInScope)
   // The connection approver is assigned at these resources, with a policy (fail closed).
@@ -473,6 +482,40 @@ var eventSubscriptionWriterActions = [
 // The subscriptions the writer role is assigned in: none unless creation is switched on.
 var eventSubscriptionWriterSubscriptions = createMissingEventSubscriptions ? subscriptionsInScope : []
 
+// Zone management (dnsZoneManagement = 'create'), at the hub resource group: create a missing
+// zone (PUT If-None-Match: *, long-running: its status is polled under the resource group's
+// privateDnsOperationStatuses), link it (links are long-running too), write A records in it (the
+// A-record writer is assigned per named zone, and a created zone has no name in dnsZoneNames),
+// and remove it when it is ours and empty (its record sets are listed first, then our links and
+// the zone are deleted). Built-in Private DNS Zone Contributor would add every record type,
+// deployments/*, Support/* and alertRules/*.
+// (Reading the zones is the linker's privateDnsZones/read, which covers the hub subscription.)
+var dnsZoneManagerActions = [
+  'Microsoft.Network/privateDnsZones/write'
+  'Microsoft.Network/privateDnsZones/delete'
+  'Microsoft.Network/privateDnsZones/A/read'
+  'Microsoft.Network/privateDnsZones/A/write'
+  'Microsoft.Network/privateDnsZones/A/delete'
+  'Microsoft.Network/privateDnsZones/ALL/read'
+  'Microsoft.Network/privateDnsZones/virtualNetworkLinks/read'
+  'Microsoft.Network/privateDnsZones/virtualNetworkLinks/write'
+  'Microsoft.Network/privateDnsZones/virtualNetworkLinks/delete'
+  'Microsoft.Network/privateDnsOperationStatuses/read'
+]
+// ... and in each subscription in scope plus the hub's: link a zone to a VNet there (ARM checks
+// join/action on the VNet: endpoint VNets live in the subscriptions in scope, hub VNets for
+// dns.link_to in the hub subscription), and find a same-named zone there before creating one
+// (Resource Graph lists only zones the caller may read; a zone it cannot see would be shadowed).
+// Built-in Network Contributor would be the alternative for join/action.
+var dnsZoneLinkerActions = [
+  'Microsoft.Network/virtualNetworks/join/action'
+  'Microsoft.Network/privateDnsZones/read'
+  'Microsoft.ResourceGraph/resources/read'
+]
+var dnsZoneManagerResourceGroups = dnsZoneManagement == 'create' ? [dnsZoneResourceGroup] : []
+var dnsZoneLinkerSubscriptions = dnsZoneManagement == 'create' ? union(subscriptionsInScope, [dnsZoneSubscriptionId]) : []
+var dnsZoneLinkerScopes = [for s in dnsZoneLinkerSubscriptions: '/subscriptions/${s}']
+
 var endpointReaderName = guid(subscription().id, environmentName, 'autopilot-endpoint-reader')
 var endpointTaggerName = guid(subscription().id, environmentName, 'autopilot-endpoint-tagger')
 var dnsRecordWriterName = guid(subscription().id, environmentName, 'autopilot-dns-a-writer')
@@ -482,6 +525,8 @@ var targetApproverName = guid(subscription().id, environmentName, 'autopilot-tar
 var targetApproverScopes = [for s in approvalTargetSubscriptions: '/subscriptions/${s}']
 var firstTargetSubscription = first(concat(approvalTargetSubscriptions, [subscription().subscriptionId]))
 var eventSubscriptionWriterName = guid(subscription().id, environmentName, 'autopilot-event-subscription-writer')
+var dnsZoneManagerName = guid(subscription().id, environmentName, 'autopilot-dns-zone-manager')
+var dnsZoneLinkerName = guid(subscription().id, environmentName, 'autopilot-dns-zone-linker')
 var firstEndpointSubscription = first(subscriptionsInScope)
 var ownedSubscriptions = [for r in ownedResources: r.subscriptionId]
 // first(concat(list, [fallback])): ARM may evaluate a scope expression even when the module's
@@ -575,6 +620,32 @@ module eventSubscriptionWriterRole 'modules/roles/role-definition.bicep' = if (c
   }
 }
 
+module dnsZoneManagerRole 'modules/roles/role-definition.bicep' = if (dnsZoneManagement == 'create') {
+  name: 'autopilot-role-dns-zone-manager-${environmentName}'
+  scope: subscription(dnsZoneSubscriptionId)
+  params: {
+    roleDefinitionName: dnsZoneManagerName
+    roleName: 'Private Link Autopilot DNS zone manager (${environmentName})'
+    roleDescription: 'Create, link and delete private DNS zones; read, write and delete their A record sets.'
+    actions: dnsZoneManagerActions
+    assignableScopes: [
+      dnsZoneResourceGroupId
+    ]
+  }
+}
+
+module dnsZoneLinkerRole 'modules/roles/role-definition.bicep' = if (dnsZoneManagement == 'create') {
+  name: 'autopilot-role-dns-zone-linker-${environmentName}'
+  scope: subscription(dnsZoneSubscriptionId)
+  params: {
+    roleDefinitionName: dnsZoneLinkerName
+    roleName: 'Private Link Autopilot DNS zone linker (${environmentName})'
+    roleDescription: 'Link private DNS zones to virtual networks; find private DNS zones with Resource Graph.'
+    actions: dnsZoneLinkerActions
+    assignableScopes: dnsZoneLinkerScopes
+  }
+}
+
 module endpointRoles 'modules/roles/subscription-assignments.bicep' = [for subscriptionId in subscriptionsInScope: {
   name: 'autopilot-endpoint-roles-${environmentName}'
   scope: subscription(subscriptionId)
@@ -596,6 +667,32 @@ module dnsZoneRoles 'modules/roles/dns-zone-assignments.bicep' = {
     zoneNames: dnsZoneNames
   }
 }
+
+module dnsZoneManagerRoles 'modules/roles/dns-resource-group-assignments.bicep' = [for rg in dnsZoneManagerResourceGroups: {
+  name: 'autopilot-dns-zone-manager-${environmentName}'
+  scope: resourceGroup(dnsZoneSubscriptionId, rg)
+  dependsOn: [
+    dnsZoneManagerRole
+  ]
+  params: {
+    principalId: identity.outputs.principalId
+    roleDefinitionName: dnsZoneManagerName
+  }
+}]
+
+module dnsZoneLinkerRoles 'modules/roles/subscription-assignments.bicep' = [for subscriptionId in dnsZoneLinkerSubscriptions: {
+  name: 'autopilot-dns-zone-linker-${environmentName}'
+  scope: subscription(subscriptionId)
+  dependsOn: [
+    dnsZoneLinkerRole
+  ]
+  params: {
+    principalId: identity.outputs.principalId
+    roleDefinitionNames: [
+      dnsZoneLinkerName
+    ]
+  }
+}]
 
 module approverRoles 'modules/roles/connection-approver-assignment.bicep' = [for (r, i) in ownedResources: {
   name: 'autopilot-approver-${environmentName}-${i}'

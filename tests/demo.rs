@@ -13,14 +13,33 @@ async fn demo_converges_and_cleans_up() {
         vec![
             "in01-3f2a9c-privatelink.az-eastus2.vectordb.zillizcloud.com",
             // zilliz-westus3 is dead-lettered by Zilliz and never approved: no record.
+            // The ClickHouse wildcard twice: the hub's zone and its DR replica.
+            "*.eastus2.privatelink.azure.clickhouse.cloud",
             "*.eastus2.privatelink.azure.clickhouse.cloud",
             "amw-metrics-a1b2.privatelink.eastus2.prometheus.monitor.azure.com",
             "kv-secrets.privatelink.vaultcore.azure.net",
         ]
     );
-    let wildcard = s.rows.iter().find(|r| r.zone == demo::CLICKHOUSE_ZONE).unwrap();
-    assert_eq!(wildcard.owner, "ch-analytics-2", "the survivor keeps the shared wildcard");
-    assert_eq!(wildcard.addresses.len(), 1);
+    let wildcards: Vec<_> = s.rows.iter().filter(|r| r.zone == demo::CLICKHOUSE_ZONE).collect();
+    for wildcard in &wildcards {
+        assert_eq!(wildcard.owner, "ch-analytics-2", "the survivor keeps the shared wildcard in every replica");
+        assert_eq!(wildcard.addresses.len(), 1, "{wildcard:?}");
+    }
+    let places: Vec<&str> = wildcards.iter().map(|r| r.place.as_str()).collect();
+    assert_eq!(places, vec!["", "DR replica in dns-dr"], "the hub's copy and the DR replica");
+    // Zone management created the missing vendor zone and linked it to the spoke VNet
+    // (the hub's other zones were linked already, by someone else: left alone).
+    assert_eq!(s.zones_created, vec![demo::ZILLIZ_ZONE.to_owned()]);
+    assert_eq!(s.links_created, vec![format!("{} -> spoke-vnet", demo::ZILLIZ_ZONE)]);
+    assert!(s.rows.iter().any(|r| r.zone == demo::ZILLIZ_ZONE), "and the record went into it");
+    // The managed endpoint from the unreadable Microsoft subscription, approved from the
+    // target side by its rule, with a description that says who approved it and why.
+    let (status, description) = &s.managed_connection;
+    assert_eq!(status, "Approved", "{description}");
+    assert!(
+        description.starts_with(&format!("Approved by Private Link Autopilot: rule {}", demo::MANAGED_RULE)),
+        "{description}"
+    );
     assert_eq!(s.throttled, 0);
     assert_eq!(s.queue_depth, 0);
     // Every record write and removal is audited (12 writes, 5 removals in this script).
@@ -91,8 +110,18 @@ fn stdout_is_the_narrative_and_stderr_has_no_info() {
                 || line.get(..4).is_some_and(|y| y.chars().all(|c| c.is_ascii_digit()) && line.get(4..5) == Some("-"));
         assert!(!log_like, "a log line on stdout: {line}");
     }
-    assert!(stdout.contains("1. create") && stdout.contains("6. where things stand"), "{stdout}");
+    assert!(stdout.contains("1. create") && stdout.contains("7. where things stand"), "{stdout}");
     assert!(stdout.contains("dead-lettered"), "every step's outcome is shown: {stdout}");
+    // Zone management, the DR replica and the target-side approval each show as a line.
+    for line in [
+        "+ zone az-eastus2.vectordb.zillizcloud.com created in dns-hub, tagged plautopilot-owned=true",
+        "+ link plautopilot-spoke-vnet-",
+        "(DR replica in dns-dr)",
+        "CatchUp timer   Resource Graph listed 1 Pending connection(s) on owned storage accounts; approved 1",
+        "description: Approved by Private Link Autopilot: rule data-factory-managed-vnet (subscription ",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
     assert!(
         !stderr.lines().any(|l| l.contains(" INFO ") || l.contains(" DEBUG ")),
         "INFO on stderr by default:\n{stderr}"

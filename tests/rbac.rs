@@ -113,6 +113,9 @@ fn scope_template(file: &str) -> Option<&'static str> {
             "/subscriptions/{dnsZoneSubscriptionId}/resourceGroups/{dnsZoneResourceGroup}/providers/Microsoft.Network/privateDnsZones/{item}",
         ),
         "modules/roles/connection-approver-assignment.bicep" => Some("{item}"),
+        "modules/roles/dns-resource-group-assignments.bicep" => {
+            Some("/subscriptions/{dnsZoneSubscriptionId}/resourceGroups/{item}")
+        }
         _ => None,
     }
 }
@@ -187,6 +190,15 @@ fn permissions_json_matches_the_bicep() {
     assert!(
         subs.contains("targetScope = 'subscription'") && !subs.lines().any(|l| l.trim().starts_with("scope:")),
         "subscription module scope"
+    );
+    let hub_rg = read("infra/modules/roles/dns-resource-group-assignments.bicep");
+    assert!(
+        hub_rg.contains("targetScope = 'resourceGroup'") && !hub_rg.lines().any(|l| l.trim().starts_with("scope:")),
+        "DNS resource group module scope"
+    );
+    assert!(
+        read("infra/main.bicep").contains("scope: resourceGroup(dnsZoneSubscriptionId, rg)"),
+        "the zone manager is assigned at a resource group of the hub subscription"
     );
     let approver = read("infra/modules/roles/connection-approver-assignment.bicep");
     for s in ["scope: kusto", "scope: privateLinkService", "scope: monitorWorkspace"] {
@@ -293,6 +305,9 @@ fn is_feature_setting(name: &str) -> bool {
             | "AUTOPILOT__APPROVALS__OWNED_RESOURCES"
             | "AUTOPILOT__APPROVALS__TARGET_SCOPES"
             | "AUTOPILOT__COVERAGE__CREATE_MISSING"
+            | "AUTOPILOT__DNS__ZONE_MANAGEMENT"
+            | "AUTOPILOT__DNS__DEFAULT_SUBSCRIPTION"
+            | "AUTOPILOT__DNS__DEFAULT_RESOURCE_GROUP"
     ) || (name.starts_with("AUTOPILOT__VENDORS__") && name.ends_with("__ENABLED"))
 }
 
@@ -326,6 +341,7 @@ fn every_granting_parameter_switches_on_its_feature() {
     for p in [
         "subscriptionsInScope",
         "dnsZoneNames",
+        "dnsZoneManagement",
         "ownedResourceIds",
         "enableClickHouse",
         "enableElastic",
@@ -346,6 +362,9 @@ fn every_granting_parameter_switches_on_its_feature() {
     );
     let p = feature_problems(&orphan, &permissions);
     assert!(p.iter().any(|m| m.contains("AUTOPILOT__APPROVALS__OWNED_RESOURCES")), "{p:?}");
+    let zones = bicep.replace("  AUTOPILOT__DNS__ZONE_MANAGEMENT: dnsZoneManagement\n", "");
+    let p = feature_problems(&zones, &permissions);
+    assert!(p.iter().any(|m| m.contains("dnsZoneManagement")), "{p:?}");
     let vendor = bicep.replace("  AUTOPILOT__VENDORS__ZILLIZ__ENABLED: 'true'\n", "");
     let p = feature_problems(&vendor, &permissions);
     assert!(p.iter().any(|m| m.contains("enableZilliz")), "{p:?}");
@@ -371,6 +390,8 @@ fn infra_settings_configure_the_features() {
         ("AUTOPILOT__APPROVALS__OWNED_RESOURCES".to_owned(), format!(r#"["{}"]"#, kusto_id())),
         ("AUTOPILOT__APPROVALS__ALLOWED_SUBSCRIPTIONS".to_owned(), r#"["s1","s2"]"#.to_owned()),
         ("AUTOPILOT__VENDORS__ZILLIZ__ENABLED".to_owned(), "true".to_owned()),
+        // `dnsZoneManagement`'s value as is.
+        ("AUTOPILOT__DNS__ZONE_MANAGEMENT".to_owned(), "create".to_owned()),
         ("AUTOPILOT__VENDORS__ZILLIZ__PROJECT_ID".to_owned(), "proj-1".to_owned()),
         (
             "AUTOPILOT__VENDORS__CLICKHOUSE__SERVICE_IDS".to_owned(),
@@ -387,6 +408,9 @@ fn infra_settings_configure_the_features() {
     assert_eq!(c.approvals.allowed_subscriptions, ["s1", "s2"]);
     assert!(c.vendors.zilliz.enabled);
     assert_eq!(c.vendors.zilliz.project_id, "proj-1");
+    assert_eq!(c.dns.zone_management, "create");
+    assert_eq!(settings["AUTOPILOT__DNS__ZONE_MANAGEMENT"].0, "dnsZoneManagement");
+    assert!(bicep.contains("param dnsZoneManagement string = 'off'"), "zone management is off by default");
     // The policy defaults to the subscriptions in scope, so approvals are not closed by default.
     assert!(bicep.contains("param approvalAllowedSubscriptions array = subscriptionsInScope"));
     for name in [
@@ -816,4 +840,155 @@ async fn target_side_approvals_run_with_exactly_the_infra_grants_and_need_each_a
         }
     }
     assert!(unexplained.is_empty(), "removing these changed nothing: {unexplained:#?}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Zone management (`dnsZoneManagement = 'create'`) under the zone manager and zone linker roles
+
+const CH_ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
+const ELASTIC_ZONE: &str = "privatelink.eastus2.azure.elastic-cloud.com";
+
+fn zone_params() -> InfraParams {
+    InfraParams { dns_zone_management: true, ..infra_params() }
+}
+
+/// What one zone management run showed.
+struct ZoneRun {
+    sb: Sandbox,
+    /// The missing ClickHouse zone was created in the hub, linked to the spoke VNet and
+    /// given the record.
+    created_linked_written: bool,
+    /// A same-named Elastic zone in the spoke subscription was found: none was created in the hub.
+    shadow_avoided: bool,
+    /// After the endpoint's deletion: record, link and our empty zone gone.
+    removed: bool,
+}
+
+/// `grants` minus `action` in `role` only (the same action may be granted by another role
+/// at another scope: this shows which grant is needed).
+fn without_in_role(grants: &Grants, role: &str, action: &str) -> Grants {
+    let mut g = grants.clone();
+    for a in g.assignments.iter_mut().filter(|a| a.role == role) {
+        a.actions.retain(|x| !x.eq_ignore_ascii_case(action));
+    }
+    g
+}
+
+/// A missing zone is created, linked and written; a same-named zone elsewhere is found
+/// first (no shadow); the endpoint's deletion removes the record, our link and our zone.
+async fn zone_scenario(grants: Grants) -> ZoneRun {
+    use private_link_autopilot::model::resource_id::ResourceId;
+    use private_link_autopilot::reconcile::Mode;
+    use private_link_autopilot::sandbox::vendors::{CLICKHOUSE_ALIAS, ELASTIC_ALIAS};
+    let params = zone_params();
+    let sb = Sandbox::start(SandboxOptions {
+        arm: FakeArmOptions { lro_retry_after_secs: 0, rbac: Some(grants), ..FakeArmOptions::default() },
+        zones: vec![KUSTO_ZONE.into(), VAULT_ZONE.into()],
+        configure: Box::new(move |c| {
+            configure_like_infra(c, &params);
+            c.dns.zone_management = "create".into();
+        }),
+        workers: 0,
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox");
+    // Someone's Elastic zone in the spoke subscription: creating one in the hub would shadow it.
+    sb.arm.add_zone(SUB, "team-dns", ELASTIC_ZONE);
+    let reconcile = |id: String| {
+        let app = sb.app.clone();
+        async move {
+            app.reconciler.invalidate_caches();
+            app.reconciler.reconcile(&ResourceId::parse(&id).unwrap(), Mode::Apply).await
+        }
+    };
+    let spec = EndpointSpec::alias(SUB, RG, "ch-zone", "eastus2", CLICKHOUSE_ALIAS)
+        .approved()
+        .with_ip("10.1.0.60".parse().unwrap());
+    let ch = sb.arm.put_endpoint(&spec);
+    let _ = reconcile(ch.clone()).await;
+    let hub_ch = sb.zone_id(CH_ZONE);
+    let spoke_vnet =
+        format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/virtualNetworks/spoke-vnet");
+    let created_linked_written = sb.arm.resource(&hub_ch).is_some()
+        && sb.arm.links(&hub_ch).iter().any(|l| {
+            l["properties"]["virtualNetwork"]["id"].as_str().is_some_and(|v| v.eq_ignore_ascii_case(&spoke_vnet))
+        })
+        && sb.arm.record(&hub_ch, "*").is_some();
+
+    let spec = EndpointSpec::alias(SUB, RG, "es-zone", "eastus2", ELASTIC_ALIAS)
+        .approved()
+        .with_ip("10.1.0.61".parse().unwrap());
+    let es = sb.arm.put_endpoint(&spec);
+    let _ = reconcile(es).await;
+    let shadow_avoided = sb.arm.resource(&sb.zone_id(ELASTIC_ZONE)).is_none();
+
+    sb.arm.delete_endpoint(&ch);
+    let _ = reconcile(ch).await;
+    let removed = sb.arm.resource(&hub_ch).is_none();
+    ZoneRun { sb, created_linked_written, shadow_avoided, removed }
+}
+
+#[tokio::test]
+async fn zone_management_runs_with_exactly_the_infra_grants_and_needs_each_action() {
+    let full = Grants::from_infra(&zone_params());
+    // Where infra assigns them: the manager at the hub resource group, the linker in the
+    // subscription in scope and in the hub subscription (not in scope here).
+    let at = |role: &str| -> Vec<String> {
+        full.assignments.iter().filter(|a| a.role == role).map(|a| a.scope.clone()).collect()
+    };
+    assert_eq!(
+        at("dnsZoneManager"),
+        [format!("/subscriptions/{HUB_SUBSCRIPTION}/resourceGroups/{HUB_RESOURCE_GROUP}")]
+    );
+    assert_eq!(at("dnsZoneLinker"), [format!("/subscriptions/{SUB}"), format!("/subscriptions/{HUB_SUBSCRIPTION}")]);
+    // Off (the default): neither role is assigned.
+    let off = Grants::from_infra(&infra_params());
+    assert!(off.assignments.iter().all(|a| a.role != "dnsZoneManager" && a.role != "dnsZoneLinker"));
+
+    let run = zone_scenario(full.clone()).await;
+    let denials: Vec<_> = run
+        .sb
+        .arm
+        .denials()
+        .into_iter()
+        .filter(|d| d.action != "Microsoft.Resources/subscriptions/providers/read")
+        .collect();
+    assert!(denials.is_empty(), "refused under the infra grants: {denials:#?}");
+    assert!(run.created_linked_written, "zone created, linked and written");
+    assert!(run.shadow_avoided, "the same-named zone in the spoke subscription was found");
+    assert!(run.removed, "our empty zone removed with its link");
+
+    // Each action of both roles is needed: without it (in that role only) a request is
+    // refused by name, or (the linker's zone read) Resource Graph no longer lists the
+    // same-named zone and a shadow zone is created.
+    let permissions: Value = serde_json::from_str(&read("infra/permissions.json")).unwrap();
+    let mut cases = Vec::new();
+    for role in ["dnsZoneManager", "dnsZoneLinker"] {
+        for a in permissions["roles"][role]["actions"].as_array().expect(role) {
+            cases.push((role, a.as_str().unwrap().to_owned()));
+        }
+    }
+    let runs =
+        futures::future::join_all(cases.iter().map(|(role, a)| zone_scenario(without_in_role(&full, role, a)))).await;
+    let mut unexplained = Vec::new();
+    for ((role, action), run) in cases.iter().zip(runs) {
+        let named = run.sb.arm.denials().iter().any(|d| d.action.eq_ignore_ascii_case(action));
+        let missed = !(run.created_linked_written && run.shadow_avoided && run.removed);
+        if !named && !missed {
+            unexplained.push(format!("{role}: {action}"));
+        }
+    }
+    assert!(unexplained.is_empty(), "removing these changed nothing: {unexplained:#?}");
+
+    // The linker's zone read in a spoke subscription is what lets the search see a zone
+    // there: without it (only there), nothing is refused and a shadow zone is created.
+    let mut blind = full.clone();
+    for a in
+        blind.assignments.iter_mut().filter(|a| a.role == "dnsZoneLinker" && a.scope == format!("/subscriptions/{SUB}"))
+    {
+        a.actions.retain(|x| x != "Microsoft.Network/privateDnsZones/read");
+    }
+    let run = zone_scenario(blind).await;
+    assert!(!run.shadow_avoided, "a zone the identity cannot read is invisible to the search");
 }

@@ -434,3 +434,27 @@ async fn plan_lists_each_replica_and_the_zone_work() {
     assert!(sb.arm.links(&sb.zone_id(CH_ZONE)).is_empty(), "the spoke is not linked to two copies");
     assert!(sb.arm.record(&dr, "*").is_some() && sb.arm.record(&sb.zone_id(CH_ZONE), "*").is_some());
 }
+
+/// A deleted owner of a shared name leaves every replica: the re-read record keeps the
+/// replica it came from, so the update goes back to that copy (it once went to the first
+/// copy with the DR copy's ETag: 412 on every retry).
+#[tokio::test]
+async fn a_shared_record_shrinks_in_every_replica() {
+    let sb = sandbox(&[CH_ZONE], replicas).await;
+    let hub = sb.zone_id(CH_ZONE);
+    let dr = sb.arm.add_zone(OTHER_SUB, DR_RG, CH_ZONE);
+    let a = sb.arm.put_endpoint(&clickhouse("ch-s1", "10.1.0.50"));
+    let b = sb.arm.put_endpoint(&clickhouse("ch-s2", "10.1.0.51"));
+    for id in [&a, &b] {
+        assert_eq!(reconcile(&sb, id, Mode::Apply).await.outcome, Outcome::Done);
+    }
+    for zone in [&hub, &dr] {
+        assert_eq!(sb.arm.record(zone, "*").unwrap().addresses, ips(&["10.1.0.50", "10.1.0.51"]), "{zone}");
+    }
+    sb.arm.delete_endpoint(&a);
+    let report = reconcile(&sb, &a, Mode::Apply).await;
+    assert_eq!(report.outcome, Outcome::Done, "{report:#?}");
+    for zone in [&hub, &dr] {
+        assert_eq!(sb.arm.record(zone, "*").unwrap().addresses, ips(&["10.1.0.51"]), "{zone}");
+    }
+}

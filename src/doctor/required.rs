@@ -25,6 +25,8 @@ pub struct InfraParams {
     pub create_missing_event_subscriptions: bool,
     /// Subscriptions the target-side approval scan covers (`approvalTargetSubscriptions`).
     pub approval_target_subscriptions: Vec<String>,
+    /// `dnsZoneManagement = 'create'` (`dns.zone_management`).
+    pub dns_zone_management: bool,
 }
 
 /// One role infra assigns, at one scope, with its actions.
@@ -51,6 +53,18 @@ impl InfraParams {
             "dnsZoneNames" => self.dns_zone_names.clone(),
             "ownedResources" | "ownedResourceIds" => self.owned_resource_ids.clone(),
             "approvalTargetSubscriptions" => self.approval_target_subscriptions.clone(),
+            // main.bicep: `dnsZoneManagement == 'create' ? [dnsZoneResourceGroup] : []`.
+            "dnsZoneManagerResourceGroups" if self.dns_zone_management => vec![self.dns_zone_resource_group.clone()],
+            "dnsZoneManagerResourceGroups" => Vec::new(),
+            // main.bicep: `... ? union(subscriptionsInScope, [dnsZoneSubscriptionId]) : []`.
+            "dnsZoneLinkerSubscriptions" if self.dns_zone_management => {
+                let mut subs = self.subscriptions_in_scope.clone();
+                if !subs.iter().any(|s| s.eq_ignore_ascii_case(&self.dns_zone_subscription)) {
+                    subs.push(self.dns_zone_subscription.clone());
+                }
+                subs
+            }
+            "dnsZoneLinkerSubscriptions" => Vec::new(),
             // Subscriptions of the owned Kusto clusters, each once (main.bicep's `kustoSubscriptions`).
             "kustoSubscriptions" => {
                 let mut subs: Vec<String> = self
@@ -127,6 +141,10 @@ pub fn for_config(config: &crate::config::Config) -> Result<Vec<RequiredGrant>, 
         subscriptions_in_scope: config.sweep.subscriptions.clone(),
         owned_resource_ids: config.approvals.owned_resources.clone(),
         create_missing_event_subscriptions: config.coverage.create_missing,
+        // Zone management acts in the default place (the hub).
+        dns_zone_management: config.dns.zone_management == "create",
+        dns_zone_subscription: config.dns.default_subscription.clone(),
+        dns_zone_resource_group: config.dns.default_resource_group.clone(),
         ..InfraParams::default()
     };
     let mut out: Vec<RequiredGrant> =
@@ -152,6 +170,8 @@ pub fn role_display_name(role: &str) -> String {
         "connectionApprover" => "connection approver",
         "kustoOperationReader" => "Kusto operation reader",
         "eventSubscriptionWriter" => "event subscription writer",
+        "dnsZoneManager" => "DNS zone manager",
+        "dnsZoneLinker" => "DNS zone linker",
         other => other,
     };
     format!("Private Link Autopilot {what} (<environment>)")

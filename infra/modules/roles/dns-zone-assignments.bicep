@@ -1,6 +1,7 @@
 // Assigns the A-record writer role at each named private DNS zone (not the resource group), so
 // the app can touch no other zone in the hub, and nothing but A records in these ones. The zones
-// must already exist: creating and linking zones is a network team's job, not the app's.
+// must already exist; with dnsZoneManagement = 'create' the zones the app creates are covered by the zone
+// manager role at the resource group instead (dns-resource-group-assignments.bicep).
 
 @description('Principal id of the app identity.')
 param principalId string

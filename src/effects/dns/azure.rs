@@ -378,7 +378,12 @@ impl DnsProvider for AzurePrivateDns {
     async fn get(&self, key: &RecordKey) -> Result<Option<ARecordSet>, DnsError> {
         let path = self.record_path(key)?;
         match self.arm.send(ArmRequest::get(path, PRIVATE_DNS_API)).await {
-            Ok(r) => Ok(parse_record_set(&key.zone, &r.body)),
+            // The set read keeps the replica it was read from: a write planned from it must go
+            // back to the same place (not to the zone's first one).
+            Ok(r) => Ok(parse_record_set(&key.zone, &r.body).map(|mut s| {
+                s.key = s.key.in_replica(&key.replica);
+                s
+            })),
             Err(e) if e.status() == Some(404) && e.code() != Some("ParentResourceNotFound") => Ok(None),
             Err(e) => Err(map_err(e, &format!("reading {key}"))),
         }

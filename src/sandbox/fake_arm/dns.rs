@@ -48,6 +48,8 @@ const READ_ONLY_RECORD_PROPERTIES: &[&str] = &["fqdn", "isAutoRegistered"];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordView {
     pub zone: String,
+    /// The zone's ARM id (tells same-named replicas apart).
+    pub zone_id: String,
     pub name: String,
     pub ttl: u64,
     pub addresses: Vec<Ipv4Addr>,
@@ -60,8 +62,10 @@ impl RecordView {
         let id = v["id"].as_str()?;
         let zone = id.split('/').skip_while(|s| !s.eq_ignore_ascii_case("privateDnsZones")).nth(1)?.to_owned();
         let props = &v["properties"];
+        let zone_id = id.rsplit_once("/A/").or_else(|| id.rsplit_once("/a/")).map_or("", |(z, _)| z).to_owned();
         Some(Self {
             zone,
+            zone_id,
             name: v["name"].as_str()?.to_owned(),
             ttl: props["ttl"].as_u64().unwrap_or_default(),
             addresses: props["aRecords"]

@@ -565,7 +565,11 @@ impl Query {
                 let prefix = format!("/subscriptions/{sub}/");
                 for (k, s) in w.resources.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
                     let named = name.as_ref().is_none_or(|n| k.rsplit('/').next() == Some(n.as_str()));
-                    if is_type(k, ZONE_TYPE) && named {
+                    // Resource Graph lists only what the caller may read: a zone the search
+                    // cannot see is one zone management could shadow.
+                    let readable =
+                        w.grants.as_ref().is_none_or(|g| g.allows("Microsoft.Network/privateDnsZones/read", k));
+                    if is_type(k, ZONE_TYPE) && named && readable {
                         endpoints.insert(k.clone(), &s.body);
                     }
                 }

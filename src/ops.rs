@@ -336,7 +336,7 @@ pub async fn plan_targets(app: &App) -> Result<crate::effects::target_approvals:
         &app.config.approvals,
         app.small_state.as_ref(),
         Mode::DryRun,
-        crate::queue::work::now_unix(),
+        crate::model::now_unix(),
     )
     .await
     .map_err(|e| format!("listing the Pending connections on owned resources: {e}"))

@@ -149,7 +149,7 @@ async fn same_named_zone_elsewhere_is_not_shadowed() {
     let c = conflicts(&report);
     assert_eq!(c.len(), 1, "{c:?}");
     assert!(c[0].contains("shadow"), "{c:?}");
-    let events = private_link_autopilot::effects::audit::events_for(&report);
+    let events = private_link_autopilot::reconcile::report_events::events_for(&report);
     assert!(events.iter().any(|e| e.kind == "dns.zone.not_created"), "{events:#?}");
 }
 
@@ -186,7 +186,7 @@ async fn foreign_links_are_left_alone_and_an_overlap_is_reported() {
     assert_eq!(link.state, LinkState::Failed, "{z:?}");
     assert!(link.detail.contains("overlapping namespaces"), "{}", link.detail);
     assert_eq!(sb.arm.links(&hub_zone).len(), 1, "no link was added");
-    let events = private_link_autopilot::effects::audit::events_for(&report);
+    let events = private_link_autopilot::reconcile::report_events::events_for(&report);
     assert!(events.iter().any(|e| e.kind == "dns.link.failed"), "{events:#?}");
 }
 

@@ -43,8 +43,8 @@ use crate::arm::client::Method;
 use crate::arm::endpoints::NETWORK_API;
 use crate::arm::providers::{self, TypeOf};
 use crate::arm::{ArmClient, ArmError, ArmRequest};
+use crate::model::Mode;
 use crate::model::endpoint::{ConnectionStatus, LinkConnection, LinkTarget, PrivateEndpoint};
-use crate::reconcile::Mode;
 
 /// `[approvals]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 
 use crate::arm::client::Method;
 use crate::arm::{ArmClient, ArmError, ArmRequest};
+use crate::model::Mode;
 use crate::model::endpoint::{LinkTarget, PrivateEndpoint};
-use crate::reconcile::Mode;
 
 pub const TAGS_API: &str = "2025-04-01";
 pub const MAX_TAGS: usize = 50;

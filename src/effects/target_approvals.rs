@@ -65,7 +65,7 @@ use super::audit::{AuditEvent, EventType};
 use super::small_state::SmallState;
 use crate::arm::graph::{MAX_SUBSCRIPTIONS_PER_QUERY, query_rows};
 use crate::arm::{ArmClient, ArmError, ArmRequest};
-use crate::reconcile::Mode;
+use crate::model::Mode;
 
 /// `[[approvals.requesters]]`: one requester (a service, a partner) the operator knows.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

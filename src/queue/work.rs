@@ -5,7 +5,7 @@
 //! Functions host copies a JSON message body's top-level properties into the trigger
 //! metadata, where names like `DeliveryCount` would collide.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -123,9 +123,7 @@ impl Work {
     }
 }
 
-pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+pub use crate::model::now_unix;
 
 /// A scheduled reconcile retry.
 pub fn reconcile_retry(

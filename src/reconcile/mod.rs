@@ -14,6 +14,7 @@ pub mod known;
 pub mod locks;
 pub mod plan;
 pub mod reconciler;
+pub mod report_events;
 pub mod snapshot;
 pub mod sweep;
 

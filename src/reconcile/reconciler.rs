@@ -12,7 +12,7 @@ use crate::arm::{ArmClient, ArmError};
 use crate::catalog::Catalog;
 use crate::config::ReconcileSettings;
 use crate::effects::approvals::{self, ApprovalAction, ApprovalDecision, ApprovalSettings};
-use crate::effects::audit::{self, AuditEvent, AuditSink, EventType};
+use crate::effects::audit::{AuditEvent, AuditSink, EventType};
 use crate::effects::dns::zones::{ZoneManager, ZoneReport};
 use crate::effects::dns::{ARecordSet, DnsError, DnsErrorKind, DnsRouter, RecordKey};
 use crate::effects::marks::{self, MarkReport, MarkSettings};
@@ -27,12 +27,7 @@ use super::plan::{self, DnsAction, Plan};
 /// How many times one record is re-read and re-planned after losing a race (412).
 const MAX_PRECONDITION_ROUNDS: usize = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Apply,
-    /// Compute and return the plan; write nothing.
-    DryRun,
-}
+pub use crate::model::Mode;
 
 /// What the caller should do next (kube-runtime's `Action`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -380,7 +375,7 @@ impl Reconciler {
             },
         };
         // After the lock: publishing never holds up the next reconcile of this endpoint.
-        self.publish(&audit::events_for(&report)).await;
+        self.publish(&super::report_events::events_for(&report)).await;
         report
     }
 
@@ -731,7 +726,7 @@ impl Reconciler {
             Err(SyncError::Vendor(e)) => {
                 Stats::inc(&self.stats.vendor_calls_failed);
                 let reason = format!("vendor {vendor}: {e}");
-                let age = Duration::from_secs(crate::queue::work::now_unix().saturating_sub(first_failed_at));
+                let age = Duration::from_secs(crate::model::now_unix().saturating_sub(first_failed_at));
                 run.outcome = match e.kind {
                     VendorErrorKind::Transient if e.give_up_after.is_some_and(|bound| age >= bound) => {
                         Outcome::Failed { reason: format!("{reason} (gave up after {} s)", age.as_secs()) }
@@ -814,7 +809,7 @@ impl Reconciler {
                 Err(e) => tracing::warn!(endpoint = %id, error = %e, "could not mark the endpoint"),
             }
         }
-        self.publish(&audit::events_for(&report)).await;
+        self.publish(&super::report_events::events_for(&report)).await;
         Some(Outcome::Requeue { after: self.base_delay(), reason: format!("connection still Pending: {step}") })
     }
 

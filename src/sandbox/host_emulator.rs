@@ -115,14 +115,7 @@ fn format_utc_now(t: OffsetDateTime) -> String {
 
 /// A random version-4-shaped GUID (the host uses `Guid.NewGuid()`); not for security.
 pub fn new_guid() -> String {
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        fastrand::u32(..),
-        fastrand::u16(..),
-        fastrand::u16(..0x1000),
-        0x8000 | fastrand::u16(..0x4000),
-        fastrand::u64(..1 << 48)
-    )
+    crate::model::new_guid()
 }
 
 /// What the handler answered for one invocation, as the host understood it.

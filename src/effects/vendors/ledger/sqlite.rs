@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Ledger, LedgerError, Registration, Version, endpoint_key};
 use crate::effects::vendors::VendorEndpoint;
-use crate::queue::work::now_unix;
+use crate::model::now_unix;
 
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {

@@ -37,7 +37,7 @@ use super::{Ledger, LedgerError, Registration, Version, endpoint_key};
 use crate::arm::TokenSource;
 use crate::arm::table::{TableAnswer as Answer, TableError, TableRest, quote};
 use crate::effects::vendors::VendorEndpoint;
-use crate::queue::work::now_unix;
+use crate::model::now_unix;
 
 #[derive(Debug)]
 pub struct TableLedger {

@@ -19,5 +19,6 @@ pub mod ops;
 pub mod packaging;
 pub mod queue;
 pub mod reconcile;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod telemetry;

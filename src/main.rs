@@ -34,6 +34,7 @@ struct Cli {
 enum Command {
     /// Run the whole pipeline against a local sandbox (fake ARM, BIND 9 if installed,
     /// embedded queue): endpoints created and deleted, DNS printed as it converges.
+    #[cfg(feature = "sandbox")]
     Demo {
         /// Put the Elastic zone on a local BIND 9: auto (if `named` is installed), on, off.
         #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
@@ -46,6 +47,7 @@ enum Command {
     /// Start the fakes (ARM, ClickHouse, Elastic, Zilliz, Service Bus) on loopback and run
     /// until interrupted; the first stdout line is JSON with their URLs and the
     /// environment `autopilot serve` needs to use them.
+    #[cfg(feature = "sandbox")]
     Sandbox,
     /// Run the custom handler (started by the Functions host on FUNCTIONS_CUSTOMHANDLER_PORT).
     Serve {
@@ -167,9 +169,11 @@ async fn main() -> ExitCode {
 /// Logs: the configured format and level on stderr, JSON under the Functions host. The
 /// demo's product is its stdout narrative, so its logs default to warnings only (or go to
 /// `--log-file`); `AUTOPILOT_LOG` overrides the level everywhere.
-fn init_logging(command: &Command, config: &Config) -> Result<(), String> {
+fn init_logging(#[allow(unused_variables)] command: &Command, config: &Config) -> Result<(), String> {
     let format = telemetry::effective_format(&config.log.format, |k| std::env::var(k).ok());
+    #[allow(unused_mut)]
     let mut options = telemetry::LogOptions { format, filter: config.log.filter.clone(), file: None };
+    #[cfg(feature = "sandbox")]
     if let Command::Demo { log_file, .. } = command {
         if log_file.is_none() {
             options.filter = "warn".into();
@@ -197,7 +201,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Serve { port } => serve(config, port).await,
+        #[cfg(feature = "sandbox")]
         Command::Sandbox => private_link_autopilot::sandbox::standalone::run().await,
+        #[cfg(feature = "sandbox")]
         Command::Demo { bind, log_file } => {
             use private_link_autopilot::sandbox::demo::{self, BindChoice};
             let choice = match bind.as_str() {

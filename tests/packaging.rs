@@ -102,3 +102,36 @@ async fn unpacked_zip_runs_like_the_host_starts_it() {
     assert!(root.path().join(".autopilot").is_dir());
     handler.kill().await.unwrap();
 }
+
+/// The binary `azure.yaml` deploys is built without the `sandbox` feature: none of the fakes
+/// ship. Built here the same way (its own target directory, so the test's build is not
+/// disturbed) and packaged; a string only the fakes contain (the fake ARM's admin route) is
+/// absent from the packaged handler and present in the default build, which proves the probe.
+#[test]
+fn the_packaged_handler_contains_none_of_the_fakes() {
+    let azure_yaml = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("azure.yaml")).unwrap();
+    assert!(
+        azure_yaml.contains("cargo build --release --locked --no-default-features"),
+        "azure.yaml must build without the fakes"
+    );
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("shipped");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--locked", "--no-default-features", "--bin", "autopilot"])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "the handler builds without the sandbox feature");
+    let out = tempfile::tempdir().unwrap();
+    let zip = packaging::package(Path::new(env!("CARGO_MANIFEST_DIR")), &target.join("debug/autopilot"), out.path())
+        .expect("package");
+    let unpacked = tempfile::tempdir().unwrap();
+    unzip(&zip, unpacked.path());
+    let contains = |path: &Path, needle: &[u8]| std::fs::read(path).unwrap().windows(needle.len()).any(|w| w == needle);
+    let marker = b"x-sandbox";
+    assert!(
+        contains(Path::new(env!("CARGO_BIN_EXE_autopilot")), marker),
+        "the probe finds the fakes in the default build"
+    );
+    assert!(!contains(&unpacked.path().join("autopilot"), marker), "the packaged handler ships no fake");
+}

@@ -152,13 +152,6 @@ fn credential(config: &Config) -> Result<Arc<dyn TokenSource>, String> {
     Ok(Arc::new(source))
 }
 
-/// mimalloc rather than glibc's malloc: with many events in flight every ARM answer and
-/// invocation allocates and frees JSON trees and HTTP buffers from several threads, and
-/// glibc's arenas spent a quarter of the handler's CPU there (free-chunk consolidation,
-/// heap trims and the page faults of growing back). Behaviour is unchanged.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::client::Method;
+use super::request::Method;
 
 /// The operation kinds ARM budgets separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -14,7 +14,7 @@
 //! * **Throttling**: every attempt (LRO polls and list pages included) takes a token from
 //!   a [`Budget`] bucket first, and a semaphore bounds the requests in flight. See
 //!   [`super::budget`] for why.
-//! * **Long-running operations** ([`ArmClient::send_and_wait`]) follow
+//! * **Long-running operations** ([`ArmClient::send_and_wait`], in [`super::lro`]) follow
 //!   `Azure-AsyncOperation`, else `Location`; **paging** ([`ArmClient::list_all`]) follows
 //!   `nextLink`. Those URLs come from the server, so they are followed (and the bearer
 //!   token sent to them) only when their scheme, host and port equal `base_url`'s: a
@@ -25,7 +25,7 @@
 //!   `Authorization` header).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
@@ -36,7 +36,16 @@ use url::Url;
 
 use super::budget::{BucketKey, Budget, BudgetConfig};
 use super::credential::{Secret, TokenSource};
-use crate::backoff::{Backoff, parse_retry_after};
+use super::error::{error_chain, is_retryable, is_retryable_transport, refused};
+use crate::backoff::Backoff;
+
+// The request vocabulary and the error type live in their own files; these re-exports
+// keep `crate::arm::client::{Method, ArmError, CODE_*, ...}` working for every caller.
+pub use super::error::{
+    ArmError, CODE_INVALID_LIST, CODE_INVALID_REQUEST, CODE_TOO_MANY_PAGES, CODE_UNTRUSTED_URL, parse_error_body,
+    server_retry_after,
+};
+pub use super::request::{ArmRequest, ArmResponse, Method};
 
 /// Settings for [`ArmClient`]; defaults are production values.
 #[derive(Debug, Clone)]
@@ -86,139 +95,6 @@ impl Default for ArmConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Put,
-    Patch,
-    Post,
-    Delete,
-}
-
-/// One ARM call. `path` starts with `/` and has no query; `api_version` is appended.
-#[derive(Debug, Clone)]
-pub struct ArmRequest {
-    pub method: Method,
-    pub path: String,
-    pub api_version: String,
-    /// Extra query pairs (e.g. `$top`), besides api-version.
-    pub query: Vec<(String, String)>,
-    pub body: Option<Value>,
-    /// e.g. `If-Match`, `If-None-Match`.
-    pub headers: Vec<(String, String)>,
-}
-
-impl ArmRequest {
-    pub fn new(method: Method, path: impl Into<String>, api_version: &str) -> Self {
-        Self { method, path: path.into(), api_version: api_version.into(), query: vec![], body: None, headers: vec![] }
-    }
-    pub fn get(path: impl Into<String>, api_version: &str) -> Self {
-        Self::new(Method::Get, path, api_version)
-    }
-    pub fn body(mut self, body: Value) -> Self {
-        self.body = Some(body);
-        self
-    }
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-    pub fn query(mut self, name: &str, value: &str) -> Self {
-        self.query.push((name.into(), value.into()));
-        self
-    }
-}
-
-/// A successful (2xx) answer.
-#[derive(Debug, Clone)]
-pub struct ArmResponse {
-    pub status: u16,
-    /// Lower-cased header names.
-    pub headers: Vec<(String, String)>,
-    /// `Value::Null` when the body is empty.
-    pub body: Value,
-}
-
-impl ArmResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
-    }
-    pub fn etag(&self) -> Option<&str> {
-        self.header("etag")
-    }
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ArmError {
-    /// A non-2xx answer that is final (not retryable, or retries exhausted).
-    #[error("ARM {method:?} {path} -> {status} {code}: {message}")]
-    Api { method: Method, path: String, status: u16, code: String, message: String, retry_after: Option<Duration> },
-    /// Connection failures or timeouts after retries.
-    #[error("ARM {method:?} {path}: transport error: {message}")]
-    Transport { method: Method, path: String, message: String },
-    /// Could not get a token.
-    #[error("could not get an ARM token: {0}")]
-    Auth(String),
-    /// A long-running operation ended Failed/Canceled or did not finish in time.
-    #[error("ARM operation {path} ended {status}: {code}: {message}")]
-    Operation { path: String, status: String, code: String, message: String },
-}
-
-impl ArmError {
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ArmError::Api { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ArmError::Api { code, .. } | ArmError::Operation { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-    /// Worth retrying later (throttled, 5xx, transport, another operation in progress).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ArmError::Api { status, code, .. } => {
-                *status == 429 || *status >= 500 || *status == 408 || code == "AnotherOperationInProgress"
-            }
-            ArmError::Transport { .. } => true,
-            ArmError::Auth(_) => true,
-            ArmError::Operation { .. } => false,
-        }
-    }
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ArmError::Api { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-}
-
-impl Method {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-            Method::Post => "POST",
-            Method::Delete => "DELETE",
-        }
-    }
-
-    fn to_reqwest(self) -> reqwest::Method {
-        match self {
-            Method::Get => reqwest::Method::GET,
-            Method::Put => reqwest::Method::PUT,
-            Method::Patch => reqwest::Method::PATCH,
-            Method::Post => reqwest::Method::POST,
-            Method::Delete => reqwest::Method::DELETE,
-        }
-    }
-}
-
 /// Never page more than this in [`ArmClient::list_all`]: a server that keeps answering
 /// with a `nextLink` (or loops) must not keep us busy forever.
 pub const MAX_LIST_PAGES: usize = 1000;
@@ -227,31 +103,14 @@ pub const MAX_LIST_PAGES: usize = 1000;
 /// inside one call; the error goes back with `retry_after` for the caller to requeue.
 const MAX_IN_CALL_WAIT: Duration = Duration::from_secs(60);
 
-/// Longest gap between LRO polls when the server gives no `Retry-After`.
-const LRO_POLL_MAX: Duration = Duration::from_secs(30);
-
-/// Error messages from bodies are cut to this many characters.
-const MAX_MESSAGE_CHARS: usize = 1000;
-/// ... and non-JSON bodies (HTML error pages from proxies, etc.) to this many.
-const MAX_TEXT_CHARS: usize = 300;
-
-/// Code of [`ArmError::Api`] with `status: 0`: refused on our side, nothing was sent.
-pub const CODE_INVALID_REQUEST: &str = "ClientInvalidRequest";
-/// A polling URL or `nextLink` pointing outside `base_url`'s origin.
-pub const CODE_UNTRUSTED_URL: &str = "UntrustedUrl";
-/// A list that did not end within [`MAX_LIST_PAGES`].
-pub const CODE_TOO_MANY_PAGES: &str = "TooManyPages";
-/// A list page that is not an object.
-pub const CODE_INVALID_LIST: &str = "InvalidListResponse";
-
 /// The ARM client: cheap to clone (shared state inside).
 #[derive(Clone)]
 pub struct ArmClient {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: ArmConfig,
+pub(super) struct Inner {
+    pub(super) config: ArmConfig,
     /// `config.base_url` without a trailing slash: paths are appended to it.
     base: String,
     /// Only URLs with this scheme/host/port get our token.
@@ -306,13 +165,13 @@ struct RawAnswer {
 }
 
 /// What the retry loop sends: the pieces of an [`ArmRequest`] after validation.
-struct Prepared<'a> {
-    method: Method,
-    url: Url,
+pub(super) struct Prepared<'a> {
+    pub(super) method: Method,
+    pub(super) url: Url,
     /// For logs and errors: the URL path, never the query.
-    path: String,
-    body: Option<Vec<u8>>,
-    headers: &'a [(HeaderName, HeaderValue)],
+    pub(super) path: String,
+    pub(super) body: Option<Vec<u8>>,
+    pub(super) headers: &'a [(HeaderName, HeaderValue)],
 }
 
 impl ArmClient {
@@ -367,58 +226,6 @@ impl ArmClient {
         let headers = validate_headers(&req)?;
         let body = encode_body(&req)?;
         self.execute(Prepared { method: req.method, path: req.path.clone(), url, body, headers: &headers }).await
-    }
-
-    /// Sends a request that may start a long-running operation (201/202 with
-    /// `Azure-AsyncOperation` or `Location`) and polls it to the end; returns the final
-    /// resource (a GET of `req.path` if the operation result has no body).
-    ///
-    /// * 200/204 (or 201/202 without either header) are returned as they are.
-    /// * `Azure-AsyncOperation`: polled until `status` is Succeeded/Failed/Canceled.
-    ///   Succeeded: PUT/PATCH return a fresh GET of `req.path`; POST returns the `Location`
-    ///   result if there is one; DELETE returns the final status response.
-    /// * `Location`: polled until it stops answering 202; its answer is the result (PUT/PATCH
-    ///   with an empty result fall back to a GET of `req.path`).
-    /// * Failed/Canceled -> [`ArmError::Operation`]; not done within `lro_timeout` ->
-    ///   [`ArmError::Operation`] with status `TimedOut`.
-    pub async fn send_and_wait(&self, req: ArmRequest) -> Result<ArmResponse, ArmError> {
-        let method = req.method;
-        let path = req.path.clone();
-        let api_version = req.api_version.clone();
-        let first = self.send(req).await?;
-        if !matches!(first.status, 201 | 202) {
-            return Ok(first);
-        }
-        let deadline = Instant::now() + self.inner.config.lro_timeout;
-        let async_op = first.header("azure-asyncoperation").filter(|v| !v.trim().is_empty());
-        let location = first.header("location").filter(|v| !v.trim().is_empty());
-
-        if let Some(op) = async_op {
-            let op_url = self.trusted_url(method, &path, op, "Azure-AsyncOperation")?;
-            // Check the Location too before polling, so a bad header fails fast.
-            let loc_url = match location {
-                Some(l) if method == Method::Post => Some(self.trusted_url(method, &path, l, "Location")?),
-                _ => None,
-            };
-            let final_status = self.poll_async_operation(op_url, &path, &first.headers, deadline).await?;
-            return match method {
-                Method::Put | Method::Patch => self.send(ArmRequest::get(path, &api_version)).await,
-                Method::Post => match loc_url {
-                    Some(u) => self.poll_location(u, &path, &final_status.headers, deadline).await,
-                    None => Ok(final_status),
-                },
-                Method::Get | Method::Delete => Ok(final_status),
-            };
-        }
-        if let Some(loc) = location {
-            let loc_url = self.trusted_url(method, &path, loc, "Location")?;
-            let last = self.poll_location(loc_url, &path, &first.headers, deadline).await?;
-            if matches!(method, Method::Put | Method::Patch) && last.body.is_null() {
-                return self.send(ArmRequest::get(path, &api_version)).await;
-            }
-            return Ok(last);
-        }
-        Ok(first)
     }
 
     /// GETs a list and follows `nextLink` (same origin only, at most [`MAX_LIST_PAGES`]
@@ -477,7 +284,7 @@ impl ArmClient {
 
     /// Resolves a server-supplied URL (absolute, or relative to `base_url`) and accepts it
     /// only on our origin.
-    fn trusted_url(&self, method: Method, path: &str, raw: &str, what: &str) -> Result<Url, ArmError> {
+    pub(super) fn trusted_url(&self, method: Method, path: &str, raw: &str, what: &str) -> Result<Url, ArmError> {
         let base = Url::parse(&format!("{}/", self.inner.base))
             .map_err(|e| refused(method, path, CODE_UNTRUSTED_URL, format!("invalid base_url: {e}")))?;
         let url = base
@@ -499,107 +306,8 @@ impl ArmClient {
         Ok(url)
     }
 
-    /// Polls an `Azure-AsyncOperation` URL until its `status` is terminal.
-    async fn poll_async_operation(
-        &self,
-        url: Url,
-        path: &str,
-        first_headers: &[(String, String)],
-        deadline: Instant,
-    ) -> Result<ArmResponse, ArmError> {
-        self.poll_until(url, path, first_headers, deadline, |resp| {
-            let status = resp.body.get("status").and_then(Value::as_str).unwrap_or_default().to_string();
-            if status.eq_ignore_ascii_case("succeeded") {
-                return Some(Ok(resp));
-            }
-            if status.eq_ignore_ascii_case("failed") || status.eq_ignore_ascii_case("canceled") {
-                let (code, message) = error_from_value(&resp.body);
-                let default_code =
-                    if status.eq_ignore_ascii_case("failed") { "OperationFailed" } else { "OperationCanceled" };
-                return Some(Err(ArmError::Operation {
-                    path: path.to_string(),
-                    status,
-                    code: code.unwrap_or_else(|| default_code.to_string()),
-                    message: message.unwrap_or_else(|| "the operation ended without an error message".into()),
-                }));
-            }
-            None
-        })
-        .await
-    }
-
-    /// Polls a `Location` URL until it stops answering 202.
-    async fn poll_location(
-        &self,
-        url: Url,
-        path: &str,
-        first_headers: &[(String, String)],
-        deadline: Instant,
-    ) -> Result<ArmResponse, ArmError> {
-        self.poll_until(url, path, first_headers, deadline, |resp| (resp.status != 202).then_some(Ok(resp))).await
-    }
-
-    /// GETs `url` (honouring Retry-After between polls, within `deadline`) until `done`
-    /// returns an answer.
-    async fn poll_until(
-        &self,
-        url: Url,
-        path: &str,
-        first_headers: &[(String, String)],
-        deadline: Instant,
-        done: impl Fn(ArmResponse) -> Option<Result<ArmResponse, ArmError>>,
-    ) -> Result<ArmResponse, ArmError> {
-        let mut delay = self.poll_delay(first_headers, 1);
-        let mut poll: u32 = 1;
-        loop {
-            self.sleep_until_poll(path, delay, deadline).await?;
-            let resp = self.poll_get(&url).await?;
-            let headers = resp.headers.clone();
-            if let Some(result) = done(resp) {
-                return result;
-            }
-            poll = poll.saturating_add(1);
-            delay = self.poll_delay(&headers, poll);
-        }
-    }
-
-    async fn poll_get(&self, url: &Url) -> Result<ArmResponse, ArmError> {
-        self.execute(Prepared {
-            method: Method::Get,
-            path: url.path().to_string(),
-            url: url.clone(),
-            body: None,
-            headers: &[],
-        })
-        .await
-    }
-
-    /// Sleeps `delay`, but never past `deadline`; fails once the deadline has passed.
-    async fn sleep_until_poll(&self, path: &str, delay: Duration, deadline: Instant) -> Result<(), ArmError> {
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(ArmError::Operation {
-                path: path.to_string(),
-                status: "TimedOut".into(),
-                code: "OperationTimedOut".into(),
-                message: format!("the operation was still running after {:?}", self.inner.config.lro_timeout),
-            });
-        }
-        tokio::time::sleep(delay.min(deadline - now)).await;
-        Ok(())
-    }
-
-    /// `Retry-After` floored by `lro_poll_min`; without one, our own gentle backoff.
-    fn poll_delay(&self, headers: &[(String, String)], poll: u32) -> Duration {
-        let min = self.inner.config.lro_poll_min;
-        match server_retry_after(headers) {
-            Some(ra) => ra.max(min),
-            None => Backoff::new(min, LRO_POLL_MAX.max(min)).delay(poll).max(min),
-        }
-    }
-
     /// The retry loop around one request.
-    async fn execute(&self, p: Prepared<'_>) -> Result<ArmResponse, ArmError> {
+    pub(super) async fn execute(&self, p: Prepared<'_>) -> Result<ArmResponse, ArmError> {
         let inner = &*self.inner;
         let key = BucketKey::classify(p.method, p.url.path());
         let max_wait = inner.config.backoff_max.max(MAX_IN_CALL_WAIT);
@@ -709,11 +417,6 @@ impl ArmClient {
     }
 }
 
-/// A request we refuse on our side: `status: 0` (nothing was sent) and not transient.
-fn refused(method: Method, path: &str, code: &str, message: String) -> ArmError {
-    ArmError::Api { method, path: path.to_string(), status: 0, code: code.to_string(), message, retry_after: None }
-}
-
 fn validate_headers(req: &ArmRequest) -> Result<Vec<(HeaderName, HeaderValue)>, ArmError> {
     req.headers
         .iter()
@@ -757,111 +460,12 @@ fn encode_query_component(s: &str) -> String {
     out
 }
 
-fn is_retryable(status: u16, code: &str) -> bool {
-    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
-        || (status == 409 && code.eq_ignore_ascii_case("AnotherOperationInProgress"))
-}
-
-fn is_retryable_transport(e: &reqwest::Error) -> bool {
-    // Builder errors (a malformed request) would fail the same way again.
-    !e.is_builder() && (e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode())
-}
-
-/// The server's requested wait: `Retry-After` (seconds or HTTP date) and the
-/// millisecond variants; the longest one wins, since each is a floor.
-pub fn server_retry_after(headers: &[(String, String)]) -> Option<Duration> {
-    let mut best: Option<Duration> = None;
-    for (k, v) in headers {
-        let d = match k.as_str() {
-            "retry-after" => parse_retry_after(v, SystemTime::now()),
-            "retry-after-ms" | "x-ms-retry-after-ms" => {
-                v.trim().parse::<u64>().ok().map(|ms| Duration::from_millis(ms.min(24 * 3600 * 1000)))
-            }
-            _ => None,
-        };
-        if let Some(d) = d {
-            best = Some(best.map_or(d, |b| b.max(d)));
-        }
-    }
-    best
-}
-
 /// 2xx bodies: empty -> `Null`, JSON -> the value, anything else -> the text.
 fn parse_success_body(bytes: &[u8]) -> Value {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Value::Null;
     }
     serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
-}
-
-/// `(code, message)` of an ARM error body, leniently: `{"error":{code,message}}`, a
-/// top-level `{code,message}`, `null`s, or non-JSON text (code `HTTP<status>`).
-pub fn parse_error_body(status: u16, bytes: &[u8]) -> (String, String) {
-    let fallback_code = || format!("HTTP{status}");
-    let reason = || {
-        reqwest::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("no error body")
-            .to_string()
-    };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return (fallback_code(), reason());
-    }
-    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
-        let (code, message) = error_from_value(&v);
-        if code.is_some() || message.is_some() {
-            return (code.unwrap_or_else(fallback_code), message.unwrap_or_else(reason));
-        }
-    }
-    let text = clean_text(&String::from_utf8_lossy(bytes), MAX_TEXT_CHARS);
-    (fallback_code(), if text.is_empty() { reason() } else { text })
-}
-
-/// Code and message from an error envelope or an LRO status body (`{"status":"Failed","error":{..}}`).
-fn error_from_value(v: &Value) -> (Option<String>, Option<String>) {
-    let scalar = |x: Option<&Value>| -> Option<String> {
-        match x? {
-            Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            // OData style: {"message": {"lang": "en-US", "value": "..."}}
-            Value::Object(o) => o.get("value").and_then(Value::as_str).map(str::to_string),
-            _ => None,
-        }
-    };
-    let envelope = match v.get("error") {
-        Some(e @ Value::Object(_)) => e,
-        Some(Value::String(s)) if !s.trim().is_empty() => {
-            return (None, Some(clean_text(s, MAX_MESSAGE_CHARS)));
-        }
-        _ => v,
-    };
-    let code = scalar(envelope.get("code")).map(|c| clean_text(&c, 200));
-    let message = scalar(envelope.get("message")).map(|m| clean_text(&m, MAX_MESSAGE_CHARS));
-    (code, message)
-}
-
-/// Drops control characters (no log injection, no terminal escapes) and cuts to `max` chars.
-fn clean_text(s: &str, max: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max).collect::<String>().trim().to_string()
-}
-
-/// `Display` of an error and its sources, without the URL (its query is nobody's business).
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    if let Some(url) = e.url() {
-        msg = msg.replace(&format!(" ({url})"), "").replace(url.as_str(), "<url>");
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !msg.contains(&part) {
-            msg.push_str(": ");
-            msg.push_str(&part);
-        }
-        source = s.source();
-    }
-    clean_text(&msg, MAX_MESSAGE_CHARS)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! per-key [`rate_limit::RateLimiter`] matching the vendor's published limit.
 //!
 //! Secrets: configuration holds only the *names* of the environment variables (in Azure,
-//! app settings that are Key Vault references). Values live in [`Secret`], which never
+//! app settings that are Key Vault references). Values live in [`crate::arm::Secret`], which never
 //! prints, and error messages are built from vendor error text, never from a header.
 //!
 //! Error text says each thing once, so a dead-letter reason reads in one glance: a
@@ -30,29 +30,33 @@
 //! `resource-group/name` (the full id travels beside the reason, never inside it).
 
 pub mod clickhouse;
+pub mod config;
 pub mod elastic;
 pub mod ledger;
 pub mod rate_limit;
 pub mod routing;
 pub mod sync;
+pub mod transport;
 pub mod zilliz;
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::arm::credential::Secret;
-use crate::backoff::parse_retry_after;
 use crate::model::endpoint::{LinkTarget, PrivateEndpoint};
 
 pub use clickhouse::{ClickHouse, ClickHouseConfig, EndpointIdKind};
 pub use elastic::{Elastic, ElasticConfig};
 pub use zilliz::{Zilliz, ZillizConfig};
 
-use rate_limit::RateLimiter;
+// Settings and the HTTP transport live in their own files; these re-exports keep
+// `crate::effects::vendors::{VendorsConfig, build_vendors, ...}` and the clients'
+// `super::...` paths working.
+pub use config::{HttpSettings, VendorsConfig, build_vendors};
+use config::{normalize_base_url, require_setting, secret_from_env};
+pub(crate) use transport::{RawResponse, Transport, clip, sensitive_header};
 
 /// The outcome of an idempotent operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,199 +246,6 @@ pub trait Vendor: Send + Sync + fmt::Debug {
     async fn check_credentials(&self, targets: &[String]) -> Result<(), VendorError> {
         self.published_aliases(targets).await.map(|_| ())
     }
-}
-
-/// The `[vendors]` configuration section; each vendor is off unless `enabled`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VendorsConfig {
-    pub clickhouse: ClickHouseConfig,
-    pub elastic: ElasticConfig,
-    pub zilliz: ZillizConfig,
-    /// `[[vendors.rules]]`: which targets an endpoint goes to (see `routing.rs`).
-    pub rules: Vec<routing::VendorRule>,
-}
-
-/// HTTP settings every vendor section carries (each section has these three keys).
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpSettings {
-    /// Per-request timeout.
-    pub request_timeout_ms: u64,
-    /// Client-side limit: at most this many requests per `rate_limit_window_ms` per key.
-    pub rate_limit_requests: u32,
-    pub rate_limit_window_ms: u64,
-}
-
-/// Builds the enabled vendors. `env` resolves secret variable names (tests pass a map;
-/// production passes `std::env::var`). The error names the missing or bad setting.
-pub fn build_vendors(
-    cfg: &VendorsConfig,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<Arc<dyn Vendor>>, String> {
-    routing::validate(cfg)?;
-    let mut out: Vec<Arc<dyn Vendor>> = Vec::new();
-    if cfg.clickhouse.enabled {
-        out.push(Arc::new(ClickHouse::from_config(&cfg.clickhouse, &env)?));
-    }
-    if cfg.elastic.enabled {
-        out.push(Arc::new(Elastic::from_config(&cfg.elastic, &env)?));
-    }
-    if cfg.zilliz.enabled {
-        out.push(Arc::new(Zilliz::from_config(&cfg.zilliz, &env)?));
-    }
-    Ok(out)
-}
-
-/// Reads a secret from the environment variable named by `setting`.
-fn secret_from_env(
-    env: &impl Fn(&str) -> Option<String>,
-    section: &str,
-    setting: &str,
-    var: &str,
-) -> Result<Secret, String> {
-    if var.trim().is_empty() {
-        return Err(format!(
-            "[vendors.{section}] {setting} is empty: name the environment variable holding the secret"
-        ));
-    }
-    match env(var) {
-        Some(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
-        _ => Err(format!(
-            "[vendors.{section}] {setting}: environment variable {var} is not set (or empty); \
-             in Azure set it as an app setting (a Key Vault reference)"
-        )),
-    }
-}
-
-fn require_setting(section: &str, setting: &str, value: &str) -> Result<(), String> {
-    if value.trim().is_empty() { Err(format!("[vendors.{section}] {setting} must be set")) } else { Ok(()) }
-}
-
-fn normalize_base_url(section: &str, base_url: &str) -> Result<String, String> {
-    let trimmed = base_url.trim().trim_end_matches('/');
-    // The vendor key travels with every request: https, or http to loopback (the fakes).
-    match crate::model::endpoint_url::credential_url(trimmed) {
-        Ok(_) => Ok(trimmed.to_string()),
-        Err(why) => Err(format!("[vendors.{section}] base_url {trimmed:?}: {why}")),
-    }
-}
-
-/// What came back from a vendor, whatever the status.
-#[derive(Debug)]
-pub(crate) struct RawResponse {
-    pub status: StatusCode,
-    pub body: Vec<u8>,
-    /// From `Retry-After`, or ClickHouse's (undocumented) `X-RateLimit-Reset` on a 429.
-    pub retry_after: Option<Duration>,
-}
-
-/// The part every client shares: one reqwest client, one base URL, one rate limiter.
-#[derive(Debug)]
-pub(crate) struct Transport {
-    vendor: &'static str,
-    http: reqwest::Client,
-    base_url: String,
-    limiter: RateLimiter,
-}
-
-/// When a 429 carries no hint, hold everyone back this long.
-const DEFAULT_429_HOLD: Duration = Duration::from_secs(1);
-/// Vendor error text is cut to this many characters in messages.
-const MAX_DETAIL_CHARS: usize = 500;
-
-impl Transport {
-    pub(crate) fn new(vendor: &'static str, base_url: String, settings: &HttpSettings) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.request_timeout_ms.max(1)))
-            .connect_timeout(Duration::from_secs(10))
-            // A redirect could carry our Authorization header to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("private-link-autopilot/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("[vendors.{vendor}] cannot build the HTTP client: {e}"))?;
-        Ok(Self {
-            vendor,
-            http,
-            base_url,
-            limiter: RateLimiter::new(
-                settings.rate_limit_requests,
-                Duration::from_millis(settings.rate_limit_window_ms),
-            ),
-        })
-    }
-
-    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{}", self.base_url, path))
-            .header(reqwest::header::ACCEPT, "application/json")
-    }
-
-    /// Sends within the rate limit. Transport failures become Transient errors naming
-    /// `context`; any HTTP status is returned for the vendor to interpret.
-    pub(crate) async fn send(&self, req: reqwest::RequestBuilder, context: &str) -> Result<RawResponse, VendorError> {
-        let permit = self.limiter.acquire().await;
-        let result = async {
-            let resp = req.send().await?;
-            let status = resp.status();
-            let retry_after = retry_hint(resp.headers(), status);
-            let body = resp.bytes().await?.to_vec();
-            Ok::<_, reqwest::Error>(RawResponse { status, body, retry_after })
-        }
-        .await;
-        drop(permit);
-        let raw = result.map_err(|e| {
-            let what = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection failed"
-            } else {
-                "request failed"
-            };
-            // reqwest's text names the URL (no secrets there: credentials travel in headers).
-            VendorError::transient(format!("{context}: {what}: {e}"))
-        })?;
-        if raw.status == StatusCode::TOO_MANY_REQUESTS {
-            self.limiter.hold_for(raw.retry_after.unwrap_or(DEFAULT_429_HOLD));
-        }
-        Ok(raw)
-    }
-
-    pub(crate) fn vendor(&self) -> &'static str {
-        self.vendor
-    }
-}
-
-fn retry_hint(headers: &reqwest::header::HeaderMap, status: StatusCode) -> Option<Duration> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(d) = header("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now())) {
-        return Some(d);
-    }
-    // The official ClickHouse Terraform provider waits X-RateLimit-Reset (+1 s) on 429;
-    // the header is undocumented, so it is only a hint when present.
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        return header("x-ratelimit-reset")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(3600) + 1));
-    }
-    None
-}
-
-/// Vendor error text made safe for a message: one line, bounded.
-pub(crate) fn clip(text: &str) -> String {
-    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let mut out: String = one_line.trim().chars().take(MAX_DETAIL_CHARS).collect();
-    if one_line.trim().chars().count() > MAX_DETAIL_CHARS {
-        out.push('…');
-    }
-    out
-}
-
-/// Marks a header value as sensitive so reqwest/hyper never print it.
-pub(crate) fn sensitive_header(value: &str) -> Result<reqwest::header::HeaderValue, String> {
-    let mut v = reqwest::header::HeaderValue::from_str(value)
-        .map_err(|_| "the credential contains characters not allowed in an HTTP header".to_string())?;
-    v.set_sensitive(true);
-    Ok(v)
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! do. `reconciler` does the I/O around it: read the truth from ARM, read each record,
 //! plan, apply, and on a lost race (412) read again. The same code path serves the
 //! Event Grid handler, the queue worker, the sweep and the dry-run command, so what the
-//! operator previews is what runs.
+//! operator previews is what runs. What a reconcile returns (`Report`, `Outcome`) is in
+//! `report`; the worker's vendor items and approval re-checks are in `vendor` and `recheck`.
 
 pub mod catch_up;
 pub mod coverage;
@@ -13,10 +14,13 @@ pub mod exclusive;
 pub mod known;
 pub mod locks;
 pub mod plan;
+pub mod recheck;
 pub mod reconciler;
+pub mod report;
 pub mod report_events;
 pub mod snapshot;
 pub mod sweep;
+pub mod vendor;
 
 pub use plan::{DnsAction, Plan};
 pub use reconciler::{Mode, Outcome, Reconciler, Report};

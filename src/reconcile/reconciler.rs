@@ -11,130 +11,51 @@ use crate::arm::endpoints::{EndpointState, read_endpoint};
 use crate::arm::{ArmClient, ArmError};
 use crate::catalog::Catalog;
 use crate::config::ReconcileSettings;
-use crate::effects::approvals::{self, ApprovalAction, ApprovalDecision, ApprovalSettings};
-use crate::effects::audit::{AuditEvent, AuditSink, EventType};
+use crate::effects::approvals::{self, ApprovalAction, ApprovalSettings};
+use crate::effects::audit::{AuditEvent, AuditSink};
 use crate::effects::dns::zones::{ZoneManager, ZoneReport};
 use crate::effects::dns::{ARecordSet, DnsError, DnsErrorKind, DnsRouter, RecordKey};
-use crate::effects::marks::{self, MarkReport, MarkSettings};
-use crate::effects::vendors::sync::{SyncError, VendorDone, VendorIntent, VendorPlan, VendorSync};
-use crate::effects::vendors::{Change, VendorErrorKind};
+use crate::effects::marks::{self, MarkSettings};
+use crate::effects::vendors::sync::{VendorIntent, VendorPlan, VendorSync};
 use crate::model::{PrivateEndpoint, ResourceId};
 use crate::telemetry::Stats;
 
 use super::exclusive::{Exclusive, Refused};
-use super::plan::{self, DnsAction, Plan};
+use super::plan::{self, DnsAction};
 
 /// How many times one record is re-read and re-planned after losing a race (412).
 const MAX_PRECONDITION_ROUNDS: usize = 3;
 
 pub use crate::model::Mode;
-
-/// What the caller should do next (kube-runtime's `Action`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum Outcome {
-    /// Converged; nothing to do until the next event or sweep.
-    Done,
-    /// Not finished: try again after `after` (transient error, endpoint still provisioning, lost race).
-    Requeue {
-        #[serde(with = "secs")]
-        after: Duration,
-        reason: String,
-    },
-    /// A person must act (permissions, configuration, malformed data); retrying won't help.
-    Failed { reason: String },
-}
-
-mod secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-}
-
-/// One applied (or attempted) action.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Applied {
-    pub action: String,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Report {
-    pub endpoint: String,
-    /// `None` when ARM could not be read.
-    pub exists: Option<bool>,
-    pub provisioning_state: Option<String>,
-    pub target: Option<String>,
-    pub vendor: Option<String>,
-    pub plan: Plan,
-    pub applied: Vec<Applied>,
-    /// Decisions on connections to owned resources.
-    pub approvals: Vec<ApprovalDecision>,
-    /// Vendor work this reconcile plans (the queue carries it out).
-    pub vendors: Vec<VendorPlan>,
-    /// The tags marking the endpoint's state, when marks are on.
-    pub marks: Option<MarkReport>,
-    /// Zones and links (`dns.zone_management = "create"`), one per zone replica touched.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub zones: Vec<ZoneReport>,
-    pub outcome: Outcome,
-    pub dry_run: bool,
-}
-
-impl Report {
-    /// An empty report for `endpoint`: nothing read, nothing planned, converged.
-    pub fn new(endpoint: &str, dry_run: bool) -> Self {
-        Self {
-            endpoint: endpoint.to_owned(),
-            exists: None,
-            provisioning_state: None,
-            target: None,
-            vendor: None,
-            plan: Plan { endpoint: endpoint.to_owned(), ..Default::default() },
-            applied: vec![],
-            approvals: vec![],
-            vendors: vec![],
-            marks: None,
-            zones: vec![],
-            outcome: Outcome::Done,
-            dry_run,
-        }
-    }
-}
+// The report types, vendor convergence and the approval re-check live in their own
+// files; these re-exports keep `crate::reconcile::reconciler::{Report, Outcome, ...}`.
+pub use super::report::{Applied, Outcome, Report};
+pub use super::vendor::VendorRun;
 
 #[derive(Debug)]
 pub struct Reconciler {
-    arm: ArmClient,
-    catalog: Arc<Catalog>,
-    dns: Arc<DnsRouter>,
-    settings: ReconcileSettings,
-    stats: Arc<Stats>,
+    pub(super) arm: ArmClient,
+    pub(super) catalog: Arc<Catalog>,
+    pub(super) dns: Arc<DnsRouter>,
+    pub(super) settings: ReconcileSettings,
+    pub(super) stats: Arc<Stats>,
     /// One writer per endpoint (this process, and other instances when leases are on).
-    exclusive: Exclusive,
-    zone_cache: Mutex<HashMap<String, (Instant, Vec<ARecordSet>)>>,
-    known_zones: Mutex<Option<(Instant, Vec<String>)>>,
-    approvals: ApprovalSettings,
-    audit: Option<Arc<dyn AuditSink>>,
-    vendors: Option<Arc<VendorSync>>,
-    marks: MarkSettings,
+    pub(super) exclusive: Exclusive,
+    pub(super) zone_cache: Mutex<HashMap<String, (Instant, Vec<ARecordSet>)>>,
+    pub(super) known_zones: Mutex<Option<(Instant, Vec<String>)>>,
+    pub(super) approvals: ApprovalSettings,
+    pub(super) audit: Option<Arc<dyn AuditSink>>,
+    pub(super) vendors: Option<Arc<VendorSync>>,
+    pub(super) marks: MarkSettings,
     /// When the vendors' aliases and names were last learnt (see `known.rs`).
-    known_refreshed: tokio::sync::Mutex<Option<Instant>>,
+    pub(super) known_refreshed: tokio::sync::Mutex<Option<Instant>>,
     /// Zone management (`dns.zone_management = "create"`); `None` = zones are the user's.
-    zones: Option<Arc<ZoneManager>>,
-}
-
-/// What one vendor work item did, for the queue consumer.
-#[derive(Debug, Clone)]
-pub struct VendorRun {
-    pub outcome: Outcome,
-    pub done: Option<VendorDone>,
-    /// The endpoint is registered but its connection still Pending: re-check later.
-    pub needs_recheck: bool,
+    pub(super) zones: Option<Arc<ZoneManager>>,
 }
 
 /// What autopilot does for an endpoint, for the `done` mark: stable across reconciles
 /// (derived from the plan, not from what happened to change this time).
-fn done_for(has_records: bool, report: &Report) -> Vec<String> {
+pub(super) fn done_for(has_records: bool, report: &Report) -> Vec<String> {
     let mut done = Vec::new();
     if has_records {
         done.push("dns".to_owned());
@@ -360,7 +281,7 @@ impl Reconciler {
         &self.settings
     }
 
-    fn base_delay(&self) -> Duration {
+    pub(super) fn base_delay(&self) -> Duration {
         Duration::from_secs(self.settings.retry_base_secs.max(1))
     }
 
@@ -386,7 +307,7 @@ impl Reconciler {
         Report { outcome, ..Report::new(&id.to_string(), false) }
     }
 
-    fn refused_outcome(refused: &Refused) -> Outcome {
+    pub(super) fn refused_outcome(refused: &Refused) -> Outcome {
         let (after, reason) = refused.requeue();
         if refused.is_permanent() { Outcome::Failed { reason } } else { Outcome::Requeue { after, reason } }
     }
@@ -468,7 +389,7 @@ impl Reconciler {
     /// The catalog's view of `pe`. An alias no target knows may be a vendor's that was
     /// published since we last asked: the vendors are asked again (at most once per
     /// `reconcile.known_names_refresh_secs`, so unknown aliases cannot make us hammer them).
-    async fn desired(&self, pe: &PrivateEndpoint) -> crate::catalog::Desired {
+    pub(super) async fn desired(&self, pe: &PrivateEndpoint) -> crate::catalog::Desired {
         let desired = self.catalog.desired(pe);
         let unknown_alias =
             desired.target_id.is_none() && matches!(pe.target(), Some(crate::model::LinkTarget::Alias(_)));
@@ -633,7 +554,7 @@ impl Reconciler {
         }
     }
 
-    fn missing_step(&self, pe: &PrivateEndpoint, report: &Report) -> String {
+    pub(super) fn missing_step(&self, pe: &PrivateEndpoint, report: &Report) -> String {
         let vendor = report.vendors.first().map(|v| v.vendor.as_str());
         let left_pending = report.approvals.iter().find(|d| d.action == ApprovalAction::LeftPending);
         if let Some(VendorPlan { vendor, intent: VendorIntent::Unmatched { reason } }) = report.vendors.first() {
@@ -642,178 +563,7 @@ impl Reconciler {
         marks::missing_step(pe, vendor, left_pending.map(|d| d.reason.as_str()))
     }
 
-    /// Converges one vendor for one endpoint (a `Work::Vendor` item), after re-reading
-    /// the endpoint: registers it while it exists and routes to the vendor, deregisters
-    /// it otherwise. `first_failed_at` bounds errors that carry their own give-up time.
-    pub async fn converge_vendor(&self, id: &ResourceId, vendor: &str, first_failed_at: u64) -> VendorRun {
-        match self.exclusive.run(id.key(), self.converge_vendor_locked(id, vendor, first_failed_at)).await {
-            Ok(run) => run,
-            Err(refused) => VendorRun { outcome: Self::refused_outcome(&refused), done: None, needs_recheck: false },
-        }
-    }
-
-    async fn converge_vendor_locked(&self, id: &ResourceId, vendor: &str, first_failed_at: u64) -> VendorRun {
-        let mut run = VendorRun { outcome: Outcome::Done, done: None, needs_recheck: false };
-        let Some(sync) = &self.vendors else {
-            run.outcome =
-                Outcome::Failed { reason: format!("vendor {vendor}: no vendors are configured in this deployment") };
-            return run;
-        };
-        let pe = match read_endpoint(&self.arm, id).await {
-            Ok(EndpointState::Present(pe)) => Some(pe),
-            Ok(EndpointState::Absent) => None,
-            Err(e) => {
-                run.outcome = self.read_failure(&e);
-                return run;
-            }
-        };
-        // `desired` refreshes the vendors' aliases before deciding the endpoint is not theirs.
-        let routed_here = match &pe {
-            Some(pe) => self.desired(pe).await.vendor.as_deref() == Some(vendor),
-            None => false,
-        };
-        let register = match &pe {
-            // Failed is not gone (see `provisioning_failed`): nothing is deregistered.
-            Some(pe) if !pe.is_provisioned() => {
-                run.outcome = Outcome::Requeue {
-                    after: self.base_delay(),
-                    reason: format!("endpoint is {} (waiting for Succeeded)", pe.provisioning_state),
-                };
-                return run;
-            }
-            Some(pe) if routed_here => Some(pe),
-            _ => None,
-        };
-        let result = match register {
-            Some(pe) => sync.register(vendor, pe).await,
-            None => sync.deregister(vendor, id).await,
-        };
-        let mut events = Vec::new();
-        let event = |kind: EventType, data: serde_json::Value| AuditEvent {
-            kind: kind.into(),
-            subject: id.to_string(),
-            data: serde_json::json!({"vendor": vendor, "detail": data}),
-        };
-        match result {
-            Ok(done) => {
-                match &done {
-                    VendorDone::Registered { change, targets, withdrawn } => {
-                        Stats::inc(&self.stats.vendor_calls_ok);
-                        tracing::info!(endpoint = %id, vendor, ?change, ?withdrawn, "vendor registration converged");
-                        if *change == Change::Applied {
-                            events.push(event(EventType::VendorRegistered, serde_json::json!({"targets": targets})));
-                        }
-                        if !withdrawn.is_empty() {
-                            events.push(event(EventType::VendorWithdrawn, serde_json::json!({"targets": withdrawn})));
-                        }
-                        // `recheck_window_secs = 0` turns re-checks off (the sweep still looks).
-                        run.needs_recheck = self.marks.recheck_window_secs > 0
-                            && register.is_some_and(|pe| marks::connection_state(pe).eq_ignore_ascii_case("pending"));
-                    }
-                    VendorDone::Deregistered { change } => {
-                        Stats::inc(&self.stats.vendor_calls_ok);
-                        tracing::info!(endpoint = %id, vendor, ?change, "vendor deregistration converged");
-                        if *change == Change::Applied {
-                            events.push(event(EventType::VendorDeregistered, serde_json::json!({})));
-                        }
-                    }
-                    VendorDone::Nothing { why } => {
-                        tracing::info!(endpoint = %id, vendor, %why, "no vendor call needed")
-                    }
-                }
-                run.done = Some(done);
-            }
-            Err(SyncError::Vendor(e)) => {
-                Stats::inc(&self.stats.vendor_calls_failed);
-                let reason = format!("vendor {vendor}: {e}");
-                let age = Duration::from_secs(crate::model::now_unix().saturating_sub(first_failed_at));
-                run.outcome = match e.kind {
-                    VendorErrorKind::Transient if e.give_up_after.is_some_and(|bound| age >= bound) => {
-                        Outcome::Failed { reason: format!("{reason} (gave up after {} s)", age.as_secs()) }
-                    }
-                    VendorErrorKind::Transient => Outcome::Requeue {
-                        after: e.retry_after.unwrap_or(self.base_delay()).max(self.base_delay()),
-                        reason,
-                    },
-                    VendorErrorKind::Permanent | VendorErrorKind::Config => Outcome::Failed { reason },
-                };
-                tracing::warn!(endpoint = %id, vendor, error = %e, "vendor call failed");
-            }
-            Err(SyncError::Ledger(e)) => {
-                let reason = format!("vendor {vendor}: {e}");
-                run.outcome = if e.is_transient() {
-                    Outcome::Requeue { after: self.base_delay(), reason }
-                } else {
-                    Outcome::Failed { reason }
-                };
-            }
-        }
-        self.publish(&events).await;
-        run
-    }
-
-    /// Re-reads the endpoint's connection state and marks it (a `Work::Recheck` item):
-    /// `Requeue` while it is still Pending, `Done` once it is anything else or gone.
-    pub async fn recheck(&self, id: &ResourceId) -> Outcome {
-        match self.exclusive.run(id.key(), self.recheck_locked(id)).await {
-            // The vendor (or the owner) decided: records follow approval, so this is the
-            // moment DNS is written (or a share withdrawn). A full reconcile does it.
-            Ok(None) => self.reconcile(id, Mode::Apply).await.outcome,
-            Ok(Some(outcome)) => outcome,
-            Err(refused) => Self::refused_outcome(&refused),
-        }
-    }
-
-    /// `None`: no longer Pending, reconcile in full.
-    async fn recheck_locked(&self, id: &ResourceId) -> Option<Outcome> {
-        let pe = match read_endpoint(&self.arm, id).await {
-            Ok(EndpointState::Present(pe)) if pe.is_provisioned() => pe,
-            Ok(_) => return Some(Outcome::Done),
-            Err(e) => return Some(self.read_failure(&e)),
-        };
-        if !marks::connection_state(&pe).eq_ignore_ascii_case("pending") {
-            return None;
-        }
-        let desired = self.desired(&pe).await;
-        let mut report = Report {
-            exists: Some(true),
-            provisioning_state: Some(pe.provisioning_state.clone()),
-            target: desired.target_id.clone(),
-            vendor: desired.vendor.clone(),
-            ..Report::new(&id.to_string(), false)
-        };
-        if let (Some(v), Some(sync)) = (&desired.vendor, &self.vendors) {
-            report.vendors.push(sync.plan_present(v, &pe));
-        }
-        let state = marks::connection_state(&pe);
-        let step = self.missing_step(&pe, &report);
-        if self.marks.enabled {
-            let done = done_for(false, &report);
-            let done: Vec<&str> = done.iter().map(String::as_str).collect();
-            match marks::mark(
-                &self.arm,
-                &self.marks,
-                &pe,
-                marks::Wanted { state: &state, done: &done, missing_step: &step, conflict: None },
-                Mode::Apply,
-            )
-            .await
-            {
-                Ok(m) => report.marks = Some(m),
-                Err(e) if e.is_transient() => {
-                    return Some(Outcome::Requeue {
-                        after: self.base_delay(),
-                        reason: format!("marking the endpoint: {e}"),
-                    });
-                }
-                Err(e) => tracing::warn!(endpoint = %id, error = %e, "could not mark the endpoint"),
-            }
-        }
-        self.publish(&super::report_events::events_for(&report)).await;
-        Some(Outcome::Requeue { after: self.base_delay(), reason: format!("connection still Pending: {step}") })
-    }
-
-    fn read_failure(&self, e: &crate::arm::endpoints::ReadError) -> Outcome {
+    pub(super) fn read_failure(&self, e: &crate::arm::endpoints::ReadError) -> Outcome {
         if e.is_transient() {
             let after = match e {
                 crate::arm::endpoints::ReadError::Arm(a) => a.retry_after(),

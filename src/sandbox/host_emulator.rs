@@ -22,101 +22,30 @@
 //! host, invocation bodies are sent with `Transfer-Encoding: chunked` and no `Content-Length`, so
 //! a handler that insists on a length is caught here rather than in Azure.
 
-use std::path::Path;
 use std::pin::Pin;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
-use time::macros::format_description;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::intake::protocol::{decode_value, get_ci};
+
+mod encode;
+mod process;
+
+// Value encoding and process spawning live in their own files; these re-exports keep
+// `crate::sandbox::host_emulator::{HostValue, new_guid, spawn_handler, ...}` working.
+pub use encode::{HostValue, encode_json, encode_value, new_guid};
+use encode::{format_datetime_offset, format_utc_now};
+pub use process::{
+    READINESS_BUDGET, READINESS_POLL_INTERVAL, SpawnedHandler, spawn_handler, spawn_handler_with_budget,
+};
 
 /// Host version we claim in headers (release 4.1037.0 is the source the reference was read from).
 pub const HOST_VERSION: &str = "4.1037.0.0";
 /// Consumption-plan default `functionTimeout`.
 pub const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// The host's readiness poll interval (`DefaultHttpWorkerService.IsWorkerReady`).
-pub const READINESS_POLL_INTERVAL: Duration = Duration::from_millis(25);
-/// The host's `InitializationTimeout`.
-pub const READINESS_BUDGET: Duration = Duration::from_secs(30);
-/// Captured output lines kept per stream; older lines are dropped first.
-const MAX_CAPTURED_LINES: usize = 10_000;
-/// Longest captured line kept (the rest is cut) so a runaway child cannot fill memory.
-const MAX_CAPTURED_LINE_LEN: usize = 8 * 1024;
-
-/// A .NET value as the host holds it before `GetHttpScriptInvocationContextValue` encodes it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum HostValue {
-    /// `string` → a JSON string holding the JSON-quoted string: `"\"abc\""`.
-    String(String),
-    /// `int`/`long` → a string: `"1"`.
-    Int(i64),
-    /// `bool` → a string: `"true"`.
-    Bool(bool),
-    /// A JSON value: objects stay objects, arrays become a string holding the array text,
-    /// strings are quoted once more, numbers and booleans become strings (see [`encode_json`]).
-    Object(Value),
-    /// `byte[]` → standard base64.
-    Bytes(Vec<u8>),
-    /// `DateTime` → seconds precision, no offset, no `Z`: `"2023-10-12T20:13:49"` (UTC clock).
-    DateTime(OffsetDateTime),
-    /// `DateTimeOffset` → seconds precision with offset: `"2023-10-12T20:13:49+00:00"`.
-    DateTimeOffset(OffsetDateTime),
-}
-
-/// Encodes a value the way the host puts it into `Data`/`Metadata` (reference §1.2 table).
-pub fn encode_value(value: HostValue) -> Value {
-    match value {
-        HostValue::String(s) => Value::String(Value::String(s).to_string()),
-        HostValue::Int(i) => Value::String(i.to_string()),
-        HostValue::Bool(b) => Value::String(b.to_string()),
-        HostValue::Object(v) => encode_json(v),
-        HostValue::Bytes(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        HostValue::DateTime(t) => Value::String(format_datetime(t)),
-        HostValue::DateTimeOffset(t) => Value::String(format_datetime_offset(t)),
-    }
-}
-
-/// The host's treatment of an arbitrary JSON value: `JObject.FromObject` succeeds only for
-/// objects; everything else goes through `JsonConvert.SerializeObject` and becomes a string.
-pub fn encode_json(value: Value) -> Value {
-    match value {
-        Value::Object(_) | Value::Null => value,
-        Value::Array(_) => Value::String(value.to_string()),
-        Value::String(s) => Value::String(Value::String(s).to_string()),
-        Value::Number(n) => Value::String(n.to_string()),
-        Value::Bool(b) => Value::String(b.to_string()),
-    }
-}
-
-fn format_datetime(t: OffsetDateTime) -> String {
-    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-    t.to_offset(time::UtcOffset::UTC).format(&fmt).unwrap_or_default()
-}
-
-fn format_datetime_offset(t: OffsetDateTime) -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory]:[offset_minute]"
-    );
-    t.format(&fmt).unwrap_or_default()
-}
-
-/// `sys.UtcNow` form: `2023-09-07T11:40:45.004275Z`.
-fn format_utc_now(t: OffsetDateTime) -> String {
-    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    t.to_offset(time::UtcOffset::UTC).format(&fmt).unwrap_or_default()
-}
-
-/// A random version-4-shaped GUID (the host uses `Guid.NewGuid()`); not for security.
-pub fn new_guid() -> String {
-    crate::model::new_guid()
-}
 
 /// What the handler answered for one invocation, as the host understood it.
 #[derive(Debug, Clone, PartialEq)]
@@ -683,167 +612,6 @@ fn merge_body_properties(body: &str, metadata: &mut Map<String, Value>) {
         metadata.retain(|k, _| !k.eq_ignore_ascii_case(&key));
         metadata.insert(key, converted);
     }
-}
-
-/// A handler process started like the host starts it. Killed when dropped.
-#[derive(Debug)]
-pub struct SpawnedHandler {
-    /// `http://127.0.0.1:{port}`.
-    pub base_url: String,
-    /// Time from spawn to the first HTTP answer on `GET /`.
-    pub ready_after: Duration,
-    pub child: tokio::process::Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl SpawnedHandler {
-    /// A host emulator pointed at this handler.
-    pub fn host(&self) -> HostEmulator {
-        HostEmulator::new(&self.base_url)
-    }
-    /// Lines the handler wrote to stderr so far (the host logs each at Error level).
-    pub fn stderr_lines(&self) -> Vec<String> {
-        snapshot(&self.stderr)
-    }
-    /// Lines the handler wrote to stdout so far (the host logs each at Information level).
-    pub fn stdout_lines(&self) -> Vec<String> {
-        snapshot(&self.stdout)
-    }
-    /// Kills the process and waits for it to exit.
-    pub async fn kill(&mut self) -> std::io::Result<()> {
-        self.child.kill().await
-    }
-}
-
-impl Drop for SpawnedHandler {
-    fn drop(&mut self) {
-        // `kill_on_drop` covers this too; asking explicitly makes the intent obvious.
-        let _ = self.child.start_kill();
-    }
-}
-
-fn snapshot(lines: &Mutex<Vec<String>>) -> Vec<String> {
-    lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-}
-
-/// Starts a handler the way the host does and waits until it answers `GET /`.
-pub async fn spawn_handler(
-    program: &Path,
-    args: &[&str],
-    app_root: &Path,
-    extra_env: &[(String, String)],
-) -> Result<SpawnedHandler, String> {
-    spawn_handler_with_budget(program, args, app_root, extra_env, READINESS_BUDGET).await
-}
-
-/// [`spawn_handler`] with a readiness budget other than the host's 30 s.
-pub async fn spawn_handler_with_budget(
-    program: &Path,
-    args: &[&str],
-    app_root: &Path,
-    extra_env: &[(String, String)],
-    budget: Duration,
-) -> Result<SpawnedHandler, String> {
-    // Like `WorkerUtilities.GetUnusedTcpPort()`: bind port 0, note the port, release it.
-    let port = {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(|e| format!("cannot find a free port: {e}"))?;
-        listener.local_addr().map_err(|e| format!("cannot read the free port: {e}"))?.port()
-    };
-    // Like the host: a relative executable that exists under the app root runs from there;
-    // anything else is left to PATH.
-    let under_root = app_root.join(program);
-    let program = if program.is_relative() && tokio::fs::metadata(&under_root).await.is_ok_and(|m| m.is_file()) {
-        under_root
-    } else {
-        program.to_path_buf()
-    };
-    let worker_id = new_guid();
-    let mut command = tokio::process::Command::new(&program);
-    command
-        .args(args)
-        .current_dir(app_root)
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("FUNCTIONS_HTTPWORKER_PORT", port.to_string())
-        .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", &worker_id)
-        .env("FUNCTIONS_HTTPWORKER_ID", &worker_id)
-        .env("FUNCTIONS_APP_ROOT_PATH", app_root)
-        .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-    let stdout = Arc::new(Mutex::new(Vec::new()));
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    if let Some(out) = child.stdout.take() {
-        capture_lines(out, Arc::clone(&stdout));
-    }
-    if let Some(err) = child.stderr.take() {
-        capture_lines(err, Arc::clone(&stderr));
-    }
-    let base_url = format!("http://127.0.0.1:{port}");
-    let mut handler = SpawnedHandler { base_url, ready_after: Duration::ZERO, child, stdout, stderr };
-
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    loop {
-        // Any HTTP status means the server is up; only a transport error means "not yet".
-        if client.get(format!("{}/", handler.base_url)).send().await.is_ok() {
-            handler.ready_after = started.elapsed();
-            return Ok(handler);
-        }
-        if let Ok(Some(status)) = handler.child.try_wait() {
-            // Give the reader tasks a moment to collect the last lines.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            return Err(format!(
-                "handler exited with {status} before answering GET /; last stderr: {}",
-                tail(&handler.stderr_lines())
-            ));
-        }
-        if started.elapsed() >= budget {
-            let _ = handler.child.kill().await;
-            return Err(format!(
-                "handler did not answer GET {}/ within {budget:?}; last stderr: {}",
-                handler.base_url,
-                tail(&handler.stderr_lines())
-            ));
-        }
-        tokio::time::sleep(READINESS_POLL_INTERVAL).await;
-    }
-}
-
-fn tail(lines: &[String]) -> String {
-    let start = lines.len().saturating_sub(5);
-    if lines.is_empty() { "<none>".into() } else { lines[start..].join(" | ") }
-}
-
-fn capture_lines(stream: impl AsyncRead + Unpin + Send + 'static, sink: Arc<Mutex<Vec<String>>>) {
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stream);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let end = buf.len().min(MAX_CAPTURED_LINE_LEN);
-                    let line = String::from_utf8_lossy(&buf[..end]).trim_end_matches(['\r', '\n']).to_string();
-                    let mut lines = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if lines.len() >= MAX_CAPTURED_LINES {
-                        lines.remove(0);
-                    }
-                    lines.push(line);
-                }
-            }
-        }
-    });
 }
 
 #[cfg(test)]

@@ -17,12 +17,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use private_link_autopilot::sandbox::events::{self, ResourceEvent};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, MemberSpec, SANDBOX_TOKEN};
-use private_link_autopilot::sandbox::harness::{
+use autopilot_sandbox::events::{self, ResourceEvent};
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, MemberSpec, SANDBOX_TOKEN};
+use autopilot_sandbox::harness::{
     HUB_RESOURCE_GROUP, HUB_SUBSCRIPTION, SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB,
 };
-use private_link_autopilot::sandbox::host_emulator::HostEmulator;
+use autopilot_sandbox::host_emulator::HostEmulator;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autopilot");
 

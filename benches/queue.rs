@@ -16,16 +16,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions};
+use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
+use autopilot_sandbox::vendors::{
+    CLICKHOUSE_ALIAS as CH_ALIAS, ELASTIC_ALIAS as ES_ALIAS, SandboxVendors, ZILLIZ_ALIAS as ZZ_ALIAS, ZONES,
+};
 use private_link_autopilot::config::Config;
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::queue::{NewMessage, SqliteQueue, WorkQueue, work};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions};
-use private_link_autopilot::sandbox::harness::{
-    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-};
-use private_link_autopilot::sandbox::vendors::{
-    CLICKHOUSE_ALIAS as CH_ALIAS, ELASTIC_ALIAS as ES_ALIAS, SandboxVendors, ZILLIZ_ALIAS as ZZ_ALIAS, ZONES,
-};
 
 const QUEUE_MESSAGES: usize = 10_000;
 const PER_VENDOR: usize = 300;

@@ -8,11 +8,11 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
+use autopilot_sandbox::harness::{Sandbox, SandboxOptions};
+use autopilot_sandbox::host_emulator::InvokeOutcome;
 use private_link_autopilot::effects::dns::azure::encode_metadata;
 use private_link_autopilot::effects::dns::{Owners, Share, target_ref, vnet_ref};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
-use private_link_autopilot::sandbox::harness::{Sandbox, SandboxOptions};
-use private_link_autopilot::sandbox::host_emulator::InvokeOutcome;
 
 const ZONE: &str = "privatelink.vaultcore.azure.net";
 const SUBSCRIPTIONS: usize = 10;

@@ -784,7 +784,7 @@ mod tests {
 
     #[test]
     fn example_file_parses() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("autopilot.example.toml");
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../autopilot.example.toml");
         Config::load(Some(&p), env(&[])).unwrap();
     }
 }

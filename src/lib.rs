@@ -4,7 +4,8 @@
 //! `intake` (Functions host protocol, Event Grid events) -> `reconcile` (read the truth
 //! from `arm`, compute a plan from the `catalog`, apply it) -> `effects` (dns, vendors,
 //! approvals, audit) -> `queue` (retries and deferred work, at least once).
-//! `sandbox` holds the local fakes used by `autopilot demo` and the tests.
+//! The local fakes used by `autopilot demo`, the tests and the benchmarks are another
+//! crate (`sandbox/`, `autopilot_sandbox`) that depends on this one, never the other way.
 
 pub mod app;
 pub mod arm;
@@ -19,6 +20,4 @@ pub mod ops;
 pub mod packaging;
 pub mod queue;
 pub mod reconcile;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
 pub mod telemetry;

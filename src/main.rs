@@ -202,10 +202,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Serve { port } => serve(config, port).await,
         #[cfg(feature = "sandbox")]
-        Command::Sandbox => private_link_autopilot::sandbox::standalone::run().await,
+        Command::Sandbox => autopilot_sandbox::standalone::run().await,
         #[cfg(feature = "sandbox")]
         Command::Demo { bind, log_file } => {
-            use private_link_autopilot::sandbox::demo::{self, BindChoice};
+            use autopilot_sandbox::demo::{self, BindChoice};
             let choice = match bind.as_str() {
                 "on" => BindChoice::Required,
                 "off" => BindChoice::Off,

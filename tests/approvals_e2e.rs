@@ -5,6 +5,8 @@
 //! connections only at the versions the specs list), Azure Monitor workspaces left for the
 //! portal, and clean-up after a deletion isolated per target.
 
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault, MemberSpec};
+use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
 use axum::http::Method as HttpMethod;
 use private_link_autopilot::arm::ArmRequest;
 use private_link_autopilot::arm::client::Method;
@@ -12,10 +14,6 @@ use private_link_autopilot::arm::providers::{self, VersionSource};
 use private_link_autopilot::effects::approvals::{self, ApprovalAction, DESCRIPTION_LIMIT};
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::reconcile::{Mode, Outcome};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault, MemberSpec};
-use private_link_autopilot::sandbox::harness::{
-    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-};
 
 fn kusto_id() -> String {
     format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Kusto/Clusters/adxowned")
@@ -85,8 +83,8 @@ async fn kusto_connection_is_approved_through_the_long_running_put() {
     // DNS was written in the same reconcile.
     assert!(sb.arm.record(&sb.zone_id("privatelink.eastus2.kusto.windows.net"), "adxowned").is_some());
     // Idempotent: a second event approves nothing again.
-    sb.deliver(vec![private_link_autopilot::sandbox::events::event_grid(
-        private_link_autopilot::sandbox::events::ResourceEvent::WriteSuccess,
+    sb.deliver(vec![autopilot_sandbox::events::event_grid(
+        autopilot_sandbox::events::ResourceEvent::WriteSuccess,
         &id,
     )])
     .await;
@@ -133,7 +131,7 @@ async fn audit_events_reach_an_event_grid_topic_with_a_bearer_token() {
         }),
     );
     use axum::response::IntoResponse;
-    let server = private_link_autopilot::sandbox::loopback::LoopbackServer::start(app).await.unwrap();
+    let server = autopilot_sandbox::loopback::LoopbackServer::start(app).await.unwrap();
     let endpoint = format!("{}/api/events", server.base_url());
     let sink = EventGridSink::new(&endpoint, Arc::new(StaticToken(Secret::new("topic-token"))), "/test").unwrap();
     let event = AuditEvent {
@@ -283,7 +281,7 @@ async fn the_sweep_approves_a_connection_whose_event_was_missed() {
     let id = sb.arm.put_endpoint(&kusto_pe("adx-missed"));
     assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Pending");
     let out = sb.host.invoke_timer("Sweep", false).await.unwrap();
-    assert!(matches!(out, private_link_autopilot::sandbox::host_emulator::InvokeOutcome::Succeeded(_)), "{out:?}");
+    assert!(matches!(out, autopilot_sandbox::host_emulator::InvokeOutcome::Succeeded(_)), "{out:?}");
     assert_eq!(status(&sb.arm.target_connection(&id).unwrap()), "Approved");
     assert!(sb.arm.record(&sb.zone_id("privatelink.eastus2.kusto.windows.net"), "adxowned").is_some());
 }

@@ -5,16 +5,14 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault};
+use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
+use autopilot_sandbox::host_emulator::InvokeOutcome;
+use autopilot_sandbox::vendors::CLICKHOUSE_ALIAS;
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::queue::work;
 use private_link_autopilot::queue::worker;
 use private_link_autopilot::reconcile::Outcome;
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault};
-use private_link_autopilot::sandbox::harness::{
-    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-};
-use private_link_autopilot::sandbox::host_emulator::InvokeOutcome;
-use private_link_autopilot::sandbox::vendors::CLICKHOUSE_ALIAS;
 
 const ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
 

@@ -6,13 +6,11 @@
 
 use std::time::Duration;
 
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault, MemberSpec};
+use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
+use autopilot_sandbox::host_emulator::InvokeOutcome;
 use private_link_autopilot::queue::work::now_unix;
 use private_link_autopilot::reconcile::catch_up::{self, INDEX_DELAY_SECS, RETENTION_SECS};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault, MemberSpec};
-use private_link_autopilot::sandbox::harness::{
-    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-};
-use private_link_autopilot::sandbox::host_emulator::InvokeOutcome;
 use serde_json::Value;
 
 const ZONE: &str = "privatelink.eastus2.kusto.windows.net";

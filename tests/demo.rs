@@ -1,7 +1,7 @@
 //! README's first command, `autopilot demo`, ends in the right state. In CI the BIND 9
 //! variant is required (the RFC 2136 path must run, not skip).
 
-use private_link_autopilot::sandbox::demo::{self, BindChoice};
+use autopilot_sandbox::demo::{self, BindChoice};
 
 #[tokio::test]
 async fn demo_converges_and_cleans_up() {
@@ -65,8 +65,8 @@ fn no_secret_reaches_the_logs() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("vendor.dead_lettered"), "the run did reach the vendor paths");
-    let vendors = private_link_autopilot::sandbox::vendors::SandboxVendors::secrets_for_tests();
-    for secret in vendors.iter().map(String::as_str).chain([private_link_autopilot::sandbox::fake_arm::SANDBOX_TOKEN]) {
+    let vendors = autopilot_sandbox::vendors::SandboxVendors::secrets_for_tests();
+    for secret in vendors.iter().map(String::as_str).chain([autopilot_sandbox::fake_arm::SANDBOX_TOKEN]) {
         assert!(!text.contains(secret), "a secret appears in the demo's output");
     }
 }

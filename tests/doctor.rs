@@ -12,14 +12,12 @@
 
 use std::time::{Duration, Instant};
 
+use autopilot_sandbox::fake_arm::FakeArmOptions;
+use autopilot_sandbox::fake_arm::rbac::{Grants, InfraParams};
+use autopilot_sandbox::harness::{HUB_RESOURCE_GROUP, HUB_SUBSCRIPTION, SPOKE_SUBSCRIPTION, Sandbox, SandboxOptions};
 use private_link_autopilot::config::{Config, ZoneSettings};
 use private_link_autopilot::doctor::{self, Report, Status};
 use private_link_autopilot::reconcile::coverage::{self, CoverageSettings};
-use private_link_autopilot::sandbox::fake_arm::FakeArmOptions;
-use private_link_autopilot::sandbox::fake_arm::rbac::{Grants, InfraParams};
-use private_link_autopilot::sandbox::harness::{
-    HUB_RESOURCE_GROUP, HUB_SUBSCRIPTION, SPOKE_SUBSCRIPTION, Sandbox, SandboxOptions,
-};
 use serde_json::{Value, json};
 
 const ZONE: &str = "privatelink.vaultcore.azure.net";
@@ -360,7 +358,7 @@ async fn creation_needs_exactly_the_writer_role_infra_assigns_with_the_switch() 
 /// and one read-only call per vendor with its key.
 #[tokio::test]
 async fn vendor_secrets_and_keys_are_checked() {
-    use private_link_autopilot::sandbox::vendors::SandboxVendors;
+    use autopilot_sandbox::vendors::SandboxVendors;
     let vendors = SandboxVendors::start().await.unwrap();
     let mut base = Config::default();
     vendors.configure(&mut base);
@@ -477,7 +475,7 @@ async fn the_queue_and_the_audit_topic_are_read_through_arm() {
 /// prints a JSON array.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_exit_code_follows_the_checks() {
-    use private_link_autopilot::sandbox::fake_arm::FakeArm;
+    use autopilot_sandbox::fake_arm::FakeArm;
     let arm = FakeArm::start(FakeArmOptions { lro_retry_after_secs: 1, ..FakeArmOptions::default() }).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run_cli = |args: &'static [&'static str]| {

@@ -6,8 +6,8 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, SANDBOX_TOKEN};
 use private_link_autopilot::model::endpoint::PrivateEndpoint;
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, SANDBOX_TOKEN};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::fixture_json;

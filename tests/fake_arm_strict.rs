@@ -6,16 +6,16 @@
 
 mod support;
 
+use autopilot_sandbox::fake_arm::versions::{SPEC_VERSIONS, spec_versions};
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, MemberSpec, SANDBOX_TOKEN};
+use autopilot_sandbox::harness::{
+    HUB_RESOURCE_GROUP as HUB_RG, HUB_SUBSCRIPTION as HUB, SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB,
+    Sandbox, SandboxOptions,
+};
 use private_link_autopilot::arm::{endpoints::NETWORK_API, graph, providers::PROVIDERS_API};
 use private_link_autopilot::effects::approvals::SUBSCRIPTIONS_API;
 use private_link_autopilot::effects::dns::azure::PRIVATE_DNS_API;
 use private_link_autopilot::effects::marks::TAGS_API;
-use private_link_autopilot::sandbox::fake_arm::versions::{SPEC_VERSIONS, spec_versions};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, MemberSpec, SANDBOX_TOKEN};
-use private_link_autopilot::sandbox::harness::{
-    HUB_RESOURCE_GROUP as HUB_RG, HUB_SUBSCRIPTION as HUB, SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB,
-    Sandbox, SandboxOptions,
-};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

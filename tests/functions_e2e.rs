@@ -5,6 +5,13 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault};
+use autopilot_sandbox::fake_servicebus::{
+    FakeGrant, FakeQueueOptions, FakeRight, FakeServiceBus, FakeServiceBusOptions,
+};
+use autopilot_sandbox::fake_table::FakeTableService;
+use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
+use autopilot_sandbox::host_emulator::{InvokeOutcome, SbSettlement, ServiceBusProps};
 use axum::http::Method;
 use private_link_autopilot::arm::credential::StaticToken;
 use private_link_autopilot::model::ResourceId;
@@ -13,15 +20,6 @@ use private_link_autopilot::queue::servicebus::{
     ServiceBusAuth, ServiceBusCredentials, ServiceBusQueue, ServiceBusSettings,
 };
 use private_link_autopilot::queue::work;
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault};
-use private_link_autopilot::sandbox::fake_servicebus::{
-    FakeGrant, FakeQueueOptions, FakeRight, FakeServiceBus, FakeServiceBusOptions,
-};
-use private_link_autopilot::sandbox::fake_table::FakeTableService;
-use private_link_autopilot::sandbox::harness::{
-    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-};
-use private_link_autopilot::sandbox::host_emulator::{InvokeOutcome, SbSettlement, ServiceBusProps};
 use serde_json::json;
 
 const ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
@@ -230,7 +228,7 @@ async fn work_queue_without_service_bus_fails_loudly() {
 /// with the vendor and (still Pending) schedules an approval re-check on Service Bus.
 #[tokio::test]
 async fn vendor_work_travels_through_service_bus() {
-    use private_link_autopilot::sandbox::vendors::SandboxVendors;
+    use autopilot_sandbox::vendors::SandboxVendors;
     let (bus, _table, queue) = fake_bus().await;
     let vendors = SandboxVendors::start().await.unwrap();
     let mut base = private_link_autopilot::config::Config::default();

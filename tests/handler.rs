@@ -4,12 +4,12 @@ mod support;
 
 use std::sync::Arc;
 
+use autopilot_sandbox::host_emulator::{HostEmulator, InvokeOutcome};
 use private_link_autopilot::app::App;
 use private_link_autopilot::arm::credential::{Secret, StaticToken};
 use private_link_autopilot::config::Config;
 use private_link_autopilot::intake::server;
 use private_link_autopilot::queue::{SqliteQueue, WorkQueue};
-use private_link_autopilot::sandbox::host_emulator::{HostEmulator, InvokeOutcome};
 use serde_json::{Value, json};
 
 /// Starts the handler with ARM pointed at a closed loopback port: every ARM call fails.

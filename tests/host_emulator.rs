@@ -7,15 +7,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use autopilot_sandbox::host_emulator::{
+    HostEmulator, HostValue, InvokeOutcome, SbSettlement, ServiceBusProps, encode_value, spawn_handler,
+    spawn_handler_with_budget,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use private_link_autopilot::intake::protocol::{InvocationRequest, InvocationResponse};
-use private_link_autopilot::sandbox::host_emulator::{
-    HostEmulator, HostValue, InvokeOutcome, SbSettlement, ServiceBusProps, encode_value, spawn_handler,
-    spawn_handler_with_budget,
-};
 use serde_json::{Map, Value, json};
 use support::fixture_json;
 

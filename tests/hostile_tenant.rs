@@ -7,15 +7,13 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use autopilot_sandbox::events::{self, ResourceEvent};
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
+use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
+use autopilot_sandbox::vendors::{CLICKHOUSE_ALIAS, SandboxVendors, ZILLIZ_ALIAS};
 use private_link_autopilot::config::Config;
 use private_link_autopilot::model::resource_id::ResourceId;
 use private_link_autopilot::reconcile::{DnsAction, Mode, Outcome};
-use private_link_autopilot::sandbox::events::{self, ResourceEvent};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
-use private_link_autopilot::sandbox::harness::{
-    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-};
-use private_link_autopilot::sandbox::vendors::{CLICKHOUSE_ALIAS, SandboxVendors, ZILLIZ_ALIAS};
 
 const ATTACKER_SUB: &str = "33333333-3333-3333-3333-333333333333";
 const ATTACKER_RG: &str = "rg-attacker";

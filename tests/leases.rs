@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use autopilot_sandbox::fake_table::FakeTableService;
 use private_link_autopilot::arm::Secret;
 use private_link_autopilot::arm::credential::StaticToken;
 use private_link_autopilot::arm::lease::{Acquired, LeaseError, LeaseStore, MemoryLeases, TableLeases};
 use private_link_autopilot::reconcile::exclusive::{Exclusive, Refused};
-use private_link_autopilot::sandbox::fake_table::FakeTableService;
 use private_link_autopilot::telemetry::Stats;
 
 const TOKEN: &str = "storage-token-lease";

@@ -17,11 +17,11 @@ mod azurite;
 use std::sync::Arc;
 use std::time::Instant;
 
+use autopilot_sandbox::fake_table::FakeTableService;
 use private_link_autopilot::arm::Secret;
 use private_link_autopilot::arm::credential::StaticToken;
 use private_link_autopilot::effects::vendors::VendorEndpoint;
 use private_link_autopilot::effects::vendors::ledger::{Ledger, LedgerError, SqliteLedger, TableLedger, Version};
-use private_link_autopilot::sandbox::fake_table::FakeTableService;
 
 const TOKEN: &str = "storage-token-7f3a";
 

@@ -11,14 +11,14 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, FleetOptions, LEDGER_TABLE};
-use private_link_autopilot::queue::WorkQueue;
-use private_link_autopilot::sandbox::events::{ResourceEvent, event_grid};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, MemberSpec};
-use private_link_autopilot::sandbox::harness::{
+use autopilot_sandbox::events::{ResourceEvent, event_grid};
+use autopilot_sandbox::fake_arm::{EndpointSpec, MemberSpec};
+use autopilot_sandbox::harness::{
     HUB_RESOURCE_GROUP, HUB_SUBSCRIPTION, SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB,
 };
-use private_link_autopilot::sandbox::vendors::{CLICKHOUSE_ALIAS, ELASTIC_ALIAS};
+use autopilot_sandbox::vendors::{CLICKHOUSE_ALIAS, ELASTIC_ALIAS};
+use fleet::{Fleet, FleetOptions, LEDGER_TABLE};
+use private_link_autopilot::queue::WorkQueue;
 use serde_json::Value;
 
 const VAULT_ZONE: &str = "privatelink.vaultcore.azure.net";
@@ -158,8 +158,7 @@ fn check_end_state(f: &Fleet, live: &BTreeMap<String, (Kind, String)>, gone_guid
         );
     }
     // DNS: every vault endpoint's record, with its address; marks: the final state.
-    let zone =
-        private_link_autopilot::sandbox::fake_arm::dns::zone_id(HUB_SUBSCRIPTION, HUB_RESOURCE_GROUP, VAULT_ZONE);
+    let zone = autopilot_sandbox::fake_arm::dns::zone_id(HUB_SUBSCRIPTION, HUB_RESOURCE_GROUP, VAULT_ZONE);
     for (id, (kind, _)) in live {
         let tags = f.arm.resource(id).unwrap()["tags"].clone();
         let state = tags["plautopilot-state"].as_str().unwrap_or_default().to_owned();

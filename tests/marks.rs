@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use private_link_autopilot::sandbox::events::{self, ResourceEvent};
-use private_link_autopilot::sandbox::fake_arm::EndpointSpec;
-use private_link_autopilot::sandbox::harness::{
-    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-};
+use autopilot_sandbox::events::{self, ResourceEvent};
+use autopilot_sandbox::fake_arm::EndpointSpec;
+use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
 
 const ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
 const ALIAS: &str = "production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice";

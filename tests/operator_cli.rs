@@ -4,15 +4,13 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use autopilot_sandbox::fake_arm::EndpointSpec;
+use autopilot_sandbox::fake_vendors::count_writes;
+use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
+use autopilot_sandbox::vendors::SandboxVendors;
 use private_link_autopilot::config::Config;
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::ops;
-use private_link_autopilot::sandbox::fake_arm::EndpointSpec;
-use private_link_autopilot::sandbox::fake_vendors::count_writes;
-use private_link_autopilot::sandbox::harness::{
-    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-};
-use private_link_autopilot::sandbox::vendors::SandboxVendors;
 
 const CH_ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
 const CH_ALIAS: &str = "production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice";

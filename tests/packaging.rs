@@ -7,13 +7,11 @@ use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
+use autopilot_sandbox::events::{self, ResourceEvent};
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, SANDBOX_TOKEN};
+use autopilot_sandbox::harness::{HUB_RESOURCE_GROUP, HUB_SUBSCRIPTION, SPOKE_RESOURCE_GROUP, SPOKE_SUBSCRIPTION};
+use autopilot_sandbox::host_emulator::spawn_handler;
 use private_link_autopilot::packaging;
-use private_link_autopilot::sandbox::events::{self, ResourceEvent};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, SANDBOX_TOKEN};
-use private_link_autopilot::sandbox::harness::{
-    HUB_RESOURCE_GROUP, HUB_SUBSCRIPTION, SPOKE_RESOURCE_GROUP, SPOKE_SUBSCRIPTION,
-};
-use private_link_autopilot::sandbox::host_emulator::spawn_handler;
 
 const ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
 
@@ -103,7 +101,8 @@ async fn unpacked_zip_runs_like_the_host_starts_it() {
     handler.kill().await.unwrap();
 }
 
-/// The binary `azure.yaml` deploys is built without the `sandbox` feature: none of the fakes
+/// The fakes are their own crate (`sandbox/`), which the product library does not depend on;
+/// the binary `azure.yaml` deploys is built without the `sandbox` feature, so none of them
 /// ship. Built here the same way (its own target directory, so the test's build is not
 /// disturbed) and packaged; a string only the fakes contain (the fake ARM's admin route) is
 /// absent from the packaged handler and present in the default build, which proves the probe.
@@ -111,12 +110,14 @@ async fn unpacked_zip_runs_like_the_host_starts_it() {
 fn the_packaged_handler_contains_none_of_the_fakes() {
     let azure_yaml = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("azure.yaml")).unwrap();
     assert!(
-        azure_yaml.contains("cargo build --release --locked --no-default-features"),
+        azure_yaml.contains("cargo build --release --locked -p autopilot --no-default-features"),
         "azure.yaml must build without the fakes"
     );
+    let product = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("product/Cargo.toml")).unwrap();
+    assert!(!product.contains("autopilot-sandbox"), "the product library cannot depend on the sandbox");
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("shipped");
     let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--locked", "--no-default-features", "--bin", "autopilot"])
+        .args(["build", "--locked", "-p", "autopilot", "--no-default-features", "--bin", "autopilot"])
         .env("CARGO_TARGET_DIR", &target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()

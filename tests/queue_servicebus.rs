@@ -19,6 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use autopilot_sandbox::fake_servicebus::{
+    FakeGrant, FakeQueueOptions, FakeRight, FakeServiceBus, FakeServiceBusOptions,
+};
+use autopilot_sandbox::fake_table::FakeTableService;
 use private_link_autopilot::arm::credential::{Secret, StaticToken};
 use private_link_autopilot::backoff::Backoff;
 use private_link_autopilot::model::ResourceId;
@@ -29,10 +33,6 @@ use private_link_autopilot::queue::trigger::{self, TriggerQueue};
 use private_link_autopilot::queue::worker::{RetryPolicy, Settlement};
 use private_link_autopilot::queue::{Delivery, NewMessage, QueueError, WorkQueue, work};
 use private_link_autopilot::reconcile::Outcome;
-use private_link_autopilot::sandbox::fake_servicebus::{
-    FakeGrant, FakeQueueOptions, FakeRight, FakeServiceBus, FakeServiceBusOptions,
-};
-use private_link_autopilot::sandbox::fake_table::FakeTableService;
 use serde_json::{Value, json};
 
 const QUEUES: usize = 16;

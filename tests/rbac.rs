@@ -20,13 +20,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use private_link_autopilot::config::{Config, ZoneSettings};
-use private_link_autopilot::sandbox::fake_arm::rbac::{Grants, InfraParams};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
-use private_link_autopilot::sandbox::harness::{
+use autopilot_sandbox::fake_arm::rbac::{Grants, InfraParams};
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
+use autopilot_sandbox::harness::{
     HUB_RESOURCE_GROUP, HUB_SUBSCRIPTION, SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox,
     SandboxOptions,
 };
+use private_link_autopilot::config::{Config, ZoneSettings};
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
@@ -162,7 +162,7 @@ fn generate_permissions(bicep: &str) -> Value {
     let roles: serde_json::Map<String, Value> =
         actions.into_iter().map(|(k, v)| (k, json!({ "actions": v }))).collect();
     json!({
-        "about": "Generated from infra/main.bicep by tests/rbac.rs (AUTOPILOT_REGENERATE_PERMISSIONS=1 cargo test --test rbac permissions_json). Custom roles (actions) and where main.bicep assigns them: for each item of `for_each` (a parameter, or a variable derived from one), at `scope`. The fake ARM loads this file to enforce exactly these grants (src/sandbox/fake_arm/rbac.rs).",
+        "about": "Generated from infra/main.bicep by tests/rbac.rs (AUTOPILOT_REGENERATE_PERMISSIONS=1 cargo test --test rbac permissions_json). Custom roles (actions) and where main.bicep assigns them: for each item of `for_each` (a parameter, or a variable derived from one), at `scope`. The fake ARM loads this file to enforce exactly these grants (sandbox/src/fake_arm/rbac.rs).",
         "roles": roles,
         "assignments": assignments,
     })
@@ -877,9 +877,9 @@ fn without_in_role(grants: &Grants, role: &str, action: &str) -> Grants {
 /// A missing zone is created, linked and written; a same-named zone elsewhere is found
 /// first (no shadow); the endpoint's deletion removes the record, our link and our zone.
 async fn zone_scenario(grants: Grants) -> ZoneRun {
+    use autopilot_sandbox::vendors::{CLICKHOUSE_ALIAS, ELASTIC_ALIAS};
     use private_link_autopilot::model::resource_id::ResourceId;
     use private_link_autopilot::reconcile::Mode;
-    use private_link_autopilot::sandbox::vendors::{CLICKHOUSE_ALIAS, ELASTIC_ALIAS};
     let params = zone_params();
     let sb = Sandbox::start(SandboxOptions {
         arm: FakeArmOptions { lro_retry_after_secs: 0, rbac: Some(grants), ..FakeArmOptions::default() },

@@ -9,12 +9,12 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, SANDBOX_TOKEN};
 use private_link_autopilot::arm::credential::StaticToken;
 use private_link_autopilot::arm::endpoints::{EndpointState, read_endpoint};
 use private_link_autopilot::arm::graph::{GRAPH_API, GRAPH_PATH, list_private_endpoints, parse_page};
 use private_link_autopilot::arm::{ArmClient, ArmConfig, Secret};
 use private_link_autopilot::model::ResourceId;
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, SANDBOX_TOKEN};
 use serde_json::{Value, json};
 use support::fixture_json;
 

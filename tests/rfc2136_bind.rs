@@ -324,12 +324,10 @@ async fn a_server_that_never_answers_is_a_transient_timeout() {
 /// leaves the CNAME alone.
 #[tokio::test]
 async fn a_sweep_reads_the_names_an_rfc2136_listing_cannot_show() {
+    use autopilot_sandbox::fake_arm::EndpointSpec;
+    use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
+    use autopilot_sandbox::vendors::ELASTIC_ALIAS as ES_ALIAS;
     use private_link_autopilot::reconcile::DnsAction;
-    use private_link_autopilot::sandbox::fake_arm::EndpointSpec;
-    use private_link_autopilot::sandbox::harness::{
-        SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-    };
-    use private_link_autopilot::sandbox::vendors::ELASTIC_ALIAS as ES_ALIAS;
     let Some(b) = start().await else { return };
     let fqdn = format!("*.{ZONE}");
     b.nsupdate(&format!("update add {fqdn} 300 CNAME elsewhere.example."));

@@ -6,14 +6,12 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use autopilot_sandbox::events::{self, ResourceEvent};
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault, MemberSpec};
+use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
 use axum::http::Method;
 use private_link_autopilot::model::resource_id::ResourceId;
 use private_link_autopilot::reconcile::{DnsAction, Mode, Outcome};
-use private_link_autopilot::sandbox::events::{self, ResourceEvent};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault, MemberSpec};
-use private_link_autopilot::sandbox::harness::{
-    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-};
 use serde_json::json;
 
 const CH_ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";

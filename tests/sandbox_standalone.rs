@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use private_link_autopilot::sandbox::events::{self, ResourceEvent};
-use private_link_autopilot::sandbox::host_emulator::{HostEmulator, spawn_handler};
+use autopilot_sandbox::events::{self, ResourceEvent};
+use autopilot_sandbox::host_emulator::{HostEmulator, spawn_handler};
 use serde_json::{Value, json};
 
 const NETWORK_API: &str = "2025-07-01";

@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
-use private_link_autopilot::sandbox::harness::{Sandbox, SandboxOptions};
-use private_link_autopilot::sandbox::host_emulator::InvokeOutcome;
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
+use autopilot_sandbox::harness::{Sandbox, SandboxOptions};
+use autopilot_sandbox::host_emulator::InvokeOutcome;
 
 const ZONE: &str = "privatelink.vaultcore.azure.net";
 const SPOKES: [&str; 4] = [

@@ -7,12 +7,10 @@
 //! description pattern never approves by itself; a warning goes out before a requester's
 //! known expiry; a second run writes nothing.
 
+use autopilot_sandbox::fake_arm::FakeArmOptions;
+use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
+use autopilot_sandbox::host_emulator::InvokeOutcome;
 use private_link_autopilot::effects::target_approvals::RequesterRule;
-use private_link_autopilot::sandbox::fake_arm::FakeArmOptions;
-use private_link_autopilot::sandbox::harness::{
-    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-};
-use private_link_autopilot::sandbox::host_emulator::InvokeOutcome;
 use serde_json::Value;
 
 /// A Microsoft-managed subscription (Databricks serverless, say): not ours to read.

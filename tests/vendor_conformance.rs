@@ -11,13 +11,13 @@ mod vendor_conformance;
 
 use std::sync::Arc;
 
+use autopilot_sandbox::fake_vendors::Gate;
+use autopilot_sandbox::fake_vendors::clickhouse::{ClickHouseFake, ClickHouseFakeOptions};
+use autopilot_sandbox::fake_vendors::elastic::{ElasticFake, ElasticFakeOptions};
+use autopilot_sandbox::fake_vendors::zilliz::{ZillizFake, ZillizFakeOptions};
 use private_link_autopilot::effects::vendors::{
     ClickHouse, ClickHouseConfig, Elastic, ElasticConfig, Vendor, VendorEndpoint, Zilliz, ZillizConfig,
 };
-use private_link_autopilot::sandbox::fake_vendors::Gate;
-use private_link_autopilot::sandbox::fake_vendors::clickhouse::{ClickHouseFake, ClickHouseFakeOptions};
-use private_link_autopilot::sandbox::fake_vendors::elastic::{ElasticFake, ElasticFakeOptions};
-use private_link_autopilot::sandbox::fake_vendors::zilliz::{ZillizFake, ZillizFakeOptions};
 use support::env_of;
 use vendor_conformance::Subject;
 

@@ -7,10 +7,10 @@ mod support;
 
 use std::time::Duration;
 
+use autopilot_sandbox::fake_vendors::clickhouse::{ClickHouseFake, ClickHouseFakeOptions};
+use autopilot_sandbox::fake_vendors::count_writes;
 use private_link_autopilot::effects::vendors::clickhouse::{self as ch, ClickHouse, ClickHouseConfig, EndpointIdKind};
 use private_link_autopilot::effects::vendors::{Change, Vendor, VendorEndpoint, VendorErrorKind};
-use private_link_autopilot::sandbox::fake_vendors::clickhouse::{ClickHouseFake, ClickHouseFakeOptions};
-use private_link_autopilot::sandbox::fake_vendors::count_writes;
 use support::env_of;
 
 const PE_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-net/providers/Microsoft.Network/privateEndpoints/pe-clickhouse-westus3";
@@ -300,8 +300,8 @@ async fn clickhouse_fixtures_and_fake_replies_parse_alike() {
 
 // ---------------------------------------------------------------- Elastic
 
+use autopilot_sandbox::fake_vendors::elastic::{ElasticFake, ElasticFakeOptions, Hide};
 use private_link_autopilot::effects::vendors::elastic::{self as es, Elastic, ElasticConfig};
-use private_link_autopilot::sandbox::fake_vendors::elastic::{ElasticFake, ElasticFakeOptions, Hide};
 
 const ES_KEY: &str = "es-api-key-5c4b3a2910";
 const DEPLOYMENT: &str = "a8c854b1ff854d46a4e0ad5cb82ab9a9";
@@ -565,8 +565,8 @@ async fn elastic_fixtures_and_fake_replies_parse_alike() {
 
 // ---------------------------------------------------------------- Zilliz
 
+use autopilot_sandbox::fake_vendors::zilliz::{FakeZillizEndpoint, ZillizFake, ZillizFakeOptions};
 use private_link_autopilot::effects::vendors::zilliz::{self as zz, Zilliz, ZillizConfig};
-use private_link_autopilot::sandbox::fake_vendors::zilliz::{FakeZillizEndpoint, ZillizFake, ZillizFakeOptions};
 
 const ZZ_KEY: &str = "zilliz-key-aa11bb22cc33";
 
@@ -854,7 +854,7 @@ fn vendor_endpoint_from_arm_endpoint_round_trips_through_json() {
 /// even though it is associated, and associates the kept one with every deployment.
 #[tokio::test]
 async fn elastic_register_keeps_the_lowest_id_of_duplicate_rulesets() {
-    use private_link_autopilot::sandbox::fake_vendors::elastic::{ElasticState, FakeRuleset};
+    use autopilot_sandbox::fake_vendors::elastic::{ElasticState, FakeRuleset};
     let fake = elastic_fake().await;
     let client = elastic_client(&elastic_config(&fake), ES_KEY);
     let ruleset = |id: &str, deployments: &[&str]| FakeRuleset {

@@ -8,19 +8,17 @@ mod azurite;
 use std::sync::Arc;
 use std::time::Duration;
 
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions};
+use autopilot_sandbox::fake_vendors::clickhouse::ClickHouseFakeOptions;
+use autopilot_sandbox::fake_vendors::elastic::Hide;
+use autopilot_sandbox::fake_vendors::{Fault, count_writes};
+use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
+use autopilot_sandbox::vendors::{
+    CLICKHOUSE_ALIAS as CH_ALIAS, ELASTIC_ALIAS as ES_ALIAS, SandboxVendors, ZILLIZ_ALIAS as ZZ_ALIAS, ZONES,
+};
 use private_link_autopilot::config::Config;
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::queue::{Delivery, work, worker};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions};
-use private_link_autopilot::sandbox::fake_vendors::clickhouse::ClickHouseFakeOptions;
-use private_link_autopilot::sandbox::fake_vendors::elastic::Hide;
-use private_link_autopilot::sandbox::fake_vendors::{Fault, count_writes};
-use private_link_autopilot::sandbox::harness::{
-    SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,
-};
-use private_link_autopilot::sandbox::vendors::{
-    CLICKHOUSE_ALIAS as CH_ALIAS, ELASTIC_ALIAS as ES_ALIAS, SandboxVendors, ZILLIZ_ALIAS as ZZ_ALIAS, ZONES,
-};
 
 fn clickhouse(name: &str) -> EndpointSpec {
     EndpointSpec::alias(SUB, RG, name, "eastus2", CH_ALIAS)
@@ -551,16 +549,16 @@ mod races {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB};
+    use autopilot_sandbox::vendors::{
+        CLICKHOUSE_ALIAS as CH_ALIAS, ELASTIC_ALIAS as ES_ALIAS, SandboxVendors, ZILLIZ_ALIAS as ZZ_ALIAS,
+    };
     use private_link_autopilot::config::Config;
     use private_link_autopilot::effects::vendors::build_vendors;
     use private_link_autopilot::effects::vendors::ledger::{Ledger, SqliteLedger};
     use private_link_autopilot::effects::vendors::sync::{SyncError, VendorDone, VendorSync};
     use private_link_autopilot::effects::vendors::zilliz::endpoint_id as zilliz_id;
     use private_link_autopilot::model::PrivateEndpoint;
-    use private_link_autopilot::sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB};
-    use private_link_autopilot::sandbox::vendors::{
-        CLICKHOUSE_ALIAS as CH_ALIAS, ELASTIC_ALIAS as ES_ALIAS, SandboxVendors, ZILLIZ_ALIAS as ZZ_ALIAS,
-    };
     use serde_json::json;
 
     pub struct Instances {
@@ -682,8 +680,7 @@ async fn two_instances_registering_at_once_make_one_registration_per_vendor() {
     assert_eq!(rulesets.len(), 1, "exactly one ruleset survives the race: {rulesets:?}");
     let mut deployments = rulesets[0].1.clone();
     deployments.sort();
-    let mut expected =
-        private_link_autopilot::sandbox::fake_vendors::elastic::ElasticFakeOptions::default().deployment_ids;
+    let mut expected = autopilot_sandbox::fake_vendors::elastic::ElasticFakeOptions::default().deployment_ids;
     expected.sort();
     assert_eq!(deployments, expected, "the kept ruleset is associated with every deployment");
 
@@ -748,10 +745,10 @@ async fn a_register_racing_a_deregister_never_leaves_an_unrecorded_allowlisting(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_race_with_the_table_ledger_on_the_fake_table_service() {
+    use autopilot_sandbox::fake_table::FakeTableService;
     use private_link_autopilot::arm::Secret;
     use private_link_autopilot::arm::credential::StaticToken;
     use private_link_autopilot::effects::vendors::ledger::TableLedger;
-    use private_link_autopilot::sandbox::fake_table::FakeTableService;
     let fake = FakeTableService::start("t", 1000).await.unwrap();
     let ledger = TableLedger::new(&fake.base_url(), "vendorregistrations", Arc::new(StaticToken(Secret::new("t"))));
     let w = races::two_instances_with(Duration::from_millis(25), Arc::new(ledger.unwrap())).await;

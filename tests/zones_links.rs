@@ -6,6 +6,11 @@
 
 use std::net::Ipv4Addr;
 
+use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions, dns};
+use autopilot_sandbox::harness::{
+    HUB_RESOURCE_GROUP as HUB_RG, HUB_SUBSCRIPTION as HUB, SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB,
+    Sandbox, SandboxOptions,
+};
 use private_link_autopilot::arm::ArmRequest;
 use private_link_autopilot::arm::client::Method;
 use private_link_autopilot::config::Config;
@@ -13,11 +18,6 @@ use private_link_autopilot::config::ZoneSettings;
 use private_link_autopilot::effects::dns::zones::{LinkState, OWNED_TAG, ZoneState};
 use private_link_autopilot::model::resource_id::ResourceId;
 use private_link_autopilot::reconcile::{DnsAction, Mode, Outcome, Report};
-use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, dns};
-use private_link_autopilot::sandbox::harness::{
-    HUB_RESOURCE_GROUP as HUB_RG, HUB_SUBSCRIPTION as HUB, SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB,
-    Sandbox, SandboxOptions,
-};
 use serde_json::json;
 
 const CH_ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
@@ -378,7 +378,7 @@ async fn the_fake_is_strict_about_links_and_zone_writes() {
     assert_eq!(e.status(), Some(412), "{e}");
 
     // With RBAC on, linking needs `virtualNetworks/join/action` on the VNet, as in Azure.
-    use private_link_autopilot::sandbox::fake_arm::rbac::{Assignment, Grants};
+    use autopilot_sandbox::fake_arm::rbac::{Assignment, Grants};
     sb.arm.set_grants(Some(Grants {
         object_id: "o".into(),
         client_id: "c".into(),

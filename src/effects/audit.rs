@@ -502,7 +502,7 @@ mod catalog_tests {
     const AREAS: [&str; 6] = ["dns", "approval", "vendor", "endpoint", "work", "sweep"];
 
     fn root() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..") // product/ -> the repository
     }
 
     fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

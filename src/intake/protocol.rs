@@ -268,7 +268,7 @@ pub fn json_type_name(v: &Value) -> &'static str {
 }
 
 /// Looks a key up exactly, then case-insensitively (host binding data is case-insensitive).
-pub(crate) fn get_ci<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub fn get_ci<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
 }
 

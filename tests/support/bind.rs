@@ -10,8 +10,8 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-pub use private_link_autopilot::sandbox::bind::KEY_NAME;
-use private_link_autopilot::sandbox::bind::{LocalBind, find_named};
+pub use autopilot_sandbox::bind::KEY_NAME;
+use autopilot_sandbox::bind::{LocalBind, find_named};
 
 pub const ZONES: [&str; 3] = ["privatelink.eastus2.azure.elastic-cloud.com", "example.internal", BULK_ZONE];
 /// A zone big enough that BIND sends its AXFR in several messages (each TSIG-signed,

@@ -16,21 +16,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use autopilot_sandbox::fake_arm::{FakeArm, FakeArmOptions};
+use autopilot_sandbox::fake_servicebus::{FakeQueueOptions, FakeServiceBus, FakeServiceBusOptions};
+use autopilot_sandbox::fake_table::FakeTableService;
+use autopilot_sandbox::harness::{HUB_RESOURCE_GROUP, HUB_SUBSCRIPTION, sandbox_config};
+use autopilot_sandbox::host_emulator::{
+    Bindings, EventGridDelivery, HostEmulator, SbSettlement, ServiceBusProps, SpawnedHandler, spawn_handler,
+};
+use autopilot_sandbox::standalone::serve_env;
+use autopilot_sandbox::vendors::{self, SandboxVendors};
 use private_link_autopilot::arm::Secret;
 use private_link_autopilot::arm::credential::StaticToken;
 use private_link_autopilot::queue::WorkQueue;
 use private_link_autopilot::queue::servicebus::{
     ServiceBusAuth, ServiceBusCredentials, ServiceBusQueue, ServiceBusSettings,
 };
-use private_link_autopilot::sandbox::fake_arm::{FakeArm, FakeArmOptions};
-use private_link_autopilot::sandbox::fake_servicebus::{FakeQueueOptions, FakeServiceBus, FakeServiceBusOptions};
-use private_link_autopilot::sandbox::fake_table::FakeTableService;
-use private_link_autopilot::sandbox::harness::{HUB_RESOURCE_GROUP, HUB_SUBSCRIPTION, sandbox_config};
-use private_link_autopilot::sandbox::host_emulator::{
-    Bindings, EventGridDelivery, HostEmulator, SbSettlement, ServiceBusProps, SpawnedHandler, spawn_handler,
-};
-use private_link_autopilot::sandbox::standalone::serve_env;
-use private_link_autopilot::sandbox::vendors::{self, SandboxVendors};
 use serde_json::Value;
 
 pub const DEAD_LETTER_TABLE: &str = "deadletters";
@@ -150,10 +150,7 @@ impl Fleet {
         set("AUTOPILOT__LEASES__TTL_SECS", "6".into());
         set("AUTOPILOT__ARM__READS_BURST", options.reads.0.to_string());
         set("AUTOPILOT__ARM__READS_PER_SEC", options.reads.1.to_string());
-        set(
-            "AUTOPILOT__SWEEP__SUBSCRIPTIONS",
-            format!("[\"{}\"]", private_link_autopilot::sandbox::harness::SPOKE_SUBSCRIPTION),
-        );
+        set("AUTOPILOT__SWEEP__SUBSCRIPTIONS", format!("[\"{}\"]", autopilot_sandbox::harness::SPOKE_SUBSCRIPTION));
         set("AUTOPILOT__LOG__FILTER", std::env::var("FLEET_LOG").unwrap_or_else(|_| "warn".into()));
         for (k, v) in options.env {
             set(&k, v);

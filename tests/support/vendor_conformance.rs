@@ -18,8 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use autopilot_sandbox::fake_vendors::{Fault, Gate, count_writes};
 use private_link_autopilot::effects::vendors::{Change, Vendor, VendorEndpoint, VendorErrorKind};
-use private_link_autopilot::sandbox::fake_vendors::{Fault, Gate, count_writes};
 
 /// Upper bound for "the parked write arrives"; reached only when something is broken.
 const PATIENCE: Duration = Duration::from_secs(10);

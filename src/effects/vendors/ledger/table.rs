@@ -24,7 +24,7 @@
 //!
 //! Tests run this client against Azurite (Microsoft's emulator, over HTTPS with
 //! `--oauth basic`, so the bearer-token path is the one exercised) and against
-//! `sandbox::fake_table` for what Azurite cannot inject (503s, 403, paging with only
+//! `autopilot_sandbox::fake_table` for what Azurite cannot inject (503s, 403, paging with only
 //! `NextPartitionKey`). [`TableLedger::with_client`] lets a test trust Azurite's
 //! self-signed certificate; production uses [`TableLedger::new`].
 

@@ -20,7 +20,7 @@ use axum::http::Method;
 use serde_json::{Value, json};
 
 use super::{Answer, Call, FakeArm, Shared, World, page};
-use crate::sandbox::host_emulator::new_guid;
+use crate::host_emulator::new_guid;
 
 const KIND: &str = "privateEndpointConnections";
 

@@ -32,7 +32,7 @@ use super::fake_arm::{FakeArm, FakeArmOptions};
 use super::fake_servicebus::{FakeServiceBus, FakeServiceBusOptions};
 use super::harness::{HUB_RESOURCE_GROUP, HUB_SUBSCRIPTION, SPOKE_RESOURCE_GROUP, SPOKE_SUBSCRIPTION, sandbox_config};
 use super::vendors::{self, SandboxVendors};
-use crate::config::Config;
+use private_link_autopilot::config::Config;
 
 /// Common first-party privatelink zones created next to the vendors' zones, so the
 /// usual targets (Key Vault, Blob storage, SQL) get records without setup.
@@ -231,7 +231,7 @@ mod tests {
         assert_eq!(loaded.audit.file, "");
         assert_eq!(loaded.ledger.path, "");
         let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        crate::effects::vendors::build_vendors(&loaded.vendors, lookup).unwrap();
+        private_link_autopilot::effects::vendors::build_vendors(&loaded.vendors, lookup).unwrap();
         let line = sb.describe();
         for key in ["arm_url", "arm_token", "clickhouse_url", "elastic_url", "zilliz_url", "servicebus_url"] {
             assert!(line[key].as_str().is_some_and(|v| !v.is_empty()), "{key}");

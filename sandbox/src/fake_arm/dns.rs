@@ -37,7 +37,7 @@ use axum::http::Method;
 use serde_json::{Map, Value, json};
 
 use super::{Answer, Call, FakeArm, Shared, World, page};
-use crate::sandbox::host_emulator::new_guid;
+use crate::host_emulator::new_guid;
 
 pub const PRIVATE_DNS_API: &str = "2024-06-01";
 const MAX_RECORDS: usize = 20;
@@ -81,7 +81,7 @@ impl RecordView {
 
     /// Whether this product wrote it.
     pub fn is_managed(&self) -> bool {
-        self.metadata.get("managedby").and_then(Value::as_str) == Some(crate::effects::dns::MANAGED_BY)
+        self.metadata.get("managedby").and_then(Value::as_str) == Some(private_link_autopilot::effects::dns::MANAGED_BY)
     }
 }
 

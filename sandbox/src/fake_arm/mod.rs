@@ -267,7 +267,7 @@ impl Shared {
         api_version: &str,
         result: Option<Value>,
     ) -> Vec<(String, String)> {
-        let op = crate::sandbox::host_emulator::new_guid();
+        let op = crate::host_emulator::new_guid();
         let url = |kind: &str| format!("{}{provider_url}/{kind}/{op}?api-version={api_version}", self.base_url);
         let headers = vec![
             ("Azure-AsyncOperation".into(), url(status_kind)),

@@ -16,7 +16,7 @@ use axum::http::Method;
 use serde_json::{Map, Value, json};
 
 use super::{Answer, Call, Operation, Shared};
-use crate::sandbox::host_emulator::new_guid;
+use crate::host_emulator::new_guid;
 
 /// The api-version in the example's `location` (ARM's own operation results).
 const OPERATION_RESULTS_API: &str = "2018-08-01";

@@ -34,12 +34,12 @@ use super::harness::{
 };
 use super::host_emulator::InvokeOutcome;
 use super::vendors::SandboxVendors;
-use crate::arm::Secret;
-use crate::config::ZoneSettings;
-use crate::effects::dns::rfc2136::{Rfc2136Config, Rfc2136Provider};
-use crate::effects::dns::zones::OWNED_TAG;
-use crate::effects::dns::{DnsProvider, Ownership};
-use crate::effects::target_approvals::RequesterRule;
+use private_link_autopilot::arm::Secret;
+use private_link_autopilot::config::ZoneSettings;
+use private_link_autopilot::effects::dns::rfc2136::{Rfc2136Config, Rfc2136Provider};
+use private_link_autopilot::effects::dns::zones::OWNED_TAG;
+use private_link_autopilot::effects::dns::{DnsProvider, Ownership};
+use private_link_autopilot::effects::target_approvals::RequesterRule;
 
 const ZILLIZ_WESTUS3_ALIAS: &str =
     "zilliz-prod-infra-privatelink.6a90fc24-16c3-40c1-a94c-648987ac7422.westus3.azure.privatelinkservice";
@@ -293,7 +293,7 @@ async fn snapshot(sb: &Sandbox, bind: Option<&Rfc2136Provider>) -> Result<Vec<Ro
             let name_of = |k: &str| {
                 known
                     .iter()
-                    .find(|id| crate::effects::dns::opaque_ref(id) == k)
+                    .find(|id| private_link_autopilot::effects::dns::opaque_ref(id) == k)
                     .map_or_else(|| owner_name(k).to_owned(), |id| owner_name(id).to_owned())
             };
             let owner = match &set.ownership {
@@ -410,7 +410,7 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
     let audit_file = std::env::temp_dir().join(format!("autopilot-demo-audit-{}.jsonl", std::process::id()));
     let audit_path = audit_file.display().to_string();
     let vendors = SandboxVendors::start().await.map_err(|e| format!("fake vendors: {e}"))?;
-    let mut vendor_config = crate::config::Config::default();
+    let mut vendor_config = private_link_autopilot::config::Config::default();
     vendors.configure(&mut vendor_config);
     let options = SandboxOptions {
         // Zone and link writes are long-running operations: polled once, without the
@@ -620,7 +620,7 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
         (s["status"].as_str().unwrap_or("-").to_owned(), s["description"].as_str().unwrap_or_default().to_owned())
     };
     println!("  lakeraw         connection {}: {}", owner_name(&connection), state_of(&sb).0);
-    let run = match sb.host.invoke_timer(crate::intake::server::CATCH_UP_FUNCTION, false).await? {
+    let run = match sb.host.invoke_timer(private_link_autopilot::intake::server::CATCH_UP_FUNCTION, false).await? {
         InvokeOutcome::Succeeded(r) => r.return_value,
         InvokeOutcome::Failed(why) => return Err(format!("CatchUp failed: {why}")),
     };
@@ -681,7 +681,9 @@ pub async fn run(choice: BindChoice) -> Result<DemoSummary, String> {
     }
     let listed: Vec<String> = audit_types
         .iter()
-        .map(|(t, n)| format!("{n} {}", t.strip_prefix(crate::effects::audit::TYPE_PREFIX).unwrap_or(t)))
+        .map(|(t, n)| {
+            format!("{n} {}", t.strip_prefix(private_link_autopilot::effects::audit::TYPE_PREFIX).unwrap_or(t))
+        })
         .collect();
     println!(
         "  audit events ({}, CloudEvents com.privatelinkautopilot.*, docs/EVENTS.md): {}",

@@ -2,7 +2,7 @@
 //!
 //! `POST /providers/Microsoft.ResourceGraph/resources` answers from the fake's world
 //! without evaluating KQL: every query is taken to be "the private endpoints of these
-//! subscriptions, ordered by id" (what [`crate::arm::graph::PRIVATE_ENDPOINTS_QUERY`]
+//! subscriptions, ordered by id" (what [`private_link_autopilot::arm::graph::PRIVATE_ENDPOINTS_QUERY`]
 //! asks), and the NIC join column `nicIpConfigs` is added when the query text names it.
 //! The query is *checked*, though, so a typo in a table or column fails here and not
 //! only in Azure ([`check_kql`]): every table it reads (the first word, and the first
@@ -878,7 +878,7 @@ mod tests {
 
     #[test]
     fn the_products_query_uses_known_tables_and_columns() {
-        assert!(check_kql(crate::arm::graph::PRIVATE_ENDPOINTS_QUERY).is_ok());
+        assert!(check_kql(private_link_autopilot::arm::graph::PRIVATE_ENDPOINTS_QUERY).is_ok());
         let e = check_kql("Resourcez | where type =~ 'x'").unwrap_err();
         assert_eq!(e.status.as_u16(), 400);
         assert_eq!(e.body.as_ref().unwrap()["error"]["details"][1]["code"], "UnknownTable");
@@ -891,7 +891,7 @@ mod tests {
 
     #[test]
     fn the_target_side_and_catch_up_queries_are_valid_and_recognised() {
-        let q = crate::effects::target_approvals::pending_connections_query(&[
+        let q = private_link_autopilot::effects::target_approvals::pending_connections_query(&[
             "Microsoft.Storage/storageAccounts".into(),
             "Microsoft.Kusto/clusters".into(),
         ]);
@@ -903,10 +903,10 @@ mod tests {
                 400
             ))
         );
-        let q = crate::reconcile::catch_up::changes_query(86400);
+        let q = private_link_autopilot::reconcile::catch_up::changes_query(86400);
         assert!(check_kql(&q).is_ok(), "{:?}", check_kql(&q).err().and_then(|a| a.body));
         assert_eq!(shape_of(&q).ok(), Some(Shape::Changes(86400)));
-        assert_eq!(shape_of(crate::arm::graph::PRIVATE_ENDPOINTS_QUERY).ok(), Some(Shape::Endpoints));
+        assert_eq!(shape_of(private_link_autopilot::arm::graph::PRIVATE_ENDPOINTS_QUERY).ok(), Some(Shape::Endpoints));
     }
 
     #[test]

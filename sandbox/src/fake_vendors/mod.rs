@@ -53,7 +53,7 @@ macro_rules! common_fake_api {
             self.inner.gate.clear_requests();
         }
         /// The next `count` requests answer with `fault`.
-        pub fn inject(&self, fault: $crate::sandbox::fake_vendors::Fault, count: usize) {
+        pub fn inject(&self, fault: $crate::fake_vendors::Fault, count: usize) {
             self.inner.gate.inject(fault, count);
         }
         /// Drops the faults not yet served (the vendor is back).
@@ -65,11 +65,11 @@ macro_rules! common_fake_api {
             self.inner.gate.set_latency(latency);
         }
         /// The next write waits until the returned hold is released (or dropped).
-        pub fn hold_next_write(&self) -> $crate::sandbox::fake_vendors::WriteHold {
+        pub fn hold_next_write(&self) -> $crate::fake_vendors::WriteHold {
             self.inner.gate.hold_next_write()
         }
         /// The fake's log, faults, latency and write hold as one shared handle.
-        pub fn gate(&self) -> std::sync::Arc<$crate::sandbox::fake_vendors::Gate> {
+        pub fn gate(&self) -> std::sync::Arc<$crate::fake_vendors::Gate> {
             self.inner.gate.clone()
         }
     };

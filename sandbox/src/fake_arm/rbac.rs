@@ -36,7 +36,7 @@ use super::versions::Target;
 use super::{Answer, Call};
 
 /// The checked-in grants of `infra/` (see `tests/rbac.rs` for how it is kept in sync).
-pub use crate::doctor::required::{INFRA_PERMISSIONS_JSON, InfraParams};
+pub use private_link_autopilot::doctor::required::{INFRA_PERMISSIONS_JSON, InfraParams};
 
 /// The sandbox identity's object (principal) id, named in 403 messages.
 pub const SANDBOX_OBJECT_ID: &str = "5a4d3c2b-1e0f-4a9b-8c7d-6e5f4a3b2c1d";
@@ -135,7 +135,7 @@ pub(crate) fn covers(assigned: &str, scope: &str) -> bool {
     a.is_empty() || s == a || s.starts_with(&format!("{a}/"))
 }
 
-use crate::arm::permissions::action_matches;
+use private_link_autopilot::arm::permissions::action_matches;
 
 /// The ARM action a request needs, and the scope it is checked at.
 pub fn required_action(method: &axum::http::Method, target: &Target, path: &str) -> (String, String) {

@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 use serde_json::{Value, json};
 
 use super::{Answer, Call, FakeArm, Shared, World, dns, page};
-use crate::sandbox::host_emulator::new_guid;
+use crate::host_emulator::new_guid;
 
 pub const NETWORK_API: &str = "2025-07-01";
 

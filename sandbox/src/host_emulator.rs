@@ -29,13 +29,13 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::intake::protocol::{decode_value, get_ci};
+use private_link_autopilot::intake::protocol::{decode_value, get_ci};
 
 mod encode;
 mod process;
 
 // Value encoding and process spawning live in their own files; these re-exports keep
-// `crate::sandbox::host_emulator::{HostValue, new_guid, spawn_handler, ...}` working.
+// `crate::host_emulator::{HostValue, new_guid, spawn_handler, ...}` working.
 pub use encode::{HostValue, encode_json, encode_value, new_guid};
 use encode::{format_datetime_offset, format_utc_now};
 pub use process::{

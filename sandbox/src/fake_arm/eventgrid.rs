@@ -64,13 +64,13 @@ fn topic_body(id: &str, name: &str, request: &Value) -> Value {
         "location": "global",
         "identity": {
             "type": "SystemAssigned",
-            "principalId": crate::sandbox::host_emulator::new_guid(),
+            "principalId": crate::host_emulator::new_guid(),
             "tenantId": "00000000-0000-0000-0000-00000000aaaa",
         },
         "properties": {
             "source": request.pointer("/properties/source").cloned().unwrap_or(Value::Null),
             "topicType": request.pointer("/properties/topicType").cloned().unwrap_or(Value::Null),
-            "metricResourceId": crate::sandbox::host_emulator::new_guid(),
+            "metricResourceId": crate::host_emulator::new_guid(),
             "provisioningState": "Succeeded",
         },
     })

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use crate::sandbox::host_emulator::new_guid;
+use crate::host_emulator::new_guid;
 
 /// Which resource event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

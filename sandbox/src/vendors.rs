@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::fake_vendors::clickhouse::{ClickHouseFake, ClickHouseFakeOptions};
 use super::fake_vendors::elastic::{ElasticFake, ElasticFakeOptions};
 use super::fake_vendors::zilliz::{ZillizFake, ZillizFakeOptions};
-use crate::config::Config;
+use private_link_autopilot::config::Config;
 
 /// Private Link Service aliases of the three vendors in the sandbox's region (`eastus2`),
 /// exactly as the fake vendors publish them (ClickHouse `privateEndpointConfig`, Zilliz's

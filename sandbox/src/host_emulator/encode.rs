@@ -74,5 +74,5 @@ pub(super) fn format_utc_now(t: OffsetDateTime) -> String {
 
 /// A random version-4-shaped GUID (the host uses `Guid.NewGuid()`); not for security.
 pub fn new_guid() -> String {
-    crate::model::new_guid()
+    private_link_autopilot::model::new_guid()
 }

@@ -14,12 +14,12 @@ use tokio::sync::watch;
 use super::events::{self, ResourceEvent};
 use super::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, dns};
 use super::host_emulator::{Bindings, EventGridDelivery, HostEmulator};
-use crate::app::{App, ZoneRoute};
-use crate::arm::Secret;
-use crate::arm::credential::StaticToken;
-use crate::config::Config;
-use crate::queue::servicebus::ServiceBusQueue;
-use crate::queue::{SqliteQueue, WorkQueue, worker};
+use private_link_autopilot::app::{App, ZoneRoute};
+use private_link_autopilot::arm::Secret;
+use private_link_autopilot::arm::credential::StaticToken;
+use private_link_autopilot::config::Config;
+use private_link_autopilot::queue::servicebus::ServiceBusQueue;
+use private_link_autopilot::queue::{SqliteQueue, WorkQueue, worker};
 
 /// The hub subscription and resource group holding the private DNS zones.
 pub const HUB_SUBSCRIPTION: &str = "11111111-1111-1111-1111-111111111111";
@@ -136,7 +136,7 @@ impl Sandbox {
         let listener =
             tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("handler listener: {e}"))?;
         let handler_addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let router = crate::intake::server::router(app.clone());
+        let router = private_link_autopilot::intake::server::router(app.clone());
         let mut stopped_server = stopped.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, router)
@@ -146,7 +146,10 @@ impl Sandbox {
                 .await;
         });
         // Binding names as in handlers/*/function.json (tests/function_app.rs checks them).
-        let bindings = Bindings { service_bus: crate::queue::trigger::MESSAGE_BINDING.into(), ..Bindings::default() };
+        let bindings = Bindings {
+            service_bus: private_link_autopilot::queue::trigger::MESSAGE_BINDING.into(),
+            ..Bindings::default()
+        };
         let host = HostEmulator::new(&format!("http://{handler_addr}")).with_bindings(bindings);
         Ok(Self { arm, app, host, handler_addr, stop })
     }

@@ -194,6 +194,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Package { binary, out } => {
             let binary = match binary {
                 Some(b) => b,
+                None if cfg!(feature = "sandbox") => {
+                    return Err("this build contains the sandbox (the fakes); package the deployable one: \
+                         cargo run --release -p autopilot --no-default-features -- package"
+                        .into());
+                }
                 None => std::env::current_exe().map_err(|e| format!("cannot locate this binary: {e}"))?,
             };
             let zip = packaging::package(Path::new(env!("CARGO_MANIFEST_DIR")), &binary, &out)?;

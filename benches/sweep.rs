@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use private_link_autopilot::effects::dns::azure::encode_metadata;
-use private_link_autopilot::effects::dns::{Owners, Share, target_ref, vnet_ref};
+use private_link_autopilot::model::ownership::{Owners, Share, target_ref, vnet_ref};
 use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
 use private_link_autopilot::sandbox::harness::{Sandbox, SandboxOptions};
 use private_link_autopilot::sandbox::host_emulator::InvokeOutcome;

@@ -14,10 +14,10 @@ use crate::config::ReconcileSettings;
 use crate::effects::approvals::{self, ApprovalAction, ApprovalSettings};
 use crate::effects::audit::{AuditEvent, AuditSink};
 use crate::effects::dns::zones::{ZoneManager, ZoneReport};
-use crate::effects::dns::{ARecordSet, DnsError, DnsErrorKind, DnsRouter, RecordKey};
+use crate::effects::dns::{ARecordSet, DnsError, DnsErrorKind, DnsRouter};
 use crate::effects::marks::{self, MarkSettings};
 use crate::effects::vendors::sync::{VendorIntent, VendorPlan, VendorSync};
-use crate::model::{PrivateEndpoint, ResourceId};
+use crate::model::{PrivateEndpoint, RecordKey, ResourceId};
 use crate::telemetry::Stats;
 
 use super::exclusive::{Exclusive, Refused};

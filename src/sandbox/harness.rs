@@ -15,9 +15,9 @@ use super::events::{self, ResourceEvent};
 use super::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, dns};
 use super::host_emulator::{Bindings, EventGridDelivery, HostEmulator};
 use crate::app::{App, ZoneRoute};
-use crate::arm::Secret;
 use crate::arm::credential::StaticToken;
 use crate::config::Config;
+use crate::model::Secret;
 use crate::queue::servicebus::ServiceBusQueue;
 use crate::queue::{SqliteQueue, WorkQueue, worker};
 

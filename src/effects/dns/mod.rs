@@ -1,7 +1,7 @@
 //! DNS providers: where A records for private endpoints are written.
 //!
-//! The reconciler speaks one small vocabulary ([`RecordKey`], [`ARecordSet`],
-//! [`Ownership`]) and one trait ([`DnsProvider`]); each backend (Azure Private DNS over
+//! The reconciler speaks one small vocabulary ([`RecordKey`] and [`Ownership`] from
+//! `model`, [`ARecordSet`] here) and one trait ([`DnsProvider`]); each backend (Azure Private DNS over
 //! ARM, RFC 2136 dynamic update) translates it to its wire format and keeps ownership
 //! where that backend can keep it (record-set metadata in Azure, a TXT record beside the
 //! name on a plain DNS server). This is ExternalDNS's provider + registry split.
@@ -11,7 +11,7 @@
 //! surfaces as [`DnsErrorKind::PreconditionFailed`] and the reconciler re-reads and
 //! re-plans instead of clobbering a concurrent change.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -23,150 +23,16 @@ pub mod zones;
 
 pub use router::DnsRouter;
 
-/// The marker we write into every record set we manage.
-pub const MANAGED_BY: &str = "pl-autopilot";
+// The record vocabulary is shared with the catalog and the planner, so it lives in
+// `model`; these re-exports keep `effects::dns::{RecordKey, Ownership, ...}` working.
+pub use crate::model::ownership::{
+    MANAGED_BY, OPAQUE_PREFIX, Owners, Ownership, Share, opaque_ref, owner_key_of, same_ref, target_ref, vnet_ref,
+};
+pub use crate::model::record_key::RecordKey;
 
 /// Azure Private DNS allows at most 20 records in one record set; we apply the same
 /// bound everywhere so a plan behaves the same on every backend.
 pub const MAX_RECORDS_PER_SET: usize = 20;
-
-/// A record set's address: a zone and a name relative to it, and which copy of the zone
-/// when one name lives in several places (replicas: DR hubs, per-VNet copies).
-/// Zone and name are lower-case, without trailing dots; the apex is `@`, a wildcard `*`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-pub struct RecordKey {
-    pub zone: String,
-    pub name: String,
-    /// The replica (`subscription/resource-group`, lower case) of a zone configured in
-    /// several places; empty for a zone that lives in one place. Each replica holds its
-    /// own record, with its own ownership and conflicts.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub replica: String,
-}
-
-impl RecordKey {
-    pub fn new(zone: &str, name: &str) -> Self {
-        let zone = zone.trim_end_matches('.').to_ascii_lowercase();
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let name = if name.is_empty() { "@".to_string() } else { name };
-        Self { zone, name, replica: String::new() }
-    }
-    /// The same name in one replica of its zone.
-    pub fn in_replica(&self, replica: &str) -> Self {
-        Self { replica: replica.to_ascii_lowercase(), ..self.clone() }
-    }
-    /// `fqdn` plus the replica, when there is one: how plan and status name a record.
-    pub fn label(&self) -> String {
-        if self.replica.is_empty() { self.fqdn() } else { format!("{} [{}]", self.fqdn(), self.replica) }
-    }
-    /// Fully-qualified name without trailing dot.
-    pub fn fqdn(&self) -> String {
-        if self.name == "@" { self.zone.clone() } else { format!("{}.{}", self.name, self.zone) }
-    }
-}
-
-impl fmt::Display for RecordKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.replica.is_empty() {
-            write!(f, "{} (zone {})", self.fqdn(), self.zone)
-        } else {
-            write!(f, "{} (zone {} in {})", self.fqdn(), self.zone, self.replica)
-        }
-    }
-}
-
-/// One owner's part of a managed record set.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
-pub struct Share {
-    /// The addresses this endpoint contributes.
-    pub addresses: BTreeSet<Ipv4Addr>,
-    /// What the endpoint points at ([`target_ref`]): a second endpoint may join a name
-    /// only if it points at the same thing. Empty when an older version wrote the share.
-    pub target: String,
-    /// The endpoint's virtual network ([`vnet_ref`]), so the plan can tell a share from
-    /// another VNet (whose address only resolves usefully where routing reaches it).
-    pub vnet: String,
-}
-
-impl Share {
-    pub fn new(addresses: BTreeSet<Ipv4Addr>, target: &str, vnet: &str) -> Self {
-        Self { addresses, target: target.to_owned(), vnet: vnet.to_owned() }
-    }
-}
-
-/// Owners of a managed set, keyed by owner key: the lower-cased private endpoint id, or
-/// its [`opaque_ref`] where the backend is readable by everyone (RFC 2136 TXT).
-pub type Owners = BTreeMap<String, Share>;
-
-/// Who a record set belongs to, as recorded by the backend.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Ownership {
-    /// Ours: one [`Share`] per endpoint. Several endpoints may share one name (a regional
-    /// wildcard) where the catalog says the name is shared; the record's addresses are
-    /// the union of the shares.
-    Managed(Owners),
-    /// Not ours: no marker, another manager's marker, a private DNS zone group, or
-    /// auto-registration. The string says who, as far as the backend can tell.
-    Foreign(String),
-}
-
-impl Ownership {
-    pub fn is_managed(&self) -> bool {
-        matches!(self, Ownership::Managed(_))
-    }
-}
-
-/// The owner key under which `endpoint` (a lower-cased endpoint id) appears in `owners`,
-/// whether the backend stored the id itself or its opaque form.
-pub fn owner_key_of(owners: &Owners, endpoint: &str) -> Option<String> {
-    if owners.contains_key(endpoint) {
-        return Some(endpoint.to_owned());
-    }
-    let opaque = opaque_ref(endpoint);
-    owners.contains_key(&opaque).then_some(opaque)
-}
-
-/// Prefix of an opaque reference (a hash standing for an id that must not be published).
-pub const OPAQUE_PREFIX: &str = "h:";
-
-/// An opaque, stable stand-in for `value` (case-insensitive): `h:` and 32 hex digits of
-/// its SHA-256. Used where ownership is readable by every DNS client (RFC 2136), so
-/// subscription ids, resource groups and endpoint names are not published.
-pub fn opaque_ref(value: &str) -> String {
-    use sha2::Digest;
-    if value.starts_with(OPAQUE_PREFIX) {
-        return value.to_owned();
-    }
-    let digest = sha2::Sha256::digest(value.to_ascii_lowercase().as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("{OPAQUE_PREFIX}{hex}")
-}
-
-/// Whether two references (ids, aliases, or their opaque forms) name the same thing.
-/// An empty reference (not recorded) matches nothing.
-pub fn same_ref(a: &str, b: &str) -> bool {
-    if a.is_empty() || b.is_empty() {
-        return false;
-    }
-    a.eq_ignore_ascii_case(b) || opaque_ref(a) == opaque_ref(b)
-}
-
-/// The canonical reference of what an endpoint points at: the lower-cased resource id
-/// or alias.
-pub fn target_ref(target: &str) -> String {
-    target.trim().to_ascii_lowercase()
-}
-
-/// The canonical reference of a subnet's virtual network (the id up to
-/// `/virtualNetworks/<name>`, lower-cased); empty when unknown.
-pub fn vnet_ref(subnet_id: Option<&str>) -> String {
-    let Some(subnet) = subnet_id else { return String::new() };
-    let lower = subnet.to_ascii_lowercase();
-    match lower.find("/subnets/") {
-        Some(i) => lower[..i].to_owned(),
-        None => lower,
-    }
-}
 
 /// An A record set as read from, or to be written to, a backend.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

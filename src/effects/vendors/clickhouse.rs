@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Change, HttpSettings, Transport, Vendor, VendorEndpoint, VendorError, clip};
-use crate::arm::credential::Secret;
+use crate::model::Secret;
 
 /// Which identifier ClickHouse gets for a private endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{ClickHouse, ClickHouseConfig, Elastic, ElasticConfig, Vendor, Zilliz, ZillizConfig, routing};
-use crate::arm::credential::Secret;
+use crate::model::Secret;
 
 /// The `[vendors]` configuration section; each vendor is off unless `enabled`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

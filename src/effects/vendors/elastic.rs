@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Change, HttpSettings, Transport, Vendor, VendorEndpoint, VendorError, clip};
-use crate::arm::credential::Secret;
+use crate::model::Secret;
 
 /// The error code Elastic answers while it cannot see the pending connection.
 pub const CONNECTION_NOT_FOUND: &str = "traffic_filter.azure_private_link_connection_not_found";

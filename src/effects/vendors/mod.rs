@@ -19,7 +19,7 @@
 //! per-key [`rate_limit::RateLimiter`] matching the vendor's published limit.
 //!
 //! Secrets: configuration holds only the *names* of the environment variables (in Azure,
-//! app settings that are Key Vault references). Values live in [`crate::arm::Secret`], which never
+//! app settings that are Key Vault references). Values live in [`crate::model::Secret`], which never
 //! prints, and error messages are built from vendor error text, never from a header.
 //!
 //! Error text says each thing once, so a dead-letter reason reads in one glance: a

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Change, HttpSettings, Transport, Vendor, VendorEndpoint, VendorError, clip};
-use crate::arm::credential::Secret;
+use crate::model::Secret;
 
 /// `[vendors.zilliz]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -81,7 +81,7 @@ impl RecordView {
 
     /// Whether this product wrote it.
     pub fn is_managed(&self) -> bool {
-        self.metadata.get("managedby").and_then(Value::as_str) == Some(crate::effects::dns::MANAGED_BY)
+        self.metadata.get("managedby").and_then(Value::as_str) == Some(crate::model::ownership::MANAGED_BY)
     }
 }
 

@@ -12,9 +12,9 @@
 //!
 //! Why writes are unconditional: only the timer functions write here, and the Functions
 //! host runs a timer trigger on one instance at a time (a storage lease), so there is one
-//! writer. The watermark additionally only moves forward ([`crate::reconcile::catch_up`]
-//! reads before it writes), and every fact here is a hint: losing one costs a full sweep
-//! or a repeated audit line, never a wrong approval.
+//! writer. The watermark additionally only moves forward (its reader, the reconcile
+//! layer's catch-up, reads before it writes), and every fact here is a hint: losing one
+//! costs a full sweep or a repeated audit line, never a wrong approval.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -167,7 +167,7 @@ impl SmallState for TableState {
 
 /// The store `[ledger]` names (the same place as the vendor ledger).
 pub fn from_ledger_settings(
-    l: &crate::config::LedgerSettings,
+    l: &crate::effects::vendors::ledger::LedgerSettings,
     credential: &Arc<dyn TokenSource>,
 ) -> Result<Arc<dyn SmallState>, String> {
     match l.kind.as_str() {

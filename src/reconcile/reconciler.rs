@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use crate::arm::endpoints::{EndpointState, read_endpoint};
 use crate::arm::{ArmClient, ArmError};
 use crate::catalog::Catalog;
-use crate::config::ReconcileSettings;
 use crate::effects::approvals::{self, ApprovalAction, ApprovalSettings};
 use crate::effects::audit::{AuditEvent, AuditSink};
 use crate::effects::dns::zones::{ZoneManager, ZoneReport};
@@ -22,6 +21,7 @@ use crate::telemetry::Stats;
 
 use super::exclusive::{Exclusive, Refused};
 use super::plan::{self, DnsAction};
+use super::settings::ReconcileSettings;
 
 /// How many times one record is re-read and re-planned after losing a race (412).
 const MAX_PRECONDITION_ROUNDS: usize = 3;

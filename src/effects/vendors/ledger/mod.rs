@@ -33,8 +33,11 @@
 //! in the function app's own storage account (managed identity) in Azure. Both pass the
 //! same behaviour suite (`tests/ledger.rs`), the Table one against a fake and Azurite.
 
+pub mod settings;
 pub mod sqlite;
 pub mod table;
+
+pub use settings::LedgerSettings;
 
 use std::fmt;
 

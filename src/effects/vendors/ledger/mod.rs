@@ -43,7 +43,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::VendorEndpoint;
+use super::api::VendorEndpoint;
 
 pub use sqlite::SqliteLedger;
 pub use table::TableLedger;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Ledger, LedgerError, Registration, Version, endpoint_key};
-use crate::effects::vendors::VendorEndpoint;
+use crate::effects::vendors::api::VendorEndpoint;
 use crate::model::now_unix;
 
 #[derive(Debug, Clone)]

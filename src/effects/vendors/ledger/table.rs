@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use super::{Ledger, LedgerError, Registration, Version, endpoint_key};
 use crate::arm::TokenSource;
 use crate::arm::table::{TableAnswer as Answer, TableError, TableRest, quote};
-use crate::effects::vendors::VendorEndpoint;
+use crate::effects::vendors::api::VendorEndpoint;
 use crate::model::now_unix;
 
 #[derive(Debug)]

@@ -30,7 +30,6 @@ pub use crate::model::Mode;
 // The report types, vendor convergence and the approval re-check live in their own
 // files; these re-exports keep `crate::reconcile::reconciler::{Report, Outcome, ...}`.
 pub use super::report::{Applied, Outcome, Report};
-pub use super::vendor::VendorRun;
 
 #[derive(Debug)]
 pub struct Reconciler {

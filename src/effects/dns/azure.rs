@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{ARecordSet, DnsError, DnsErrorKind, DnsProvider};
+use super::provider::{ARecordSet, DnsError, DnsErrorKind, DnsProvider};
 use crate::arm::client::Method;
 use crate::arm::{ArmClient, ArmError, ArmRequest};
 use crate::model::RecordKey;

@@ -43,7 +43,7 @@ use hickory_proto::serialize::binary::BinEncodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{ARecordSet, DnsError, DnsErrorKind, DnsProvider};
+use super::provider::{ARecordSet, DnsError, DnsErrorKind, DnsProvider};
 use crate::backoff::Backoff;
 use crate::model::RecordKey;
 use crate::model::Secret;
@@ -634,12 +634,12 @@ fn add_same_as_read(msg: &mut Message, previous: &ARecordSet, name: &Name, txt_n
 }
 
 fn check_set(set: &ARecordSet) -> Result<(), DnsError> {
-    if set.addresses.len() > super::MAX_RECORDS_PER_SET {
+    if set.addresses.len() > super::provider::MAX_RECORDS_PER_SET {
         return Err(DnsError::permanent(format!(
             "{} would hold {} addresses; the limit is {}",
             set.key,
             set.addresses.len(),
-            super::MAX_RECORDS_PER_SET
+            super::provider::MAX_RECORDS_PER_SET
         )));
     }
     Ok(())

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::azure::{PRIVATE_DNS_API, ZoneDirectory, ZoneLocation, map_err};
-use super::{DnsError, DnsErrorKind};
+use super::provider::{DnsError, DnsErrorKind};
 use crate::arm::client::Method;
 use crate::arm::{ArmClient, ArmError, ArmRequest};
 use crate::model::RecordKey;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Ledger, LedgerError, Registration, Version, endpoint_key};
+use super::api::{Ledger, LedgerError, Registration, Version, endpoint_key};
 use crate::effects::vendors::api::VendorEndpoint;
 use crate::model::now_unix;
 

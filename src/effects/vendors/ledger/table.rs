@@ -33,7 +33,7 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Ledger, LedgerError, Registration, Version, endpoint_key};
+use super::api::{Ledger, LedgerError, Registration, Version, endpoint_key};
 use crate::arm::TokenSource;
 use crate::arm::table::{TableAnswer as Answer, TableError, TableRest, quote};
 use crate::effects::vendors::api::VendorEndpoint;

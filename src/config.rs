@@ -35,7 +35,7 @@ pub struct Config {
     pub leases: LeaseSettings,
     pub log: LogSettings,
     pub coverage: crate::reconcile::coverage::CoverageSettings,
-    pub doctor: crate::doctor::DoctorSettings,
+    pub doctor: crate::doctor::settings::DoctorSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

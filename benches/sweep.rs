@@ -12,7 +12,7 @@ use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions, MemberSpec};
 use autopilot_sandbox::harness::{Sandbox, SandboxOptions};
 use autopilot_sandbox::host_emulator::InvokeOutcome;
 use private_link_autopilot::effects::dns::azure::encode_metadata;
-use private_link_autopilot::effects::dns::{Owners, Share, target_ref, vnet_ref};
+use private_link_autopilot::model::ownership::{Owners, Share, target_ref, vnet_ref};
 
 const ZONE: &str = "privatelink.vaultcore.azure.net";
 const SUBSCRIPTIONS: usize = 10;

@@ -198,8 +198,8 @@ pub type ZoneRoute = (String, Arc<dyn DnsProvider>);
 /// server's TSIG secret is read from the environment variable its settings name
 /// (a Key Vault reference in Azure); a missing one is an error naming that variable.
 pub fn rfc2136_routes(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Vec<ZoneRoute>, String> {
-    use crate::arm::Secret;
     use crate::effects::dns::rfc2136::{Rfc2136Config, Rfc2136Provider};
+    use crate::model::Secret;
     let mut providers: std::collections::HashMap<String, Arc<dyn DnsProvider>> = Default::default();
     for s in &config.dns.servers {
         let server = s

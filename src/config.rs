@@ -35,7 +35,7 @@ pub struct Config {
     pub leases: LeaseSettings,
     pub log: LogSettings,
     pub coverage: crate::reconcile::coverage::CoverageSettings,
-    pub doctor: crate::doctor::DoctorSettings,
+    pub doctor: crate::doctor::settings::DoctorSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,41 +213,8 @@ impl Default for CatalogSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReconcileSettings {
-    /// Work done inside one Event Grid invocation must finish well before Event Grid's
-    /// 30 s answer window; whatever is left is handed to the queue.
-    pub deadline_ms: u64,
-    /// Reconciles running at once in one process.
-    pub max_parallel: usize,
-    pub retry_base_secs: u64,
-    pub retry_max_secs: u64,
-    /// Give up (dead-letter) after this long of failing.
-    pub retry_window_secs: u64,
-    /// How long a zone listing may be reused when looking for a deleted endpoint's records.
-    pub zone_scan_cache_secs: u64,
-    /// How often the vendors are asked for their published aliases (`reconcile/known.rs`).
-    pub known_names_refresh_secs: u64,
-    /// A queued work item (retry, vendor call, re-check) must finish within this, below
-    /// host.json's functionTimeout (5 min): past it the host kills the whole handler.
-    pub work_deadline_secs: u64,
-}
-
-impl Default for ReconcileSettings {
-    fn default() -> Self {
-        Self {
-            deadline_ms: 20_000,
-            max_parallel: 32,
-            retry_base_secs: 5,
-            retry_max_secs: 900,
-            retry_window_secs: 24 * 3600,
-            zone_scan_cache_secs: 10,
-            known_names_refresh_secs: 600,
-            work_deadline_secs: 240,
-        }
-    }
-}
+/// `[reconcile]` is the reconciler's own settings type; `Config` embeds it.
+pub use crate::reconcile::settings::ReconcileSettings;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -345,32 +312,8 @@ impl Default for AuditSettings {
     }
 }
 
-/// `[ledger]`: where vendor registrations are written down (see
-/// `effects::vendors::ledger`). `sqlite` for a laptop and the demo; `table` (Azure Table
-/// storage in the app's own storage account, managed identity) in Azure, where an
-/// instance has no durable disk.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LedgerSettings {
-    /// `sqlite` or `table`.
-    pub kind: String,
-    /// SQLite file (`kind = "sqlite"`); empty = in memory (tests only: lost on exit).
-    pub path: String,
-    /// `https://<account>.table.core.windows.net` (`kind = "table"`).
-    pub table_endpoint: String,
-    pub table: String,
-}
-
-impl Default for LedgerSettings {
-    fn default() -> Self {
-        Self {
-            kind: "sqlite".into(),
-            path: ".autopilot/ledger.sqlite".into(),
-            table_endpoint: String::new(),
-            table: "vendorregistrations".into(),
-        }
-    }
-}
+/// `[ledger]` is the ledger's own settings type; `Config` embeds it.
+pub use crate::effects::vendors::ledger::LedgerSettings;
 
 /// `[leases]`: one writer per endpoint across instances (see `arm::lease` for why a
 /// lease and `reconcile::exclusive` for how it is held). `local` (one process: the

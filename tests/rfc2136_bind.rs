@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use private_link_autopilot::arm::Secret;
 use private_link_autopilot::effects::dns::rfc2136::{Rfc2136Config, Rfc2136Provider};
-use private_link_autopilot::effects::dns::{
-    ARecordSet, DnsErrorKind, DnsProvider, Ownership, RecordKey, Share, opaque_ref,
-};
+use private_link_autopilot::effects::dns::{ARecordSet, DnsErrorKind, DnsProvider};
+use private_link_autopilot::model::ownership::{Share, opaque_ref};
+use private_link_autopilot::model::{Ownership, RecordKey};
 
 const ZONE: &str = "privatelink.eastus2.azure.elastic-cloud.com";
 const PE_A: &str = "/subscriptions/s/resourceGroups/RG/providers/Microsoft.Network/privateEndpoints/pe-a";

@@ -34,12 +34,13 @@ use super::harness::{
 };
 use super::host_emulator::InvokeOutcome;
 use super::vendors::SandboxVendors;
-use private_link_autopilot::arm::Secret;
 use private_link_autopilot::config::ZoneSettings;
+use private_link_autopilot::effects::dns::DnsProvider;
 use private_link_autopilot::effects::dns::rfc2136::{Rfc2136Config, Rfc2136Provider};
 use private_link_autopilot::effects::dns::zones::OWNED_TAG;
-use private_link_autopilot::effects::dns::{DnsProvider, Ownership};
 use private_link_autopilot::effects::target_approvals::RequesterRule;
+use private_link_autopilot::model::Ownership;
+use private_link_autopilot::model::Secret;
 
 const ZILLIZ_WESTUS3_ALIAS: &str =
     "zilliz-prod-infra-privatelink.6a90fc24-16c3-40c1-a94c-648987ac7422.westus3.azure.privatelinkservice";
@@ -293,7 +294,7 @@ async fn snapshot(sb: &Sandbox, bind: Option<&Rfc2136Provider>) -> Result<Vec<Ro
             let name_of = |k: &str| {
                 known
                     .iter()
-                    .find(|id| private_link_autopilot::effects::dns::opaque_ref(id) == k)
+                    .find(|id| private_link_autopilot::model::ownership::opaque_ref(id) == k)
                     .map_or_else(|| owner_name(k).to_owned(), |id| owner_name(id).to_owned())
             };
             let owner = match &set.ownership {

@@ -49,7 +49,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 use url::form_urlencoded;
 
-use private_link_autopilot::arm::credential::Secret;
+use private_link_autopilot::model::Secret;
 
 const DLQ: &str = "$DeadLetterQueue";
 /// Headers that are protocol, not custom properties.

@@ -15,9 +15,9 @@ use super::events::{self, ResourceEvent};
 use super::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, dns};
 use super::host_emulator::{Bindings, EventGridDelivery, HostEmulator};
 use private_link_autopilot::app::{App, ZoneRoute};
-use private_link_autopilot::arm::Secret;
 use private_link_autopilot::arm::credential::StaticToken;
 use private_link_autopilot::config::Config;
+use private_link_autopilot::model::Secret;
 use private_link_autopilot::queue::servicebus::ServiceBusQueue;
 use private_link_autopilot::queue::{SqliteQueue, WorkQueue, worker};
 

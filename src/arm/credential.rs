@@ -26,29 +26,9 @@ use azure_identity::{
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-/// A secret string whose `Debug`/`Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    /// The only way to read the value; grep for it in reviews.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+// `Secret` is shared by every client that holds a credential (vendors, RFC 2136 TSIG,
+// Service Bus), so it lives in `model`; re-exported here for `arm::credential::Secret`.
+pub use crate::model::Secret;
 
 /// Something that hands out bearer tokens for a scope such as
 /// `https://management.azure.com/.default`.

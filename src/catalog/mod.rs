@@ -12,8 +12,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::effects::dns::RecordKey;
-use crate::model::{LinkTarget, PrivateEndpoint};
+use crate::model::ownership::{target_ref, vnet_ref};
+use crate::model::{LinkTarget, PrivateEndpoint, RecordKey};
 
 pub const BUILTIN: &str = include_str!("builtin.toml");
 
@@ -306,11 +306,11 @@ impl Catalog {
             ..Default::default()
         };
         let target_ref = match pe.target() {
-            Some(LinkTarget::Alias(a)) => crate::effects::dns::target_ref(a),
-            Some(LinkTarget::Resource(r)) => crate::effects::dns::target_ref(r.as_str()),
+            Some(LinkTarget::Alias(a)) => target_ref(a),
+            Some(LinkTarget::Resource(r)) => target_ref(r.as_str()),
             _ => String::new(),
         };
-        let vnet = crate::effects::dns::vnet_ref(pe.subnet_id.as_deref());
+        let vnet = vnet_ref(pe.subnet_id.as_deref());
         let sharing = match (target.dns.shared, self.share_across_vnets) {
             (false, _) => Sharing::Exclusive,
             (true, false) => Sharing::SameVnet,

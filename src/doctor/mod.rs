@@ -30,22 +30,15 @@
 
 mod checks;
 pub mod required;
+pub mod settings;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::app::App;
 
-/// `[doctor]`: what only doctor reads.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DoctorSettings {
-    /// ARM id of the vault holding the vendor secrets (infra's `AZURE_KEY_VAULT_NAME`).
-    pub key_vault_id: String,
-    /// ARM id of the audit topic (`audit.topic_endpoint`'s topic).
-    pub audit_topic_id: String,
-    /// VNet ids every Azure zone in `dns.zones` must be linked to; empty = at least one link.
-    pub zone_links: Vec<String>,
-}
+// `Config` embeds the `[doctor]` section, so it lives in a leaf file that imports
+// nothing of the app: `config -> doctor/settings` then closes no circle.
+pub use settings::DoctorSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -81,7 +81,46 @@ pub struct ApprovalSettings {
     pub target_types: Vec<String>,
     /// Target side: named requester rules (`[[approvals.requesters]]`), tried before the
     /// requester lists above; the rule's name goes into the approval's description.
-    pub requesters: Vec<crate::effects::target_approvals::RequesterRule>,
+    pub requesters: Vec<RequesterRule>,
+}
+
+/// `[[approvals.requesters]]`: one requester (a service, a partner) the operator knows.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RequesterRule {
+    /// Goes into the approval's description and the audit (e.g. `databricks-ncc`).
+    pub name: String,
+    /// Subscriptions the requester's endpoints live in (authoritative: ARM sets the id).
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+    /// Tenants of those subscriptions (only usable when our identity may read them).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// `*`-glob the endpoint's *name* must also match: a hint, it only narrows.
+    #[serde(default)]
+    pub endpoint_name_pattern: String,
+    /// `*`-glob the connection's description (the request message) must also match: a
+    /// hint, it only narrows.
+    #[serde(default)]
+    pub description_pattern: String,
+    /// `false`: recognise (for the expiry warning) but leave approval to a person.
+    #[serde(default = "yes")]
+    pub approve: bool,
+    /// The requester gives up on a connection this long after creating it (Databricks
+    /// NCC: 14 days = 1209600); 0 = never.
+    #[serde(default)]
+    pub expires_after_secs: u64,
+    /// How long before that the warning goes out (default 3 days).
+    #[serde(default = "default_warn_before")]
+    pub warn_before_secs: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_warn_before() -> u64 {
+    3 * 24 * 3600
 }
 
 impl Default for ApprovalSettings {

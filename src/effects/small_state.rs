@@ -12,9 +12,9 @@
 //!
 //! Why writes are unconditional: only the timer functions write here, and the Functions
 //! host runs a timer trigger on one instance at a time (a storage lease), so there is one
-//! writer. The watermark additionally only moves forward ([`crate::reconcile::catch_up`]
-//! reads before it writes), and every fact here is a hint: losing one costs a full sweep
-//! or a repeated audit line, never a wrong approval.
+//! writer. The watermark additionally only moves forward (its reader, the reconcile
+//! layer's catch-up, reads before it writes), and every fact here is a hint: losing one
+//! costs a full sweep or a repeated audit line, never a wrong approval.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use crate::arm::TokenSource;
 use crate::arm::table::{TableError, TableRest, quote};
+use crate::effects::vendors::ledger::sqlite::open_connection;
 
 /// The Azure Table partition these rows live in, beside the ledger's vendor partitions.
 pub const PARTITION: &str = "autopilot-state";
@@ -45,18 +46,14 @@ pub struct SqliteState {
 
 impl SqliteState {
     pub fn open(path: &Path) -> Result<Self, String> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        Self::init(Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?)
+        Self::init(open_connection(Some(path), "")?)
     }
 
     pub fn open_in_memory() -> Result<Self, String> {
-        Self::init(Connection::open_in_memory().map_err(|e| e.to_string())?)
+        Self::init(open_connection(None, "")?)
     }
 
     fn init(conn: Connection) -> Result<Self, String> {
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
         conn.execute_batch("CREATE TABLE IF NOT EXISTS small_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             .map_err(|e| format!("cannot create the small_state table: {e}"))?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
@@ -167,7 +164,7 @@ impl SmallState for TableState {
 
 /// The store `[ledger]` names (the same place as the vendor ledger).
 pub fn from_ledger_settings(
-    l: &crate::config::LedgerSettings,
+    l: &crate::effects::vendors::ledger::LedgerSettings,
     credential: &Arc<dyn TokenSource>,
 ) -> Result<Arc<dyn SmallState>, String> {
     match l.kind.as_str() {

@@ -1,11 +1,21 @@
-//! The vocabulary: resource ids and the private endpoint as read from ARM.
+//! The vocabulary every layer shares: resource ids, the private endpoint as read from
+//! ARM, DNS record keys and ownership, secrets, the reconcile mode and the clock.
+//!
+//! It sits at the bottom and imports nothing of the crate's other modules, so any layer
+//! may use it without an upward arrow.
 
 pub mod endpoint;
 pub mod endpoint_url;
+pub mod ownership;
+pub mod record_key;
 pub mod resource_id;
+pub mod secret;
 
 pub use endpoint::{ConnectionStatus, LinkConnection, LinkTarget, NicIpConfig, PrivateEndpoint};
+pub use ownership::Ownership;
+pub use record_key::RecordKey;
 pub use resource_id::{IdError, ResourceId};
+pub use secret::Secret;
 
 /// Whether a reconcile writes (`Apply`) or only says what it would write (`DryRun`): the
 /// reconcile's and every effect's one switch, so it lives with the vocabulary.

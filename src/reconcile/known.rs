@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::settings::ReconcileSettings;
 use crate::catalog::Catalog;
-use crate::config::ReconcileSettings;
 use crate::effects::vendors::sync::VendorSync;
 
 /// Asks every enabled vendor for its published aliases when the last refresh is older

@@ -18,9 +18,11 @@ pub mod recheck;
 pub mod reconciler;
 pub mod report;
 pub mod report_events;
+pub mod settings;
 pub mod snapshot;
 pub mod sweep;
 pub mod vendor;
 
 pub use plan::{DnsAction, Plan};
 pub use reconciler::{Mode, Outcome, Reconciler, Report};
+pub use settings::ReconcileSettings;

@@ -19,9 +19,9 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use crate::catalog::{DesiredRecord, Sharing};
-use crate::effects::dns::{
-    ARecordSet, MAX_RECORDS_PER_SET, Owners, Ownership, RecordKey, Share, owner_key_of, same_ref,
-};
+use crate::effects::dns::{ARecordSet, MAX_RECORDS_PER_SET};
+use crate::model::RecordKey;
+use crate::model::ownership::{Owners, Ownership, Share, owner_key_of, same_ref};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -406,7 +406,7 @@ mod tests {
 
     #[test]
     fn opaque_owner_keys_are_recognised() {
-        let a = managed(&[(&crate::effects::dns::opaque_ref(A), &["10.0.0.4"])], &[]);
+        let a = managed(&[(&crate::model::ownership::opaque_ref(A), &["10.0.0.4"])], &[]);
         assert!(matches!(plan_present(A, &desired(&["10.0.0.4"]), Some(&a)), DnsAction::Unchanged { .. }));
         assert!(matches!(plan_absent(A, Some(&a), &key()), DnsAction::Delete { .. }));
     }

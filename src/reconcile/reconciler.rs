@@ -10,18 +10,18 @@ use std::time::{Duration, Instant};
 use crate::arm::endpoints::{EndpointState, read_endpoint};
 use crate::arm::{ArmClient, ArmError};
 use crate::catalog::Catalog;
-use crate::config::ReconcileSettings;
 use crate::effects::approvals::{self, ApprovalAction, ApprovalSettings};
 use crate::effects::audit::{AuditEvent, AuditSink};
 use crate::effects::dns::zones::{ZoneManager, ZoneReport};
-use crate::effects::dns::{ARecordSet, DnsError, DnsErrorKind, DnsRouter, RecordKey};
+use crate::effects::dns::{ARecordSet, DnsError, DnsErrorKind, DnsRouter};
 use crate::effects::marks::{self, MarkSettings};
 use crate::effects::vendors::sync::{VendorIntent, VendorPlan, VendorSync};
-use crate::model::{PrivateEndpoint, ResourceId};
+use crate::model::{PrivateEndpoint, RecordKey, ResourceId};
 use crate::telemetry::Stats;
 
 use super::exclusive::{Exclusive, Refused};
 use super::plan::{self, DnsAction};
+use super::settings::ReconcileSettings;
 
 /// How many times one record is re-read and re-planned after losing a race (412).
 const MAX_PRECONDITION_ROUNDS: usize = 3;
@@ -30,7 +30,6 @@ pub use crate::model::Mode;
 // The report types, vendor convergence and the approval re-check live in their own
 // files; these re-exports keep `crate::reconcile::reconciler::{Report, Outcome, ...}`.
 pub use super::report::{Applied, Outcome, Report};
-pub use super::vendor::VendorRun;
 
 #[derive(Debug)]
 pub struct Reconciler {

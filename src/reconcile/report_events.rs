@@ -10,7 +10,7 @@ use crate::effects::audit::{AuditEvent, EventType};
 use crate::effects::vendors::sync::VendorIntent;
 
 use super::plan::DnsAction;
-use super::reconciler::Report;
+use super::report::Report;
 
 /// What a reconcile did, as audit events (nothing for a dry run or a no-op).
 pub fn events_for(report: &Report) -> Vec<AuditEvent> {

@@ -22,7 +22,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use crate::effects::dns::{ARecordSet, Ownership, RecordKey};
+use crate::effects::dns::ARecordSet;
+use crate::model::{Ownership, RecordKey};
 
 tokio::task_local! {
     static CURRENT: Arc<DnsSnapshot>;
@@ -112,7 +113,7 @@ mod tests {
             300,
             BTreeMap::from([(
                 "/subscriptions/s/pe".to_string(),
-                crate::effects::dns::Share::new(BTreeSet::from(["10.0.0.4".parse().unwrap()]), "", ""),
+                crate::model::ownership::Share::new(BTreeSet::from(["10.0.0.4".parse().unwrap()]), "", ""),
             )]),
         )
     }

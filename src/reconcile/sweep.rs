@@ -113,7 +113,7 @@ pub async fn scope(
             let owners = snapshot.owners();
             scope.dns_owners_not_listed =
                 owners.iter().filter(|owner| insert_new(&mut ids, owner) == Some(true)).count();
-            opaque_owners.extend(owners.into_iter().filter(|o| o.starts_with(crate::effects::dns::OPAQUE_PREFIX)));
+            opaque_owners.extend(owners.into_iter().filter(|o| o.starts_with(crate::model::ownership::OPAQUE_PREFIX)));
             scope.dns = Some(std::sync::Arc::new(snapshot));
         }
         Err(e) => tracing::warn!(error = %e, "sweep: could not read DNS ownership; orphans wait for the next run"),
@@ -128,7 +128,8 @@ pub async fn scope(
         }
     }
     if !opaque_owners.is_empty() {
-        let known: std::collections::HashSet<String> = ids.keys().map(|k| crate::effects::dns::opaque_ref(k)).collect();
+        let known: std::collections::HashSet<String> =
+            ids.keys().map(|k| crate::model::ownership::opaque_ref(k)).collect();
         scope.dns_owners_unresolved = opaque_owners.iter().filter(|o| !known.contains(*o)).count();
         if scope.dns_owners_unresolved > 0 {
             tracing::warn!(

@@ -81,7 +81,8 @@ impl RecordView {
 
     /// Whether this product wrote it.
     pub fn is_managed(&self) -> bool {
-        self.metadata.get("managedby").and_then(Value::as_str) == Some(private_link_autopilot::effects::dns::MANAGED_BY)
+        self.metadata.get("managedby").and_then(Value::as_str)
+            == Some(private_link_autopilot::model::ownership::MANAGED_BY)
     }
 }
 

@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{
-    ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Owners, Ownership, RecordKey, Share, opaque_ref,
-};
+use super::provider::{ARecordSet, DnsError, DnsErrorKind, DnsProvider};
 use crate::arm::client::Method;
 use crate::arm::{ArmClient, ArmError, ArmRequest};
+use crate::model::RecordKey;
+use crate::model::ownership::{MANAGED_BY, Owners, Ownership, Share, opaque_ref};
 
 pub const PRIVATE_DNS_API: &str = "2024-06-01";
 const OWNER_PREFIX: &str = "plowner";
@@ -472,11 +472,11 @@ mod tests {
         for (k, share) in &owners {
             let got = &read[k];
             assert_eq!(got.addresses, share.addresses);
-            assert!(share.target.is_empty() || super::super::same_ref(&got.target, &share.target));
+            assert!(share.target.is_empty() || crate::model::ownership::same_ref(&got.target, &share.target));
             assert_eq!(got.vnet, share.vnet);
         }
         // A long target is kept in its opaque form, which still compares equal.
-        assert!(read.values().any(|s| s.target.starts_with(super::super::OPAQUE_PREFIX)));
+        assert!(read.values().any(|s| s.target.starts_with(crate::model::ownership::OPAQUE_PREFIX)));
         assert_eq!(set.version.as_deref(), Some("e1"));
         assert_eq!(set.addresses.len(), 3);
     }

@@ -43,11 +43,11 @@ use hickory_proto::serialize::binary::BinEncodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{
-    ARecordSet, DnsError, DnsErrorKind, DnsProvider, MANAGED_BY, Owners, Ownership, RecordKey, Share, opaque_ref,
-};
-use crate::arm::Secret;
+use super::provider::{ARecordSet, DnsError, DnsErrorKind, DnsProvider};
 use crate::backoff::Backoff;
+use crate::model::RecordKey;
+use crate::model::Secret;
+use crate::model::ownership::{MANAGED_BY, Owners, Ownership, Share, opaque_ref};
 
 /// Prefix of the ownership TXT name's first label.
 const TXT_PREFIX: &str = "plautopilot-";
@@ -634,12 +634,12 @@ fn add_same_as_read(msg: &mut Message, previous: &ARecordSet, name: &Name, txt_n
 }
 
 fn check_set(set: &ARecordSet) -> Result<(), DnsError> {
-    if set.addresses.len() > super::MAX_RECORDS_PER_SET {
+    if set.addresses.len() > super::provider::MAX_RECORDS_PER_SET {
         return Err(DnsError::permanent(format!(
             "{} would hold {} addresses; the limit is {}",
             set.key,
             set.addresses.len(),
-            super::MAX_RECORDS_PER_SET
+            super::provider::MAX_RECORDS_PER_SET
         )));
     }
     Ok(())
@@ -804,13 +804,13 @@ mod tests {
         assert!(!published.contains("subscriptions") && !published.contains("privatelinkservice"), "{published}");
         let name = Name::from_ascii("plautopilot-x.zone.").unwrap();
         let Ownership::Managed(read) = decode_ownership(&enc, &name) else { panic!("not managed") };
-        let key = crate::effects::dns::owner_key_of(&read, &long).expect("found by its endpoint id");
+        let key = crate::model::ownership::owner_key_of(&read, &long).expect("found by its endpoint id");
         assert_eq!(read[&key].addresses, owners[&long].addresses);
-        assert!(crate::effects::dns::same_ref(&read[&key].target, &owners[&long].target));
+        assert!(crate::model::ownership::same_ref(&read[&key].target, &owners[&long].target));
         // An older TXT (full id, no target) is still recognised as that endpoint's share.
         let legacy = vec![vec![format!("heritage={MANAGED_BY}")], vec!["owner=/subscriptions/s/x;ips=10.0.0.6".into()]];
         let Ownership::Managed(old) = decode_ownership(&legacy, &name) else { panic!("not managed") };
-        assert!(crate::effects::dns::owner_key_of(&old, "/subscriptions/s/x").is_some());
+        assert!(crate::model::ownership::owner_key_of(&old, "/subscriptions/s/x").is_some());
         assert!(matches!(decode_ownership(&[], &name), Ownership::Foreign(w) if w.contains("no ownership TXT")));
         let other = vec![vec!["heritage=external-dns,external-dns/owner=default".to_string()]];
         assert!(matches!(decode_ownership(&other, &name), Ownership::Foreign(w) if w.contains("external-dns")));

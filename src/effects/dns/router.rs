@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::azure::AzurePrivateDns;
-use super::{DnsError, DnsProvider};
+use super::provider::{DnsError, DnsProvider};
 
 #[derive(Debug, Clone, Default)]
 pub struct DnsRouter {

@@ -39,9 +39,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::azure::{PRIVATE_DNS_API, ZoneDirectory, ZoneLocation, map_err};
-use super::{DnsError, DnsErrorKind, RecordKey};
+use super::provider::{DnsError, DnsErrorKind};
 use crate::arm::client::Method;
 use crate::arm::{ArmClient, ArmError, ArmRequest};
+use crate::model::RecordKey;
 
 /// The tag on zones and links this product created (the `plautopilot-` prefix of marks).
 pub const OWNED_TAG: &str = "plautopilot-owned";

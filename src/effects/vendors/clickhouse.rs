@@ -26,8 +26,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Change, HttpSettings, Transport, Vendor, VendorEndpoint, VendorError, clip};
-use crate::arm::credential::Secret;
+use super::api::{Change, Vendor, VendorEndpoint, VendorError};
+use super::settings::{self, HttpSettings};
+use super::transport::{Transport, clip};
+use crate::model::Secret;
 
 /// Which identifier ClickHouse gets for a private endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -168,10 +170,10 @@ impl fmt::Debug for ClickHouse {
 impl ClickHouse {
     pub fn from_config(cfg: &ClickHouseConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         const S: &str = "clickhouse";
-        super::require_setting(S, "organization_id", &cfg.organization_id)?;
-        let base_url = super::normalize_base_url(S, &cfg.base_url)?;
-        let key_id = super::secret_from_env(env, S, "key_id_env", &cfg.key_id_env)?;
-        let key_secret = super::secret_from_env(env, S, "key_secret_env", &cfg.key_secret_env)?;
+        settings::require_setting(S, "organization_id", &cfg.organization_id)?;
+        let base_url = settings::normalize_base_url(S, &cfg.base_url)?;
+        let key_id = settings::secret_from_env(env, S, "key_id_env", &cfg.key_id_env)?;
+        let key_secret = settings::secret_from_env(env, S, "key_secret_env", &cfg.key_secret_env)?;
         let settings = HttpSettings {
             request_timeout_ms: cfg.request_timeout_ms,
             rate_limit_requests: cfg.rate_limit_requests,

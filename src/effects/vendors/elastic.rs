@@ -42,8 +42,10 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Change, HttpSettings, Transport, Vendor, VendorEndpoint, VendorError, clip};
-use crate::arm::credential::Secret;
+use super::api::{Change, Vendor, VendorEndpoint, VendorError};
+use super::settings::{self, HttpSettings};
+use super::transport::{Transport, clip};
+use crate::model::Secret;
 
 /// The error code Elastic answers while it cannot see the pending connection.
 pub const CONNECTION_NOT_FOUND: &str = "traffic_filter.azure_private_link_connection_not_found";
@@ -209,9 +211,9 @@ impl Elastic {
                 "[vendors.elastic] region {region:?} must look like azure-<region>, e.g. azure-eastus2"
             ));
         }
-        let base_url = super::normalize_base_url(S, &cfg.base_url)?;
-        let api_key = super::secret_from_env(env, S, "api_key_env", &cfg.api_key_env)?;
-        super::sensitive_header(&format!("ApiKey {}", api_key.expose()))
+        let base_url = settings::normalize_base_url(S, &cfg.base_url)?;
+        let api_key = settings::secret_from_env(env, S, "api_key_env", &cfg.api_key_env)?;
+        super::transport::sensitive_header(&format!("ApiKey {}", api_key.expose()))
             .map_err(|e| format!("[vendors.elastic] {}: {e}", cfg.api_key_env))?;
         let settings = HttpSettings {
             request_timeout_ms: cfg.request_timeout_ms,
@@ -252,9 +254,9 @@ impl Elastic {
         path: &str,
         body: Option<serde_json::Value>,
         context: &str,
-    ) -> Result<super::RawResponse, VendorError> {
+    ) -> Result<super::transport::RawResponse, VendorError> {
         // Checked in from_config, so this cannot fail; mapped anyway rather than unwrapped.
-        let auth = super::sensitive_header(&format!("ApiKey {}", self.api_key.expose()))
+        let auth = super::transport::sensitive_header(&format!("ApiKey {}", self.api_key.expose()))
             .map_err(|e| VendorError::config(format!("{context}: {e}")))?;
         let mut req = self.transport.request(method, path).header(reqwest::header::AUTHORIZATION, auth);
         if let Some(b) = body {
@@ -263,7 +265,7 @@ impl Elastic {
         self.transport.send(req, context).await
     }
 
-    fn fail(&self, raw: &super::RawResponse, context: &str) -> VendorError {
+    fn fail(&self, raw: &super::transport::RawResponse, context: &str) -> VendorError {
         let errors = parse_errors(&raw.body);
         if errors.iter().any(|e| e.code == CONNECTION_NOT_FOUND) {
             let mut err = VendorError::transient(format!(

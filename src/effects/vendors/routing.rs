@@ -16,28 +16,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-
-use super::{VendorEndpoint, VendorsConfig};
+use super::api::VendorEndpoint;
+// The rule is part of the `[vendors]` section; re-exported for `routing::VendorRule`.
+pub use super::config::VendorRule;
+use super::config::VendorsConfig;
 
 /// The tag an endpoint may carry to choose its vendor targets.
 pub const TARGETS_TAG: &str = "autopilot.vendor.targets";
-
-/// `[[vendors.rules]]`: empty match fields match anything.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VendorRule {
-    /// `clickhouse`, `elastic` or `zilliz`.
-    pub vendor: String,
-    /// Glob on the Private Link Service alias the endpoint targets (`*` = any run).
-    pub alias: String,
-    /// The endpoint's Azure region (e.g. `eastus2`).
-    pub region: String,
-    /// Subscription ids the endpoint must live in.
-    pub subscriptions: Vec<String>,
-    /// ClickHouse service ids, Elastic deployment ids; ignored for Zilliz (one project).
-    pub targets: Vec<String>,
-}
 
 impl VendorRule {
     fn matches(&self, vendor: &str, ep: &VendorEndpoint) -> bool {

@@ -32,9 +32,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::api::{Change, Vendor, VendorEndpoint, VendorError};
+use super::config::VendorsConfig;
 use super::ledger::{Ledger, LedgerError, Registration, Version};
 use super::routing::{self, Route};
-use super::{Change, Vendor, VendorEndpoint, VendorError, VendorsConfig};
 use crate::model::{PrivateEndpoint, ResourceId};
 
 /// How many times one item re-reads the ledger after a conflict before it hands the

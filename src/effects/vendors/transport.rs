@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 
-use super::VendorError;
-use super::config::HttpSettings;
+use super::api::VendorError;
 use super::rate_limit::RateLimiter;
+use super::settings::HttpSettings;
 use crate::backoff::parse_retry_after;
 
 /// What came back from a vendor, whatever the status.

@@ -31,8 +31,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Change, HttpSettings, Transport, Vendor, VendorEndpoint, VendorError, clip};
-use crate::arm::credential::Secret;
+use super::api::{Change, Vendor, VendorEndpoint, VendorError};
+use super::settings::{self, HttpSettings};
+use super::transport::{Transport, clip};
+use crate::model::Secret;
 
 /// `[vendors.zilliz]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -176,9 +178,9 @@ const MAX_PAGES: u64 = 100;
 impl Zilliz {
     pub fn from_config(cfg: &ZillizConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         const S: &str = "zilliz";
-        super::require_setting(S, "project_id", &cfg.project_id)?;
-        let base_url = super::normalize_base_url(S, &cfg.base_url)?;
-        let api_key = super::secret_from_env(env, S, "api_key_env", &cfg.api_key_env)?;
+        settings::require_setting(S, "project_id", &cfg.project_id)?;
+        let base_url = settings::normalize_base_url(S, &cfg.base_url)?;
+        let api_key = settings::secret_from_env(env, S, "api_key_env", &cfg.api_key_env)?;
         let settings = HttpSettings {
             request_timeout_ms: cfg.request_timeout_ms,
             rate_limit_requests: cfg.rate_limit_requests,
@@ -237,7 +239,7 @@ impl Zilliz {
                 && !err.is_transient()
             {
                 let by_code = self.classify_code(code, context, &detail);
-                if by_code.kind == super::VendorErrorKind::Config {
+                if by_code.kind == super::api::VendorErrorKind::Config {
                     err.kind = by_code.kind;
                 }
             }
@@ -355,7 +357,7 @@ impl Vendor for Zilliz {
         match self.call::<Value>(Method::POST, &path, Some(body), &ctx).await {
             Ok(_) => Ok(Change::Applied),
             // Lost a race with another instance creating the same endpoint: done if listed.
-            Err(e) if !e.is_transient() && e.kind != super::VendorErrorKind::Config => {
+            Err(e) if !e.is_transient() && e.kind != super::api::VendorErrorKind::Config => {
                 if Self::find(&self.list_endpoints(ep).await?, &id, &region).is_some() {
                     tracing::debug!(endpoint = %ep.pe_id, "created by a concurrent registration");
                     Ok(Change::AlreadyInPlace)
@@ -383,7 +385,7 @@ impl Vendor for Zilliz {
         match self.call::<Value>(Method::DELETE, &path, None, &ctx).await {
             Ok(_) => Ok(Change::Applied),
             // Another instance deleted it between our list and our DELETE: gone is done.
-            Err(e) if !e.is_transient() && e.kind != super::VendorErrorKind::Config => {
+            Err(e) if !e.is_transient() && e.kind != super::api::VendorErrorKind::Config => {
                 if Self::find(&self.list_endpoints(ep).await?, &id, &region).is_none() {
                     Ok(Change::AlreadyInPlace)
                 } else {

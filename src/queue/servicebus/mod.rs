@@ -109,7 +109,8 @@ use tokio::time::Instant;
 use self::props::{ReceivedProps, quote_property};
 use self::transport::{Transport, WireAuth};
 use super::{DeadLetter, Delivery, NewMessage, QueueError, WorkQueue};
-use crate::arm::credential::{Secret, TokenSource};
+use crate::arm::credential::TokenSource;
+use crate::model::Secret;
 
 /// Longest server-side long poll per request; longer waits loop.
 const MAX_POLL_SECS: u64 = 55;

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 use url::form_urlencoded;
 
-use crate::arm::credential::Secret;
+use crate::model::Secret;
 
 /// Headers that are protocol, not custom properties.
 const NOT_PROPERTIES: &[&str] = &[

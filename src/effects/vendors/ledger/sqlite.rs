@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Ledger, LedgerError, Registration, Version, endpoint_key};
-use crate::effects::vendors::VendorEndpoint;
+use super::api::{Ledger, LedgerError, Registration, Version, endpoint_key};
+use crate::effects::vendors::api::VendorEndpoint;
 use crate::model::now_unix;
 
 #[derive(Debug, Clone)]
@@ -60,24 +60,34 @@ fn parse_version(v: &Version) -> Option<i64> {
     v.0.parse().ok()
 }
 
+/// Opens the SQLite file of `[ledger]` (creating its folder), or an in-memory database
+/// for `None`, with the busy timeout every user of that file needs: the ledger and the
+/// small state (`effects::small_state`) share the file, so they open it one way.
+/// `what` names the file in the error (`"ledger database "`).
+pub(crate) fn open_connection(path: Option<&Path>, what: &str) -> Result<Connection, String> {
+    let conn = match path {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            Connection::open(path).map_err(|e| format!("cannot open {what}{}: {e}", path.display()))?
+        }
+        None => Connection::open_in_memory().map_err(|e| e.to_string())?,
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
 impl SqliteLedger {
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| LedgerError::Config(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        let conn = Connection::open(path)
-            .map_err(|e| LedgerError::Config(format!("cannot open ledger database {}: {e}", path.display())))?;
-        Self::init(conn)
+        Self::init(open_connection(Some(path), "ledger database ").map_err(LedgerError::Config)?)
     }
 
     pub fn open_in_memory() -> Result<Self, LedgerError> {
-        let conn = Connection::open_in_memory().map_err(|e| LedgerError::Config(e.to_string()))?;
-        Self::init(conn)
+        Self::init(open_connection(None, "").map_err(LedgerError::Config)?)
     }
 
     fn init(conn: Connection) -> Result<Self, LedgerError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| LedgerError::Config(e.to_string()))?;
         migrate(&conn).map_err(|e| LedgerError::Config(format!("cannot migrate the ledger table: {e}")))?;
         conn.execute_batch(SCHEMA).map_err(|e| LedgerError::Config(format!("cannot create the ledger table: {e}")))?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })

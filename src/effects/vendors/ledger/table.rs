@@ -33,10 +33,10 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Ledger, LedgerError, Registration, Version, endpoint_key};
+use super::api::{Ledger, LedgerError, Registration, Version, endpoint_key};
 use crate::arm::TokenSource;
 use crate::arm::table::{TableAnswer as Answer, TableError, TableRest, quote};
-use crate::effects::vendors::VendorEndpoint;
+use crate::effects::vendors::api::VendorEndpoint;
 use crate::model::now_unix;
 
 #[derive(Debug)]

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::queue::work;
-use private_link_autopilot::queue::worker;
 use private_link_autopilot::reconcile::Outcome;
+use private_link_autopilot::runtime::worker;
 use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions, Fault};
 use private_link_autopilot::sandbox::harness::{
     SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions,

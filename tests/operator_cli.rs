@@ -7,6 +7,7 @@ use std::time::Duration;
 use private_link_autopilot::config::Config;
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::ops;
+use private_link_autopilot::runtime::sweep::plan_subscriptions;
 use private_link_autopilot::sandbox::fake_arm::EndpointSpec;
 use private_link_autopilot::sandbox::fake_vendors::count_writes;
 use private_link_autopilot::sandbox::harness::{
@@ -84,7 +85,7 @@ async fn plan_over_subscriptions_reports_what_the_sweep_would_do_and_writes_noth
     vendors.clickhouse.clear_requests();
 
     let calls = std::sync::Mutex::new(Vec::new());
-    let plan = ops::plan_subscriptions(&sb.app, &[SUB.to_owned()], &|done, total| {
+    let plan = plan_subscriptions(&sb.app, &[SUB.to_owned()], &|done, total| {
         calls.lock().unwrap().push((done, total));
     })
     .await

@@ -21,14 +21,15 @@ use std::time::{Duration, Instant};
 
 use private_link_autopilot::arm::credential::{Secret, StaticToken};
 use private_link_autopilot::backoff::Backoff;
+use private_link_autopilot::intake::queue_trigger as trigger;
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::queue::servicebus::{
     ServiceBusAuth, ServiceBusCredentials, ServiceBusQueue, ServiceBusSettings,
 };
-use private_link_autopilot::queue::trigger::{self, TriggerQueue};
-use private_link_autopilot::queue::worker::{RetryPolicy, Settlement};
-use private_link_autopilot::queue::{Delivery, NewMessage, QueueError, WorkQueue, work};
+use private_link_autopilot::queue::{Delivery, NewMessage, QueueError, TriggerQueue, WorkQueue, work};
 use private_link_autopilot::reconcile::Outcome;
+use private_link_autopilot::runtime::error_policy::RetryPolicy;
+use private_link_autopilot::runtime::worker::Settlement;
 use private_link_autopilot::sandbox::fake_servicebus::{
     FakeGrant, FakeQueueOptions, FakeRight, FakeServiceBus, FakeServiceBusOptions,
 };

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use private_link_autopilot::config::Config;
 use private_link_autopilot::model::ResourceId;
-use private_link_autopilot::queue::{Delivery, work, worker};
+use private_link_autopilot::queue::{Delivery, work};
+use private_link_autopilot::runtime::worker;
 use private_link_autopilot::sandbox::fake_arm::{EndpointSpec, FakeArmOptions};
 use private_link_autopilot::sandbox::fake_vendors::clickhouse::ClickHouseFakeOptions;
 use private_link_autopilot::sandbox::fake_vendors::elastic::Hide;

@@ -19,7 +19,8 @@ use crate::arm::Secret;
 use crate::arm::credential::StaticToken;
 use crate::config::Config;
 use crate::queue::servicebus::ServiceBusQueue;
-use crate::queue::{SqliteQueue, WorkQueue, worker};
+use crate::queue::{SqliteQueue, WorkQueue};
+use crate::runtime::worker;
 
 /// The hub subscription and resource group holding the private DNS zones.
 pub const HUB_SUBSCRIPTION: &str = "11111111-1111-1111-1111-111111111111";
@@ -146,7 +147,8 @@ impl Sandbox {
                 .await;
         });
         // Binding names as in handlers/*/function.json (tests/function_app.rs checks them).
-        let bindings = Bindings { service_bus: crate::queue::trigger::MESSAGE_BINDING.into(), ..Bindings::default() };
+        let bindings =
+            Bindings { service_bus: crate::intake::queue_trigger::MESSAGE_BINDING.into(), ..Bindings::default() };
         let host = HostEmulator::new(&format!("http://{handler_addr}")).with_bindings(bindings);
         Ok(Self { arm, app, host, handler_addr, stop })
     }

@@ -3,9 +3,11 @@
 pub mod endpoint;
 pub mod endpoint_url;
 pub mod resource_id;
+pub mod retry;
 
 pub use endpoint::{ConnectionStatus, LinkConnection, LinkTarget, NicIpConfig, PrivateEndpoint};
 pub use resource_id::{IdError, ResourceId};
+pub use retry::{Classify, Retry};
 
 /// Whether a reconcile writes (`Apply`) or only says what it would write (`DryRun`): the
 /// reconcile's and every effect's one switch, so it lives with the vocabulary.

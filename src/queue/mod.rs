@@ -94,6 +94,20 @@ pub enum QueueError {
     Config(String),
 }
 
+/// Storage trouble is transient; a lost lock is a conflict (someone else holds the
+/// message now); a replay of something not dead-lettered is permanent.
+impl crate::model::Classify for QueueError {
+    fn retry(&self) -> crate::model::Retry {
+        use crate::model::Retry;
+        match self {
+            QueueError::Unavailable(_) => Retry::LATER,
+            QueueError::LockLost(_) => Retry::Conflict,
+            QueueError::NotFound(_) => Retry::Permanent,
+            QueueError::Config(_) => Retry::Misconfigured,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait WorkQueue: Send + Sync + fmt::Debug {
     async fn enqueue(&self, msg: NewMessage) -> Result<(), QueueError>;

@@ -138,7 +138,7 @@ async fn vendor_worker(latency: Duration) -> f64 {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let lock = Duration::from_secs(120);
     for _ in 0..WORKERS {
-        tokio::spawn(private_link_autopilot::queue::worker::run(
+        tokio::spawn(private_link_autopilot::runtime::worker::run(
             sb.app.queue.clone(),
             sb.app.reconciler.clone(),
             sb.app.retry.clone(),

@@ -18,11 +18,10 @@ use crate::effects::dns::{DnsProvider, DnsRouter};
 use crate::effects::vendors::build_vendors;
 use crate::effects::vendors::ledger::{Ledger, SqliteLedger, TableLedger};
 use crate::effects::vendors::sync::VendorSync;
-use crate::queue::WorkQueue;
 use crate::queue::servicebus::{ServiceBusAuth, ServiceBusSettings};
-use crate::queue::trigger::TriggerQueue;
-use crate::queue::worker::RetryPolicy;
+use crate::queue::{TriggerQueue, WorkQueue};
 use crate::reconcile::Reconciler;
+use crate::runtime::error_policy::RetryPolicy;
 use crate::telemetry::Stats;
 
 #[derive(Debug)]
@@ -128,7 +127,11 @@ impl App {
         if let Some(exclusive) = exclusive(&config, &credential, &stats)? {
             reconciler = reconciler.with_exclusive(exclusive);
         }
-        let mut retry = RetryPolicy::from_settings(&config.reconcile);
+        let mut retry = RetryPolicy::new(
+            Duration::from_secs(config.reconcile.retry_base_secs),
+            Duration::from_secs(config.reconcile.retry_max_secs),
+            Duration::from_secs(config.reconcile.retry_window_secs),
+        );
         retry.recheck_window = Duration::from_secs(config.marks.recheck_window_secs);
         let reconciler = Arc::new(reconciler);
         let small_state = crate::effects::small_state::from_ledger_settings(&config.ledger, &credential)?;

@@ -15,8 +15,11 @@ use private_link_autopilot::config::Config;
 use private_link_autopilot::intake::server;
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::queue::servicebus::{ServiceBusAuth, ServiceBusCredentials, ServiceBusQueue};
-use private_link_autopilot::queue::{SqliteQueue, WorkQueue, worker};
+use private_link_autopilot::queue::{SqliteQueue, WorkQueue};
 use private_link_autopilot::reconcile::Mode;
+use private_link_autopilot::runtime::fan_out::format_report;
+use private_link_autopilot::runtime::sweep;
+use private_link_autopilot::runtime::worker;
 use private_link_autopilot::telemetry;
 use private_link_autopilot::{ops, packaging};
 
@@ -242,7 +245,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
                     } else {
-                        println!("{}", server::format_report(&report));
+                        println!("{}", format_report(&report));
                     }
                     Ok(())
                 }
@@ -341,7 +344,7 @@ async fn plan_subscriptions(app: &App, subscriptions: &[String], json: bool) -> 
             *last = std::time::Instant::now();
         }
     };
-    let plan = ops::plan_subscriptions(app, subscriptions, &progress).await?;
+    let plan = sweep::plan_subscriptions(app, subscriptions, &progress).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
         return Ok(());
@@ -355,7 +358,7 @@ async fn plan_subscriptions(app: &App, subscriptions: &[String], json: bool) -> 
         plan.changes.len()
     );
     for report in &plan.changes {
-        println!("  {}", server::format_report(report));
+        println!("  {}", format_report(report));
         for v in report.vendors.iter().filter(|v| v.needs_work()) {
             println!("      vendor {}: {:?}", v.vendor, v.intent);
         }

@@ -1,8 +1,9 @@
 //! What people run from a terminal: one endpoint's state side by side (`autopilot
-//! status`), what a sweep would do without doing it (`autopilot plan
-//! --subscription`), and what the next target-side scan would decide (`autopilot plan
-//! --targets`). Both are read-only: they reuse the reconciler's dry run, so what
-//! they show is exactly what the handlers and the sweep would do.
+//! status`) and what the next target-side scan would decide (`autopilot plan
+//! --targets`); what a sweep would do without doing it (`autopilot plan
+//! --subscription`) is the runtime's sweep dry run (`runtime::sweep::plan_subscriptions`).
+//! All are read-only: they reuse the reconciler's dry run, so what they show is exactly
+//! what the handlers and the sweep would do.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use crate::effects::approvals::ApprovalDecision;
 use crate::effects::dns::RecordKey;
 use crate::effects::dns::zones::{ZoneManager, ZonePolicy, ZoneReport, ZoneState};
 use crate::effects::marks;
-use crate::effects::vendors::sync::{VendorIntent, VendorPlan};
+use crate::effects::vendors::sync::VendorPlan;
 use crate::model::ResourceId;
 use crate::reconcile::plan::DnsAction;
 use crate::reconcile::{Mode, Outcome, Report};
@@ -256,72 +257,6 @@ impl EndpointStatus {
         });
         out
     }
-}
-
-/// The sweep's plan over `subscriptions`, computed without writing anything.
-#[derive(Debug, Serialize)]
-pub struct SweepPlan {
-    pub listed: usize,
-    pub dns_owners_not_listed: usize,
-    pub vendor_registrations_not_listed: usize,
-    /// Endpoints whose dry run would change something, with what.
-    pub changes: Vec<Report>,
-    pub unchanged: usize,
-}
-
-/// What the next sweep would do. `progress(done, total)` is called as endpoints are
-/// planned (long runs show it on stderr).
-pub async fn plan_subscriptions(
-    app: &App,
-    subscriptions: &[String],
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<SweepPlan, String> {
-    let scope = crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions, &app.config.sweep.source)
-        .await
-        .map_err(|e| e.to_string())?;
-    let total = scope.ids.len();
-    let mut plan = SweepPlan {
-        listed: scope.listed,
-        dns_owners_not_listed: scope.dns_owners_not_listed,
-        vendor_registrations_not_listed: scope.vendor_registrations_not_listed,
-        changes: Vec::new(),
-        unchanged: 0,
-    };
-    let parallel = app.config.reconcile.max_parallel.max(1);
-    let mut done = 0usize;
-    for chunk in scope.ids.chunks(parallel) {
-        let dry_runs = futures::future::join_all(chunk.iter().map(|id| app.reconciler.reconcile(id, Mode::DryRun)));
-        let reports = crate::reconcile::snapshot::DnsSnapshot::scope(scope.dns.clone(), dry_runs).await;
-        for r in reports {
-            done += 1;
-            let mut vendor_change = false;
-            for v in &r.vendors {
-                vendor_change |= match &v.intent {
-                    // The sweep re-sends registrations (look before write at the vendor);
-                    // asking every vendor here would spend their rate limits, so a plan
-                    // trusts the ledger: recorded = in place.
-                    VendorIntent::Register { .. } => match app.reconciler.vendor_sync() {
-                        Some(sync) => !matches!(sync.ledger().get(&v.vendor, &r.endpoint).await, Ok(Some(_))),
-                        None => false,
-                    },
-                    VendorIntent::Deregister => true,
-                    _ => false,
-                };
-            }
-            let changes = r.plan.actions.iter().any(|a| !matches!(a, DnsAction::Unchanged { .. }))
-                || vendor_change
-                || r.outcome != Outcome::Done
-                || r.marks.as_ref().is_some_and(|m| m.changed)
-                || r.zones.iter().any(ZoneReport::changes);
-            if changes {
-                plan.changes.push(r);
-            } else {
-                plan.unchanged += 1;
-            }
-        }
-        progress(done, total);
-    }
-    Ok(plan)
 }
 
 /// How often long runs report progress.

@@ -11,8 +11,8 @@ use autopilot_sandbox::host_emulator::InvokeOutcome;
 use autopilot_sandbox::vendors::CLICKHOUSE_ALIAS;
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::queue::work;
-use private_link_autopilot::queue::worker;
 use private_link_autopilot::reconcile::Outcome;
+use private_link_autopilot::runtime::worker;
 
 const ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
 

@@ -11,6 +11,7 @@ use autopilot_sandbox::vendors::SandboxVendors;
 use private_link_autopilot::config::Config;
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::ops;
+use private_link_autopilot::runtime::sweep::plan_subscriptions;
 
 const CH_ZONE: &str = "eastus2.privatelink.azure.clickhouse.cloud";
 const CH_ALIAS: &str = "production-eastus2-0-0.00000000-0000-4000-8000-00000000c0de.eastus2.azure.privatelinkservice";
@@ -82,7 +83,7 @@ async fn plan_over_subscriptions_reports_what_the_sweep_would_do_and_writes_noth
     vendors.clickhouse.clear_requests();
 
     let calls = std::sync::Mutex::new(Vec::new());
-    let plan = ops::plan_subscriptions(&sb.app, &[SUB.to_owned()], &|done, total| {
+    let plan = plan_subscriptions(&sb.app, &[SUB.to_owned()], &|done, total| {
         calls.lock().unwrap().push((done, total));
     })
     .await

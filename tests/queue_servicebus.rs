@@ -25,14 +25,15 @@ use autopilot_sandbox::fake_servicebus::{
 use autopilot_sandbox::fake_table::FakeTableService;
 use private_link_autopilot::arm::credential::{Secret, StaticToken};
 use private_link_autopilot::backoff::Backoff;
+use private_link_autopilot::intake::queue_trigger as trigger;
 use private_link_autopilot::model::ResourceId;
 use private_link_autopilot::queue::servicebus::{
     ServiceBusAuth, ServiceBusCredentials, ServiceBusQueue, ServiceBusSettings,
 };
-use private_link_autopilot::queue::trigger::{self, TriggerQueue};
-use private_link_autopilot::queue::worker::{RetryPolicy, Settlement};
-use private_link_autopilot::queue::{Delivery, NewMessage, QueueError, WorkQueue, work};
+use private_link_autopilot::queue::{Delivery, NewMessage, QueueError, TriggerQueue, WorkQueue, work};
 use private_link_autopilot::reconcile::Outcome;
+use private_link_autopilot::runtime::error_policy::RetryPolicy;
+use private_link_autopilot::runtime::worker::Settlement;
 use serde_json::{Value, json};
 
 const QUEUES: usize = 16;

@@ -342,8 +342,9 @@ async fn a_sweep_reads_the_names_an_rfc2136_listing_cannot_show() {
     .expect("sandbox");
     sb.arm.put_endpoint(&EndpointSpec::alias(SUB, RG, "es-cname", "eastus2", ES_ALIAS).approved());
 
-    let plan =
-        private_link_autopilot::ops::plan_subscriptions(&sb.app, &[SUB.to_owned()], &|_, _| {}).await.expect("plan");
+    let plan = private_link_autopilot::runtime::sweep::plan_subscriptions(&sb.app, &[SUB.to_owned()], &|_, _| {})
+        .await
+        .expect("plan");
     let id = private_link_autopilot::model::ResourceId::parse_private_endpoint(&format!(
         "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/privateEndpoints/es-cname"
     ))

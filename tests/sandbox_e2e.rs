@@ -215,7 +215,7 @@ async fn persistent_failure_is_queued_for_retry_and_converges_later() {
     sb.arm.clear_faults();
     // Keep the sender alive: a dropped sender is a shutdown signal.
     let (_keep_running, running) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(private_link_autopilot::queue::worker::run(
+    let worker = tokio::spawn(private_link_autopilot::runtime::worker::run(
         sb.app.queue.clone(),
         sb.app.reconciler.clone(),
         sb.app.retry.clone(),

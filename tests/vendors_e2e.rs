@@ -18,7 +18,8 @@ use autopilot_sandbox::vendors::{
 };
 use private_link_autopilot::config::Config;
 use private_link_autopilot::model::ResourceId;
-use private_link_autopilot::queue::{Delivery, work, worker};
+use private_link_autopilot::queue::{Delivery, work};
+use private_link_autopilot::runtime::worker;
 
 fn clickhouse(name: &str) -> EndpointSpec {
     EndpointSpec::alias(SUB, RG, name, "eastus2", CH_ALIAS)

@@ -409,8 +409,9 @@ async fn plan_lists_each_replica_and_the_zone_work() {
     .await;
     // The DR copy does not exist yet: the plan says it would be created and linked.
     sb.arm.put_endpoint(&clickhouse("ch-plan", "10.1.0.40"));
-    let plan =
-        private_link_autopilot::ops::plan_subscriptions(&sb.app, &[SUB.to_owned()], &|_, _| {}).await.expect("plan");
+    let plan = private_link_autopilot::runtime::sweep::plan_subscriptions(&sb.app, &[SUB.to_owned()], &|_, _| {})
+        .await
+        .expect("plan");
     assert_eq!(plan.changes.len(), 1, "{plan:#?}");
     let json = serde_json::to_value(&plan).unwrap().to_string();
     assert!(json.contains(&format!("\"replica\":\"{}/{}\"", HUB.to_ascii_lowercase(), HUB_RG)), "{json}");

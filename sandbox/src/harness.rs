@@ -19,7 +19,8 @@ use private_link_autopilot::arm::credential::StaticToken;
 use private_link_autopilot::config::Config;
 use private_link_autopilot::model::Secret;
 use private_link_autopilot::queue::servicebus::ServiceBusQueue;
-use private_link_autopilot::queue::{SqliteQueue, WorkQueue, worker};
+use private_link_autopilot::queue::{SqliteQueue, WorkQueue};
+use private_link_autopilot::runtime::worker;
 
 /// The hub subscription and resource group holding the private DNS zones.
 pub const HUB_SUBSCRIPTION: &str = "11111111-1111-1111-1111-111111111111";
@@ -147,7 +148,7 @@ impl Sandbox {
         });
         // Binding names as in handlers/*/function.json (tests/function_app.rs checks them).
         let bindings = Bindings {
-            service_bus: private_link_autopilot::queue::trigger::MESSAGE_BINDING.into(),
+            service_bus: private_link_autopilot::intake::queue_trigger::MESSAGE_BINDING.into(),
             ..Bindings::default()
         };
         let host = HostEmulator::new(&format!("http://{handler_addr}")).with_bindings(bindings);

@@ -6,7 +6,7 @@
 
 use crate::arm::{ArmClient, ArmError, ArmRequest};
 use crate::model::endpoint::ParseError;
-use crate::model::{PrivateEndpoint, ResourceId};
+use crate::model::{Classify, PrivateEndpoint, ResourceId, Retry};
 
 pub const NETWORK_API: &str = "2025-07-01";
 
@@ -28,11 +28,19 @@ pub enum ReadError {
 }
 
 impl ReadError {
+    /// `Retry::Transient` (see [`Classify`]).
     pub fn is_transient(&self) -> bool {
+        self.retry().is_transient()
+    }
+}
+
+/// ARM's own class; an endpoint we cannot parse stays so; one not ready yet is transient.
+impl Classify for ReadError {
+    fn retry(&self) -> Retry {
         match self {
-            ReadError::Arm(e) => e.is_transient(),
-            ReadError::Parse(_) => false,
-            ReadError::NotReady(_) => true,
+            ReadError::Arm(e) => e.retry(),
+            ReadError::Parse(_) => Retry::Permanent,
+            ReadError::NotReady(_) => Retry::LATER,
         }
     }
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::request::Method;
 use crate::backoff::parse_retry_after;
+use crate::model::{Classify, Retry};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ArmError {
@@ -41,21 +42,35 @@ impl ArmError {
             _ => None,
         }
     }
-    /// Worth retrying later (throttled, 5xx, transport, another operation in progress).
+    /// Worth retrying later: `Retry::Transient` (see [`Classify`] below).
     pub fn is_transient(&self) -> bool {
-        match self {
-            ArmError::Api { status, code, .. } => {
-                *status == 429 || *status >= 500 || *status == 408 || code == "AnotherOperationInProgress"
-            }
-            ArmError::Transport { .. } => true,
-            ArmError::Auth(_) => true,
-            ArmError::Operation { .. } => false,
-        }
+        self.retry().is_transient()
     }
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ArmError::Api { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+}
+
+/// Throttled, 5xx, a timeout, a transport failure, no token yet, or another operation in
+/// progress: transient (with the server's Retry-After). A 412 is a lost race (conflict).
+/// Anything else ARM answered, and a failed long-running operation, is permanent.
+impl Classify for ArmError {
+    fn retry(&self) -> Retry {
+        match self {
+            ArmError::Api { status, code, retry_after, .. } => {
+                if *status == 429 || *status >= 500 || *status == 408 || code == "AnotherOperationInProgress" {
+                    Retry::Transient { after: *retry_after }
+                } else if *status == 412 {
+                    Retry::Conflict
+                } else {
+                    Retry::Permanent
+                }
+            }
+            ArmError::Transport { .. } | ArmError::Auth(_) => Retry::LATER,
+            ArmError::Operation { .. } => Retry::Permanent,
         }
     }
 }
@@ -79,11 +94,15 @@ pub(super) fn refused(method: Method, path: &str, code: &str, message: String) -
     ArmError::Api { method, path: path.to_string(), status: 0, code: code.to_string(), message, retry_after: None }
 }
 
+/// Whether the client retries an answer *within the same call* (after its backoff,
+/// inside its budget). Narrower than [`ArmError`]'s [`Retry`] class on purpose: a 501 or
+/// 505 is left to the work queue's slower retry instead of being hammered now.
 pub(super) fn is_retryable(status: u16, code: &str) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
         || (status == 409 && code.eq_ignore_ascii_case("AnotherOperationInProgress"))
 }
 
+/// Whether a transport failure is retried within the same call.
 pub(super) fn is_retryable_transport(e: &reqwest::Error) -> bool {
     // Builder errors (a malformed request) would fail the same way again.
     !e.is_builder() && (e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode())

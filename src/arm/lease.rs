@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 
 use super::credential::TokenSource;
 use super::table::{TableAnswer, TableError, TableRest, quote};
+use crate::model::{Classify, Retry};
 
 const PARTITION: &str = "lease";
 
@@ -64,8 +65,20 @@ pub enum LeaseError {
 }
 
 impl LeaseError {
+    /// `Retry::Transient` (see [`Classify`]).
     pub fn is_transient(&self) -> bool {
-        !matches!(self, Self::Config(_))
+        self.retry().is_transient()
+    }
+}
+
+/// A store that refuses us is our configuration; anything else is worth another try.
+/// (A lost lease is transient too: the holder tries again and finds out.)
+impl Classify for LeaseError {
+    fn retry(&self) -> Retry {
+        match self {
+            Self::Config(_) => Retry::Misconfigured,
+            Self::Lost | Self::Unavailable(_) => Retry::LATER,
+        }
     }
 }
 

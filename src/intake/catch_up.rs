@@ -27,13 +27,14 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::protocol::InvocationResponse;
-use super::server::{CATCH_UP_FUNCTION, enqueue_all, invocation_failed, invocation_ok, parse_invocation, sweep};
+use super::server::{CATCH_UP_FUNCTION, invocation_failed, invocation_ok, parse_invocation};
 use crate::app::App;
 use crate::effects::audit::{AuditEvent, EventType};
 use crate::effects::target_approvals;
 use crate::queue::work;
 use crate::reconcile::Mode;
 use crate::reconcile::catch_up::{self, Window};
+use crate::runtime::fan_out::enqueue_all;
 
 /// The last run's summary, for `Status` (this instance's view).
 static LAST_RUN: OnceLock<Mutex<Value>> = OnceLock::new();
@@ -129,19 +130,14 @@ pub async fn catch_up(State(app): State<Arc<App>>, body: Bytes) -> Response {
                 tracing::warn!(reason = why, "catch-up: running a full sweep instead");
                 logs.push(format!("catch-up: {why}: running a full sweep instead"));
                 data["full_sweep"] = json!(true);
-                let swept = sweep(State(app.clone()), body.clone()).await;
-                let ok = swept.status().is_success();
-                let answer: Value = axum::body::to_bytes(swept.into_body(), super::server::MAX_BODY)
-                    .await
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .unwrap_or(Value::Null);
-                if let Some(lines) = answer["Logs"].as_array() {
-                    logs.extend(lines.iter().filter_map(Value::as_str).map(str::to_owned));
-                }
+                let swept = crate::runtime::sweep::sweep(&app).await;
+                let ok = swept.is_ok();
+                let answer = swept
+                    .unwrap_or_else(|_| crate::runtime::sweep::SweepAnswer { logs: Vec::new(), counts: Value::Null });
+                logs.extend(answer.logs);
                 // Only a sweep that ran (not one skipped because another was running)
                 // covers the gap.
-                if !ok || answer["ReturnValue"].get("listed").is_none() {
+                if !ok || answer.counts.get("listed").is_none() {
                     return Err(fail(&mut data, "the full sweep did not run to the end; the watermark stays".into()));
                 }
                 let to = catch_up::advance_watermark(state.as_ref(), catch_up::next_watermark(now))

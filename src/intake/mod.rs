@@ -6,9 +6,13 @@
 //! - `events`: Event Grid and CloudEvents 1.0 deliveries, reduced to the one thing we
 //!   act on: "private endpoint X was written/deleted". Events are hints; the reconciler
 //!   re-reads ARM.
-//! - `server`: the axum router the Functions host talks to.
+//! - `queue_trigger`: the Service Bus trigger's invocation decoded into a queue delivery
+//!   (settling it is `runtime::trigger`).
+//! - `server`: the axum router the Functions host talks to; it decodes and answers, and
+//!   leaves the running to `crate::runtime`.
 
 pub mod catch_up;
 pub mod events;
 pub mod protocol;
+pub mod queue_trigger;
 pub mod server;

@@ -9,12 +9,14 @@ pub mod endpoint_url;
 pub mod ownership;
 pub mod record_key;
 pub mod resource_id;
+pub mod retry;
 pub mod secret;
 
 pub use endpoint::{ConnectionStatus, LinkConnection, LinkTarget, NicIpConfig, PrivateEndpoint};
 pub use ownership::Ownership;
 pub use record_key::RecordKey;
 pub use resource_id::{IdError, ResourceId};
+pub use retry::{Classify, Retry};
 pub use secret::Secret;
 
 /// Whether a reconcile writes (`Apply`) or only says what it would write (`DryRun`): the

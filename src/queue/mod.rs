@@ -5,6 +5,9 @@
 //! the seam between the embedded queue (SQLite, used by `serve` on a laptop and by
 //! `demo`) and Azure Service Bus.
 //!
+//! This folder is storage only: what a message is (`work.rs`) and where it is kept. What
+//! runs a message and decides its fate is `crate::runtime`, which uses these queues.
+//!
 //! Semantics (the same for every implementation, checked by one conformance suite):
 //! - `enqueue` with a `delay` makes the message invisible until then (Service Bus
 //!   scheduled enqueue).
@@ -22,9 +25,7 @@ use std::time::{Duration, SystemTime};
 
 pub mod servicebus;
 pub mod sqlite;
-pub mod trigger;
 pub mod work;
-pub mod worker;
 
 pub use sqlite::SqliteQueue;
 
@@ -93,6 +94,20 @@ pub enum QueueError {
     Config(String),
 }
 
+/// Storage trouble is transient; a lost lock is a conflict (someone else holds the
+/// message now); a replay of something not dead-lettered is permanent.
+impl crate::model::Classify for QueueError {
+    fn retry(&self) -> crate::model::Retry {
+        use crate::model::Retry;
+        match self {
+            QueueError::Unavailable(_) => Retry::LATER,
+            QueueError::LockLost(_) => Retry::Conflict,
+            QueueError::NotFound(_) => Retry::Permanent,
+            QueueError::Config(_) => Retry::Misconfigured,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait WorkQueue: Send + Sync + fmt::Debug {
     async fn enqueue(&self, msg: NewMessage) -> Result<(), QueueError>;
@@ -124,4 +139,14 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     async fn dead_letter_count(&self) -> Result<usize, QueueError> {
         self.dead_letters().await.map(|d| d.len())
     }
+}
+
+/// What the `serviceBusTrigger` path needs from a queue: sends only, never settling (the
+/// Functions host settles its own deliveries; see `crate::runtime::trigger`).
+#[async_trait::async_trait]
+pub trait TriggerQueue: Send + Sync + fmt::Debug {
+    /// Sends a new (possibly delayed) message.
+    async fn schedule(&self, msg: NewMessage) -> Result<(), QueueError>;
+    /// Sends a copy of `delivery` to the dead-letter destination with `reason`.
+    async fn park(&self, delivery: &Delivery, reason: &str) -> Result<(), QueueError>;
 }

@@ -90,8 +90,10 @@ pub struct Fleet {
 
 /// A host with the binding names of `handlers/*/function.json`.
 fn host_for(url: &str) -> HostEmulator {
-    let bindings =
-        Bindings { service_bus: private_link_autopilot::queue::trigger::MESSAGE_BINDING.into(), ..Bindings::default() };
+    let bindings = Bindings {
+        service_bus: private_link_autopilot::intake::queue_trigger::MESSAGE_BINDING.into(),
+        ..Bindings::default()
+    };
     HostEmulator::new(url).with_bindings(bindings)
 }
 

@@ -83,6 +83,18 @@ impl DnsError {
     }
 }
 
+/// A lost race re-plans (conflict), a transient failure keeps the server's Retry-After.
+impl crate::model::Classify for DnsError {
+    fn retry(&self) -> crate::model::Retry {
+        use crate::model::Retry;
+        match self.kind {
+            DnsErrorKind::PreconditionFailed => Retry::Conflict,
+            DnsErrorKind::Transient => Retry::Transient { after: self.retry_after },
+            DnsErrorKind::Permanent => Retry::Permanent,
+        }
+    }
+}
+
 /// One DNS backend. Implementations are small and swappable; all of them give the
 /// same semantics to the plan.
 #[async_trait::async_trait]

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::azure::{PRIVATE_DNS_API, ZoneDirectory, ZoneLocation, map_err};
-use super::provider::{DnsError, DnsErrorKind};
+use super::provider::DnsError;
 use crate::arm::client::Method;
 use crate::arm::{ArmClient, ArmError, ArmRequest};
 use crate::model::RecordKey;
@@ -532,9 +532,11 @@ fn link_failure(zone: &str, e: &ArmError) -> String {
     }
 }
 
-/// Whether a zone report's failure is worth a retry.
+/// Whether a zone report's failure is worth a retry (transient or a lost race: its
+/// [`crate::model::Retry`] class says so).
 pub fn is_transient(report: &ZoneReport) -> bool {
-    report.error.as_ref().is_some_and(|e| e.kind != DnsErrorKind::Permanent)
+    use crate::model::Classify;
+    report.error.as_ref().is_some_and(|e| e.retry().worth_retrying())
 }
 
 #[cfg(test)]

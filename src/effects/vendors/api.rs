@@ -139,8 +139,9 @@ impl VendorError {
             status: None,
         }
     }
+    /// `Retry::Transient` (see its [`crate::model::Classify`] impl).
     pub fn is_transient(&self) -> bool {
-        self.kind == VendorErrorKind::Transient
+        crate::model::Classify::retry(self).is_transient()
     }
 
     /// Classifies an HTTP failure: 401/403 mean our key or its role is wrong (Config),
@@ -176,6 +177,18 @@ impl fmt::Display for VendorError {
 }
 
 impl std::error::Error for VendorError {}
+
+/// Transient keeps the vendor's Retry-After; a rejected key or role is our configuration.
+impl crate::model::Classify for VendorError {
+    fn retry(&self) -> crate::model::Retry {
+        use crate::model::Retry;
+        match self.kind {
+            VendorErrorKind::Transient => Retry::Transient { after: self.retry_after },
+            VendorErrorKind::Permanent => Retry::Permanent,
+            VendorErrorKind::Config => Retry::Misconfigured,
+        }
+    }
+}
 
 /// One vendor's allowlist, the seam the reconciler and the queue use.
 #[async_trait::async_trait]

@@ -1,5 +1,5 @@
 //! The [`WorkQueue`] on Azure Service Bus (REST), for deployments where the Functions host
-//! consumes the queue with a `serviceBusTrigger` (see [`crate::queue::trigger`]) and the
+//! consumes the queue with a `serviceBusTrigger` (see `crate::runtime::trigger`) and the
 //! embedded SQLite file is not an option (several instances, no durable local disk).
 //!
 //! # Crate and build weight
@@ -924,7 +924,7 @@ impl WorkQueue for ServiceBusQueue {
 
 /// The trigger path needs "schedule a copy" and "park" without holding the lock.
 #[async_trait::async_trait]
-impl super::trigger::TriggerQueue for ServiceBusQueue {
+impl super::TriggerQueue for ServiceBusQueue {
     async fn schedule(&self, msg: NewMessage) -> Result<(), QueueError> {
         self.enqueue(msg).await
     }

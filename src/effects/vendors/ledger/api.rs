@@ -52,11 +52,24 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
+    /// Worth another try: unavailable, or a concurrent write (re-read and decide again).
+    /// Kept a `bool` for its callers; the class is the [`crate::model::Classify`] impl.
     pub fn is_transient(&self) -> bool {
-        matches!(self, LedgerError::Unavailable(_) | LedgerError::Conflict(_))
+        crate::model::Classify::retry(self).worth_retrying()
     }
     pub fn is_conflict(&self) -> bool {
         matches!(self, LedgerError::Conflict(_))
+    }
+}
+
+impl crate::model::Classify for LedgerError {
+    fn retry(&self) -> crate::model::Retry {
+        use crate::model::Retry;
+        match self {
+            LedgerError::Unavailable(_) => Retry::LATER,
+            LedgerError::Conflict(_) => Retry::Conflict,
+            LedgerError::Config(_) => Retry::Misconfigured,
+        }
     }
 }
 

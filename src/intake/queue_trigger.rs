@@ -1,29 +1,7 @@
-//! The consuming side on Azure: a `serviceBusTrigger` function (`handlers/WorkQueue`,
-//! binding `message`) whose invocations the Functions host POSTs to us.
-//!
-//! The host settles the message itself (`host.json` `extensions.serviceBus`:
-//! `autoCompleteMessages` is `true`, as it must be for a non-.NET worker, and
-//! `maxAutoLockRenewalDuration` covers `functionTimeout`): it *completes* it when we
-//! answer 2xx and *abandons* it otherwise, which makes it redeliverable at once with no delay, up to the
-//! queue's `MaxDeliveryCount` (then the broker dead-letters it). Abandon is therefore
-//! useless as a retry mechanism, so every outcome that is *ours* ends in a 2xx:
-//! - done → 2xx (completed);
-//! - transient failure → send a delayed copy (next attempt, backoff from the envelope's
-//!   attempt, Retry-After honoured) → 2xx;
-//! - permanent failure, unreadable message, retry window exhausted → park a copy with
-//!   its reason on the dead-letter destination → 2xx.
-//!
-//! When a follow-up *send* fails (a retry or follow-up work could not be queued) we answer
-//! 500: the host abandons, the message comes straight back, nothing is lost (and after
-//! ten such failures the broker's own dead-letter queue holds it).
-//!
-//! A failed *park* is different and answers **2xx**: the work already ran and failed for
-//! good, so a redelivery would only repeat its side effects (vendor and ARM writes) up to
-//! `MaxDeliveryCount` times in a row, at once, and end in the broker's DLQ with the
-//! reason lost. The work item is dropped instead, after an error log naming the message,
-//! the endpoint's body and both reasons (stderr and the host's `Logs`), and the
-//! settlement says so. At most one execution of the side effects per delivery; the sweep
-//! re-plans the endpoint anyway.
+//! Decoding the Functions host's `serviceBusTrigger` invocation (`handlers/WorkQueue`,
+//! binding `message`) into a [`Delivery`], and turning what the runtime decided into the
+//! host's answer. What the outcome of a delivery is, and why every outcome of ours ends
+//! in a 2xx, is the runtime's (`runtime/trigger.rs`).
 //!
 //! Decoding follows reference §1.2/§1.6: `Data.message` is the body as a JSON string
 //! encoded once more (older hosts and test fixtures: once), or base64 with
@@ -37,23 +15,16 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::work;
-use super::worker::{Decision, Executed, RetryPolicy, Settlement, decide};
-use super::{Delivery, NewMessage, QueueError};
-use crate::intake::protocol::{InvocationRequest, InvocationResponse, decode_binary, decode_value, json_type_name};
+use super::protocol::{InvocationRequest, InvocationResponse, decode_binary, decode_value, json_type_name};
 use crate::model::ResourceId;
+use crate::queue::servicebus::PROP_DEDUPE_KEY;
+use crate::queue::{Delivery, TriggerQueue};
+use crate::runtime::error_policy::RetryPolicy;
+use crate::runtime::trigger::{Settled, settle_delivery};
+use crate::runtime::worker::{Executed, Settlement};
 
 /// The trigger's binding name in `handlers/WorkQueue/function.json`.
 pub const MESSAGE_BINDING: &str = "message";
-
-/// What the trigger path needs from a queue: sends only, never settling (the host settles).
-#[async_trait::async_trait]
-pub trait TriggerQueue: Send + Sync + std::fmt::Debug {
-    /// Sends a new (possibly delayed) message.
-    async fn schedule(&self, msg: NewMessage) -> Result<(), QueueError>;
-    /// Sends a copy of `delivery` to the dead-letter destination with `reason`.
-    async fn park(&self, delivery: &Delivery, reason: &str) -> Result<(), QueueError>;
-}
 
 /// A decoded invocation: the delivery, plus why it cannot be processed (if so).
 #[derive(Debug, Clone, PartialEq)]
@@ -80,8 +51,7 @@ pub fn parse_message(req: &InvocationRequest, binding: &str) -> TriggerMessage {
     let delivery_count =
         req.metadata_u64("DeliveryCount").and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0).unwrap_or(1);
     let enqueued_at = meta_str("EnqueuedTimeUtc").and_then(|s| parse_host_time(&s)).unwrap_or_else(SystemTime::now);
-    let dedupe_key =
-        application_property(req, super::servicebus::PROP_DEDUPE_KEY).unwrap_or_else(|| message_id.clone());
+    let dedupe_key = application_property(req, PROP_DEDUPE_KEY).unwrap_or_else(|| message_id.clone());
     let (body, unreadable) = match req.data.iter().find(|(k, _)| k.eq_ignore_ascii_case(binding)).map(|(_, v)| v) {
         None => {
             (Value::Null, Some(format!("invocation has no Data.{binding}; is the trigger binding named {binding}?")))
@@ -158,8 +128,8 @@ fn parse_host_time(s: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// Handles one `POST /WorkQueue` invocation: decode, run `handle` on a readable work
-/// item, then schedule / park as the module docs say, and build the host's answer.
+/// Handles one `POST /WorkQueue` invocation: decode, let the runtime run `handle` on a
+/// readable work item and settle it (`runtime::trigger`), and build the host's answer.
 pub async fn handle_trigger<F, Fut, R>(
     body: &[u8],
     queue: &dyn TriggerQueue,
@@ -181,55 +151,8 @@ where
         }
     };
     let TriggerMessage { delivery, unreadable } = parse_message(&req, MESSAGE_BINDING);
-    if let Some(reason) = unreadable {
-        return park(queue, &delivery, format!("unreadable message: {reason}")).await;
-    }
-    let (work, id) = match work::parse(&delivery.body) {
-        Ok(w) => w,
-        Err(e) => return park(queue, &delivery, format!("unreadable message: {e}")).await,
-    };
-    let executed: Executed = handle(delivery.clone(), id.clone()).await.into();
-    for msg in executed.follow_ups {
-        if let Err(e) = queue.schedule(msg).await {
-            tracing::error!(endpoint = %id, error = %e, "could not queue follow-up work; letting the host redeliver");
-            return answer(500, Settlement::Abandoned { reason: format!("could not queue follow-up work: {e}") });
-        }
-    }
-    match decide(&work, &id, executed.outcome, policy) {
-        Decision::Complete => answer(200, Settlement::Completed),
-        Decision::DeadLetter(reason) => park(queue, &delivery, reason).await,
-        Decision::Retry { msg, attempt, after } => match queue.schedule(msg).await {
-            Ok(()) => answer(200, Settlement::Rescheduled { attempt, after }),
-            Err(e) => {
-                tracing::error!(endpoint = %id, error = %e, "could not schedule retry; letting the host redeliver");
-                answer(500, Settlement::Abandoned { reason: format!("could not schedule retry: {e}") })
-            }
-        },
-    }
-}
-
-async fn park(queue: &dyn TriggerQueue, delivery: &Delivery, reason: String) -> TriggerAnswer {
-    tracing::error!(message_id = %delivery.message_id, %reason, "dead-lettering work item");
-    match queue.park(delivery, &reason).await {
-        Ok(()) => answer(200, Settlement::DeadLettered { reason }),
-        Err(e) => {
-            // Module docs: never 500 into a redelivery that repeats the side effects.
-            let body = delivery.body.to_string();
-            tracing::error!(
-                message_id = %delivery.message_id,
-                correlation_id = %delivery.correlation_id,
-                %reason,
-                error = %e,
-                body = %body.chars().take(2000).collect::<String>(),
-                "DEAD LETTER LOST: could not store the dead letter; completing the message anyway so its side effects do not run again"
-            );
-            eprintln!(
-                "autopilot: DEAD LETTER LOST: message {} ({}): {reason}; storing it failed: {e}",
-                delivery.message_id, delivery.correlation_id
-            );
-            answer(200, Settlement::DeadLettered { reason: format!("NOT STORED ({e}): {reason}") })
-        }
-    }
+    let Settled { settlement, redeliver } = settle_delivery(delivery, unreadable, queue, policy, handle).await;
+    answer(if redeliver { 500 } else { 200 }, settlement)
 }
 
 fn answer(status: u16, settlement: Settlement) -> TriggerAnswer {

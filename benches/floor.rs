@@ -140,6 +140,19 @@ fn cpu_ms(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) * 10.0
 }
 
+/// Busy CPU of the whole machine so far, in ms (`/proc/stat`, all but idle and iowait), and the
+/// part of it in interrupts (irq + softirq, where loopback TCP's receive path runs, and which
+/// the kernel may charge to no process). The rest minus ours shows how much other work
+/// (builds on this shared machine) ran during a run.
+fn machine_busy_ms() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().next().unwrap_or_default();
+    let ticks: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0.0);
+    let total: f64 = ticks.iter().take(8).sum();
+    ((total - at(3) - at(4)) * 10.0, (at(5) + at(6)) * 10.0)
+}
+
 fn spawn_handler(port: u16, arm: &str, pin: bool) -> Child {
     let exe = std::env::current_exe().expect("own path");
     let mut cmd = if pin {
@@ -184,6 +197,10 @@ struct Run {
     latencies: Vec<f64>,
     handler_cpu_ms: f64,
     host_cpu_ms: f64,
+    /// Interrupt CPU (irq + softirq) of the whole machine during the run, per event.
+    irq_cpu_ms: f64,
+    /// CPU used by other processes during the run (outside interrupts), per event.
+    others_cpu_ms: f64,
 }
 
 /// One run: a fresh "ARM", a fresh handler process, `n` invocations fired at once.
@@ -198,7 +215,7 @@ async fn run(n: usize, pin: bool) -> Run {
     let host = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5)).build().expect("client");
     wait_ready(&host, &base).await;
     let pid = child.id();
-    let (handler_before, host_before) = (cpu_ms(pid), cpu_ms(std::process::id()));
+    let (handler_before, host_before, busy_before) = (cpu_ms(pid), cpu_ms(std::process::id()), machine_busy_ms());
     let invocation = json_of_size(INVOCATION_BYTES);
     let tasks: Vec<_> = (0..n)
         .map(|_| {
@@ -225,10 +242,13 @@ async fn run(n: usize, pin: bool) -> Run {
     }
     let handler_cpu_ms = (cpu_ms(pid) - handler_before) / n as f64;
     let host_cpu_ms = (cpu_ms(std::process::id()) - host_before) / n as f64;
+    let busy_after = machine_busy_ms();
+    let irq_cpu_ms = (busy_after.1 - busy_before.1) / n as f64;
+    let others_cpu_ms = (busy_after.0 - busy_before.0) / n as f64 - irq_cpu_ms - handler_cpu_ms - host_cpu_ms;
     let _ = child.kill();
     let _ = child.wait();
     arm.abort();
-    Run { latencies, handler_cpu_ms, host_cpu_ms }
+    Run { latencies, handler_cpu_ms, host_cpu_ms, irq_cpu_ms, others_cpu_ms }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -277,11 +297,13 @@ fn main() {
         let m = median(r.latencies.clone());
         println!(
             "floor, {label}, 1,000 in flight: median {m:.0} ms, p95 {:.0} ms, max {:.0} ms; CPU per event: handler {:.3} ms, \
-             ARM + host {:.3} ms",
+             ARM + host {:.3} ms, irq + softirq {:.3} ms, other processes {:.3} ms",
             percentile(r.latencies.clone(), 0.95),
             r.latencies.iter().copied().fold(0.0, f64::max),
             r.handler_cpu_ms,
-            r.host_cpu_ms
+            r.host_cpu_ms,
+            r.irq_cpu_ms,
+            r.others_cpu_ms
         );
         medians.push(m);
         p95s.push(percentile(r.latencies.clone(), 0.95));

@@ -10,6 +10,9 @@
 //! ARM's real budget (25 reads/s per subscription and principal) would bound a single
 //! subscription to a few endpoints per second; the burst raises both the fake's and the
 //! client's budgets so the number measures the handler, not the budget.
+//!
+//! `BENCH_PIN=1` (needs `taskset`) keeps this process (fake ARM, host emulator) on core 0 and
+//! the handler on core 1, to see how much of the in-flight latency is the two sharing cores.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -42,7 +45,14 @@ fn spawn(port: u16, dir: &std::path::Path, arm_url: &str) -> Child {
 }
 
 fn spawn_with(port: u16, dir: &std::path::Path, arm_url: &str, extra: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(BIN);
+    // BENCH_PIN=1: the handler on core 1 (this process is on core 0, see `main`).
+    let mut cmd = if pinned() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
     cmd.arg("serve")
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
         .env("AUTOPILOT__QUEUE__PATH", dir.join(format!("q{port}.sqlite")))
@@ -64,6 +74,10 @@ fn spawn_with(port: u16, dir: &std::path::Path, arm_url: &str, extra: &[(&str, &
         cmd.env(k, v);
     }
     cmd.spawn().expect("spawn autopilot serve")
+}
+
+fn pinned() -> bool {
+    std::env::var("BENCH_PIN").is_ok_and(|v| v == "1")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -274,6 +288,12 @@ fn main() {
     let only_latency = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "latency");
     if !only_latency {
         startup(&dir);
+    }
+    if pinned() {
+        // Before the runtime starts, so all its threads (fake ARM, host emulator) stay on core 0.
+        let pid = std::process::id().to_string();
+        let status = Command::new("taskset").args(["-a", "-p", "-c", "0", &pid]).stdout(Stdio::null()).status();
+        assert!(status.is_ok_and(|s| s.success()), "taskset failed");
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     // One event at a time (10 runs), then 1,000 at once, ARM answering after 100 ms.

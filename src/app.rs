@@ -21,27 +21,26 @@ use crate::effects::vendors::sync::VendorSync;
 use crate::queue::servicebus::{ServiceBusAuth, ServiceBusSettings};
 use crate::queue::{TriggerQueue, WorkQueue};
 use crate::reconcile::Reconciler;
+use crate::runtime::Runtime;
 use crate::runtime::error_policy::RetryPolicy;
 use crate::telemetry::Stats;
 
+/// The composition: the settings it was built from and the runtime built from them.
+/// Intake, `doctor` and the CLI take an `App`; the runtime below takes only its
+/// [`Runtime`], which `App` dereferences to (`app.reconciler`, `app.queue`, ...).
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
-    pub arm: ArmClient,
-    pub reconciler: Arc<Reconciler>,
-    pub queue: Arc<dyn WorkQueue>,
-    pub stats: Arc<Stats>,
-    /// Bounds reconciles running at once across all invocations.
-    pub parallel: Arc<Semaphore>,
-    pub retry: RetryPolicy,
-    pub started: Instant,
+    pub runtime: Arc<Runtime>,
     /// Set when the queue is Service Bus: the `WorkQueue` trigger settles through it.
     pub trigger_queue: Option<Arc<dyn TriggerQueue>>,
-    /// Held while a sweep runs: sweeps never overlap.
-    pub sweep_running: tokio::sync::Mutex<()>,
-    /// The few facts timer runs remember (the catch-up watermark, target-side Pending
-    /// connections): in the `[ledger]` store, see `effects::small_state`.
-    pub small_state: Arc<dyn crate::effects::small_state::SmallState>,
+}
+
+impl std::ops::Deref for App {
+    type Target = Runtime;
+    fn deref(&self) -> &Runtime {
+        &self.runtime
+    }
 }
 
 impl App {
@@ -135,29 +134,28 @@ impl App {
         retry.recheck_window = Duration::from_secs(config.marks.recheck_window_secs);
         let reconciler = Arc::new(reconciler);
         let small_state = crate::effects::small_state::from_ledger_settings(&config.ledger, &credential)?;
-        Ok(Self {
+        let runtime = Runtime {
             small_state,
             parallel: Arc::new(Semaphore::new(config.reconcile.max_parallel)),
+            max_parallel: config.reconcile.max_parallel,
             retry,
             arm,
             reconciler,
             queue,
             stats,
             started: Instant::now(),
-            trigger_queue: None,
             sweep_running: tokio::sync::Mutex::new(()),
-            config,
-        })
+            deadline: Duration::from_millis(config.reconcile.deadline_ms),
+            sweep: config.sweep.clone(),
+            coverage: config.coverage.clone(),
+        };
+        Ok(Self { runtime: Arc::new(runtime), trigger_queue: None, config })
     }
 
     /// Lets the `WorkQueue` trigger schedule retries and park failures on this queue.
     pub fn with_trigger_queue(mut self, queue: Arc<dyn TriggerQueue>) -> Self {
         self.trigger_queue = Some(queue);
         self
-    }
-
-    pub fn deadline(&self) -> Duration {
-        Duration::from_millis(self.config.reconcile.deadline_ms)
     }
 }
 

@@ -26,8 +26,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::invocation::{CATCH_UP_FUNCTION, invocation_failed, invocation_ok, parse_invocation};
 use super::protocol::InvocationResponse;
-use super::server::{CATCH_UP_FUNCTION, invocation_failed, invocation_ok, parse_invocation};
 use crate::app::App;
 use crate::effects::audit::{AuditEvent, EventType};
 use crate::effects::target_approvals;
@@ -54,7 +54,7 @@ fn completed(data: Value) -> AuditEvent {
 }
 
 pub async fn catch_up(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    if let Err(resp) = parse_invocation(&app, &body, CATCH_UP_FUNCTION) {
+    if let Err(resp) = parse_invocation(&app.stats, &body, CATCH_UP_FUNCTION) {
         return *resp;
     }
     let started = Instant::now();
@@ -130,7 +130,7 @@ pub async fn catch_up(State(app): State<Arc<App>>, body: Bytes) -> Response {
                 tracing::warn!(reason = why, "catch-up: running a full sweep instead");
                 logs.push(format!("catch-up: {why}: running a full sweep instead"));
                 data["full_sweep"] = json!(true);
-                let swept = crate::runtime::sweep::sweep(&app).await;
+                let swept = crate::runtime::sweep::sweep(&app.runtime).await;
                 let ok = swept.is_ok();
                 let answer = swept
                     .unwrap_or_else(|_| crate::runtime::sweep::SweepAnswer { logs: Vec::new(), counts: Value::Null });

@@ -8,11 +8,14 @@
 //!   re-reads ARM.
 //! - `queue_trigger`: the Service Bus trigger's invocation decoded into a queue delivery
 //!   (settling it is `runtime::trigger`).
+//! - `invocation`: the function names and one invocation's parse and answers, shared by
+//!   `server` and `catch_up`.
 //! - `server`: the axum router the Functions host talks to; it decodes and answers, and
 //!   leaves the running to `crate::runtime`.
 
 pub mod catch_up;
 pub mod events;
+pub mod invocation;
 pub mod protocol;
 pub mod queue_trigger;
 pub mod server;

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
@@ -34,17 +34,10 @@ use crate::runtime::fan_out::reconcile_and_queue;
 use crate::runtime::worker::{self, Settlement};
 use crate::telemetry::Stats;
 
-/// Function names = folder names in `handlers/`. A test keeps the two in sync.
-pub const FUNCTIONS: &[&str] = &[EVENTS_FUNCTION, STATUS_FUNCTION, WORK_FUNCTION, SWEEP_FUNCTION, CATCH_UP_FUNCTION];
-pub const EVENTS_FUNCTION: &str = "PrivateEndpointEvents";
-pub const STATUS_FUNCTION: &str = "Status";
-/// `serviceBusTrigger` on the work queue (Azure; locally the embedded workers drain it).
-pub const WORK_FUNCTION: &str = "WorkQueue";
-/// `timerTrigger`: the periodic sweep.
-pub const SWEEP_FUNCTION: &str = "Sweep";
-
-/// `timerTrigger`: target-side approvals and the `resourcechanges` catch-up (`catch_up.rs`).
-pub const CATCH_UP_FUNCTION: &str = "CatchUp";
+pub use super::invocation::{
+    CATCH_UP_FUNCTION, EVENTS_FUNCTION, FUNCTIONS, STATUS_FUNCTION, SWEEP_FUNCTION, WORK_FUNCTION,
+};
+use super::invocation::{invocation_failed, invocation_ok, json_response, parse_invocation};
 
 /// Largest invocation body we accept (an Event Grid event is at most 1 MB).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -65,36 +58,13 @@ async fn ready() -> &'static str {
     "ok"
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-pub(crate) fn invocation_ok(resp: InvocationResponse) -> Response {
-    json_response(StatusCode::OK, resp.to_json_bytes())
-}
-
-/// A failed invocation: the host only sees the status, so the reason goes to stderr.
-pub(crate) fn invocation_failed(status: StatusCode, function: &str, reason: &str) -> Response {
-    eprintln!("autopilot: {function} invocation failed: {reason}");
-    tracing::error!(function, %reason, "invocation failed");
-    json_response(status, serde_json::to_vec(&json!({"error": reason})).unwrap_or_default())
-}
-
-/// Parses the host's invocation body; a malformed one is counted and answered 400.
-pub(crate) fn parse_invocation(app: &App, body: &[u8], function: &str) -> Result<InvocationRequest, Box<Response>> {
-    InvocationRequest::parse(body).map_err(|e| {
-        Stats::inc(&app.stats.invocations_rejected);
-        Box::new(invocation_failed(StatusCode::BAD_REQUEST, function, &format!("malformed invocation: {e}")))
-    })
-}
-
 /// Finds a Data entry by binding name, ignoring case (the host keeps function.json's casing).
 fn data_entry<'a>(req: &'a InvocationRequest, name: &str) -> Option<&'a Value> {
     req.data.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 
 async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let req = match parse_invocation(&app, &body, EVENTS_FUNCTION) {
+    let req = match parse_invocation(&app.stats, &body, EVENTS_FUNCTION) {
         Ok(r) => r,
         Err(resp) => return *resp,
     };
@@ -138,7 +108,14 @@ async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Re
         }
     }
     let deadline = app.deadline();
-    match reconcile_and_queue(&app, endpoints.into_values().collect(), deadline, None, std::time::Duration::ZERO).await
+    match reconcile_and_queue(
+        &app.runtime,
+        endpoints.into_values().collect(),
+        deadline,
+        None,
+        std::time::Duration::ZERO,
+    )
+    .await
     {
         Ok((mut lines, summary)) => {
             logs.append(&mut lines);
@@ -186,10 +163,10 @@ async fn work_queue(State(app): State<Arc<App>>, body: Bytes) -> Response {
 /// plus every endpoint that still owns a record but was not listed, reconciled like an
 /// event would. Runs never overlap.
 pub(crate) async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    if let Err(resp) = parse_invocation(&app, &body, SWEEP_FUNCTION) {
+    if let Err(resp) = parse_invocation(&app.stats, &body, SWEEP_FUNCTION) {
         return *resp;
     }
-    match crate::runtime::sweep::sweep(&app).await {
+    match crate::runtime::sweep::sweep(&app.runtime).await {
         Ok(answer) => {
             invocation_ok(InvocationResponse { logs: answer.logs, return_value: answer.counts, ..Default::default() })
         }
@@ -198,7 +175,7 @@ pub(crate) async fn sweep(State(app): State<Arc<App>>, body: Bytes) -> Response 
 }
 
 async fn status(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let req = match parse_invocation(&app, &body, STATUS_FUNCTION) {
+    let req = match parse_invocation(&app.stats, &body, STATUS_FUNCTION) {
         Ok(r) => r,
         Err(resp) => return *resp,
     };

@@ -44,7 +44,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{DeadLetter, Delivery, NewMessage, QueueError, WorkQueue};
+use super::api::{DeadLetter, Delivery, NewMessage, QueueError, WorkQueue};
 
 /// Schema migrations; entry `i` upgrades the database from version `i` to `i + 1`.
 /// Never edit a released entry: append a new one.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ENVELOPE_VERSION, NewMessage};
+use super::api::{ENVELOPE_VERSION, NewMessage};
 use crate::model::ResourceId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::Runtime;
 use super::error_policy::retry_after_reconcile;
 use super::worker;
-use crate::app::App;
 use crate::model::ResourceId;
 use crate::queue::{NewMessage, work};
 use crate::reconcile::snapshot::DnsSnapshot;
@@ -32,7 +32,7 @@ const ENQUEUE_CONCURRENCY: usize = 16;
 /// cut off by the deadline is retried after 1 s plus a random part of `spread`, so a
 /// large sweep's leftovers do not all come back at the same second.
 pub async fn reconcile_and_queue(
-    app: &Arc<App>,
+    app: &Arc<Runtime>,
     ids: Vec<ResourceId>,
     deadline: Duration,
     dns: Option<Arc<DnsSnapshot>>,
@@ -69,7 +69,7 @@ pub async fn reconcile_and_queue(
 }
 
 /// Sends `messages`, [`ENQUEUE_CONCURRENCY`] at a time; the first failure is the answer.
-pub async fn enqueue_all(app: &App, messages: Vec<NewMessage>) -> Result<(), String> {
+pub async fn enqueue_all(app: &Runtime, messages: Vec<NewMessage>) -> Result<(), String> {
     let sent: Vec<Result<(), String>> = futures::stream::iter(messages)
         .map(|msg| async move {
             let what = msg.dedupe_key.clone();
@@ -103,7 +103,7 @@ pub fn format_report(r: &Report) -> String {
 /// parallelism bound. `Err` = did not finish in time. `dns` = the sweep's zone listing
 /// (events pass `None`: they read each record).
 pub async fn reconcile_all(
-    app: &Arc<App>,
+    app: &Arc<Runtime>,
     ids: Vec<ResourceId>,
     deadline: Duration,
     dns: Option<Arc<DnsSnapshot>>,

@@ -12,10 +12,15 @@
 //! - `sweep.rs`: the periodic sweep and its dry run (`autopilot plan --subscription`);
 //! - `worker.rs`: drain a queue we settle ourselves (embedded SQLite, `serve`);
 //! - `trigger.rs`: settle a delivery the Functions host settles (`serviceBusTrigger`);
-//! - `error_policy.rs`: the one retry policy both consumers and the event path follow.
+//! - `error_policy.rs`: the one retry policy both consumers and the event path follow;
+//! - `context.rs`: what the runtime runs with (`Runtime`), `settings.rs` its settings.
 
+pub mod context;
 pub mod error_policy;
 pub mod fan_out;
+pub mod settings;
 pub mod sweep;
 pub mod trigger;
 pub mod worker;
+
+pub use context::Runtime;

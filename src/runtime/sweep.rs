@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::Runtime;
 use super::fan_out::{enqueue_all, reconcile_and_queue};
-use crate::app::App;
 use crate::effects::audit::{AuditEvent, EventType};
 use crate::effects::dns::zones::ZoneReport;
 use crate::effects::vendors::sync::VendorIntent;
@@ -45,36 +45,30 @@ impl SweepAnswer {
 /// Runs one sweep (never two at once: a second run while one is going is skipped).
 /// `Err` = the listing or the queueing failed; the caller must fail so the timer's next
 /// tick (or the host) tries again.
-pub async fn sweep(app: &Arc<App>) -> Result<SweepAnswer, String> {
+pub async fn sweep(app: &Arc<Runtime>) -> Result<SweepAnswer, String> {
     let Ok(_running) = app.sweep_running.try_lock() else {
         return Ok(SweepAnswer::line("sweep already running; this run is skipped"));
     };
     let started = std::time::Instant::now();
-    let subscriptions = &app.config.sweep.subscriptions;
+    let subscriptions = &app.sweep.subscriptions;
     if subscriptions.is_empty() {
         return Ok(SweepAnswer::line("sweep: no subscriptions configured (sweep.subscriptions); nothing to do"));
     }
     // One budget for the whole run (listing, reconciles, queueing the rest), well inside
     // the host's functionTimeout; whatever does not fit is queued, never killed.
-    let budget = Duration::from_secs(app.config.sweep.deadline_secs.max(1));
+    let budget = Duration::from_secs(app.sweep.deadline_secs.max(1));
     let (coverage_gaps, coverage_created) = check_coverage(app, subscriptions).await;
-    let mut scope = match crate::reconcile::sweep::scope(
-        &app.arm,
-        &app.reconciler,
-        subscriptions,
-        &app.config.sweep.source,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            let reason = format!("listing: {e}");
-            let data = json!({"subscriptions": subscriptions.len(), "error": reason,
+    let mut scope =
+        match crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions, &app.sweep.source).await {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("listing: {e}");
+                let data = json!({"subscriptions": subscriptions.len(), "error": reason,
                 "elapsed_ms": started.elapsed().as_millis() as u64});
-            app.reconciler.publish(&[sweep_completed(data)]).await;
-            return Err(reason);
-        }
-    };
+                app.reconciler.publish(&[sweep_completed(data)]).await;
+                return Err(reason);
+            }
+        };
     // Keep a tenth of the budget (at least 5 s) for queueing what the reconciles leave.
     let reserve = (budget / 10).max(Duration::from_secs(5));
     let deadline = budget.saturating_sub(started.elapsed()).saturating_sub(reserve).max(Duration::from_secs(1));
@@ -122,7 +116,7 @@ pub async fn sweep(app: &Arc<App>) -> Result<SweepAnswer, String> {
         let start = fastrand::usize(..ids.len());
         ids.rotate_left(start);
     }
-    let spread = Duration::from_secs(app.config.sweep.deadline_secs.clamp(1, 300));
+    let spread = Duration::from_secs(app.sweep.deadline_secs.clamp(1, 300));
     let (logs, summary) = match reconcile_and_queue(app, ids, deadline, scope.dns.clone(), spread).await {
         Ok(r) => r,
         Err(why) => {
@@ -182,8 +176,8 @@ pub async fn sweep(app: &Arc<App>) -> Result<SweepAnswer, String> {
 /// `coverage.function_id` says where events must go. Gaps are logged and audited
 /// (`sweep.coverage_gap`); with `coverage.create_missing` they are created first. Returns the
 /// subscriptions still uncovered and those this run created for.
-async fn check_coverage(app: &Arc<App>, subscriptions: &[String]) -> (usize, usize) {
-    let settings = &app.config.coverage;
+async fn check_coverage(app: &Arc<Runtime>, subscriptions: &[String]) -> (usize, usize) {
+    let settings = &app.coverage;
     if settings.function_id.trim().is_empty() {
         return (0, 0);
     }
@@ -224,11 +218,11 @@ pub struct SweepPlan {
 /// What the next sweep would do. `progress(done, total)` is called as endpoints are
 /// planned (long runs show it on stderr).
 pub async fn plan_subscriptions(
-    app: &App,
+    app: &Runtime,
     subscriptions: &[String],
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<SweepPlan, String> {
-    let scope = crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions, &app.config.sweep.source)
+    let scope = crate::reconcile::sweep::scope(&app.arm, &app.reconciler, subscriptions, &app.sweep.source)
         .await
         .map_err(|e| e.to_string())?;
     let total = scope.ids.len();
@@ -239,7 +233,7 @@ pub async fn plan_subscriptions(
         changes: Vec::new(),
         unchanged: 0,
     };
-    let parallel = app.config.reconcile.max_parallel.max(1);
+    let parallel = app.max_parallel.max(1);
     let mut done = 0usize;
     for chunk in scope.ids.chunks(parallel) {
         let dry_runs = futures::future::join_all(chunk.iter().map(|id| app.reconciler.reconcile(id, Mode::DryRun)));

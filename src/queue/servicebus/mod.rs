@@ -108,7 +108,7 @@ use tokio::time::Instant;
 
 use self::props::{ReceivedProps, quote_property};
 use self::transport::{Transport, WireAuth};
-use super::{DeadLetter, Delivery, NewMessage, QueueError, WorkQueue};
+use super::api::{DeadLetter, Delivery, NewMessage, QueueError, WorkQueue};
 use crate::arm::credential::TokenSource;
 use crate::model::Secret;
 

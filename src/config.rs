@@ -35,7 +35,7 @@ pub struct Config {
     pub leases: LeaseSettings,
     pub log: LogSettings,
     pub coverage: crate::reconcile::coverage::CoverageSettings,
-    pub doctor: crate::doctor::settings::DoctorSettings,
+    pub doctor: DoctorSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +272,20 @@ impl Default for QueueSettings {
             emulator_endpoint: String::new(),
         }
     }
+}
+
+/// `[doctor]`: what only `autopilot doctor` reads. It lives here, not in `doctor/`, because
+/// the doctor sits above the config (it builds the app from it); every section a lower
+/// layer reads lives with that layer instead.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DoctorSettings {
+    /// ARM id of the vault holding the vendor secrets (infra's `AZURE_KEY_VAULT_NAME`).
+    pub key_vault_id: String,
+    /// ARM id of the audit topic (`audit.topic_endpoint`'s topic).
+    pub audit_topic_id: String,
+    /// VNet ids every Azure zone in `dns.zones` must be linked to; empty = at least one link.
+    pub zone_links: Vec<String>,
 }
 
 // The sweep reads its own settings type (the runtime does not import `config`).

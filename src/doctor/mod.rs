@@ -30,15 +30,13 @@
 
 mod checks;
 pub mod required;
-pub mod settings;
 
 use serde::Serialize;
 
 use crate::app::App;
 
-// `Config` embeds the `[doctor]` section, so it lives in a leaf file that imports
-// nothing of the app: `config -> doctor/settings` then closes no circle.
-pub use settings::DoctorSettings;
+// The `[doctor]` section is defined with the rest of the config, which the doctor reads.
+pub use crate::config::DoctorSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,8 +2,9 @@
 //! backends), as a plan of actions, then apply.
 //!
 //! `plan` is pure: given what one record set should and does look like, it says what to
-//! do. `reconciler` does the I/O around it: read the truth from ARM, read each record,
-//! plan, apply, and on a lost race (412) read again. The same code path serves the
+//! do. `reconciler` does the I/O around it: read the truth from ARM and decide which records
+//! the endpoint wants (`reconciler.rs`), then read each record, plan, apply, and on a lost
+//! race (412) read again (`reconciler/records.rs`). The same code path serves the
 //! Event Grid handler, the queue worker, the sweep and the dry-run command, so what the
 //! operator previews is what runs. What a reconcile returns (`Report`, `Outcome`) is in
 //! `report`; the worker's vendor items and approval re-checks are in `vendor` and `recheck`.

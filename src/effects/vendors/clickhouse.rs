@@ -174,11 +174,7 @@ impl ClickHouse {
         let base_url = settings::normalize_base_url(S, &cfg.base_url)?;
         let key_id = settings::secret_from_env(env, S, "key_id_env", &cfg.key_id_env)?;
         let key_secret = settings::secret_from_env(env, S, "key_secret_env", &cfg.key_secret_env)?;
-        let settings = HttpSettings {
-            request_timeout_ms: cfg.request_timeout_ms,
-            rate_limit_requests: cfg.rate_limit_requests,
-            rate_limit_window_ms: cfg.rate_limit_window_ms,
-        };
+        let settings = HttpSettings::new(cfg.request_timeout_ms, cfg.rate_limit_requests, cfg.rate_limit_window_ms);
         Ok(Self {
             organization_id: cfg.organization_id.trim().to_string(),
             service_ids: cfg.service_ids.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),

@@ -215,11 +215,7 @@ impl Elastic {
         let api_key = settings::secret_from_env(env, S, "api_key_env", &cfg.api_key_env)?;
         super::transport::sensitive_header(&format!("ApiKey {}", api_key.expose()))
             .map_err(|e| format!("[vendors.elastic] {}: {e}", cfg.api_key_env))?;
-        let settings = HttpSettings {
-            request_timeout_ms: cfg.request_timeout_ms,
-            rate_limit_requests: cfg.rate_limit_requests,
-            rate_limit_window_ms: cfg.rate_limit_window_ms,
-        };
+        let settings = HttpSettings::new(cfg.request_timeout_ms, cfg.rate_limit_requests, cfg.rate_limit_window_ms);
         Ok(Self {
             region,
             deployment_ids: cfg.deployment_ids.iter().map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect(),

@@ -18,6 +18,14 @@ pub struct HttpSettings {
     pub rate_limit_window_ms: u64,
 }
 
+impl HttpSettings {
+    /// The three HTTP keys every `[vendors.<name>]` section carries (copied, not
+    /// flattened: `deny_unknown_fields` does not work through `#[serde(flatten)]`).
+    pub fn new(request_timeout_ms: u64, rate_limit_requests: u32, rate_limit_window_ms: u64) -> Self {
+        Self { request_timeout_ms, rate_limit_requests, rate_limit_window_ms }
+    }
+}
+
 /// Reads a secret from the environment variable named by `setting`.
 pub(crate) fn secret_from_env(
     env: &impl Fn(&str) -> Option<String>,

@@ -181,11 +181,7 @@ impl Zilliz {
         settings::require_setting(S, "project_id", &cfg.project_id)?;
         let base_url = settings::normalize_base_url(S, &cfg.base_url)?;
         let api_key = settings::secret_from_env(env, S, "api_key_env", &cfg.api_key_env)?;
-        let settings = HttpSettings {
-            request_timeout_ms: cfg.request_timeout_ms,
-            rate_limit_requests: cfg.rate_limit_requests,
-            rate_limit_window_ms: cfg.rate_limit_window_ms,
-        };
+        let settings = HttpSettings::new(cfg.request_timeout_ms, cfg.rate_limit_requests, cfg.rate_limit_window_ms);
         Ok(Self {
             project_id: cfg.project_id.trim().to_string(),
             region_id: cfg.region_id.trim().to_string(),

@@ -20,9 +20,11 @@
 //! host) to core 0 and the handler to core 1 with `taskset`, to see whether sharing the cores
 //! is what costs. `FLOOR_RUNS` (default 5) sets the number of 1,000-in-flight runs.
 
+mod support;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{cpu_ms, free_port, median, percentile};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -41,10 +43,6 @@ const RECORD_BYTES: usize = 400;
 const TAGS_BYTES: usize = 1_500;
 /// About the size of one Event Grid event as the host encodes it.
 const INVOCATION_BYTES: usize = 1_600;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
 
 /// A JSON object of about `size` bytes: `{"id":"…","pad":"xxx…"}`.
 fn json_of_size(size: usize) -> Bytes {
@@ -129,15 +127,6 @@ async fn invocation(client: &reqwest::Client, arm: &str, n: u64) -> impl IntoRes
     );
     read += nic + groups + record + tags;
     json_response(Bytes::from(format!(r#"{{"Outputs":{{}},"Logs":[],"ReturnValue":{read}}}"#)))
-}
-
-/// User + system CPU of a process so far, in ms (`/proc/<pid>/stat`, ticks of 1/100 s).
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) * 10.0
 }
 
 /// Busy CPU of the whole machine so far, in ms (`/proc/stat`, all but idle and iowait), and the
@@ -249,16 +238,6 @@ async fn run(n: usize, pin: bool) -> Run {
     let _ = child.wait();
     arm.abort();
     Run { latencies, handler_cpu_ms, host_cpu_ms, irq_cpu_ms, others_cpu_ms }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn main() {

@@ -14,11 +14,13 @@
 //! `BENCH_PIN=1` (needs `taskset`) keeps this process (fake ARM, host emulator) on core 0 and
 //! the handler on core 1, to see how much of the in-flight latency is the two sharing cores.
 
+mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{cpu_ms, free_port, median, percentile};
 
 use autopilot_sandbox::events::{self, ResourceEvent};
 use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArm, FakeArmOptions, MemberSpec, SANDBOX_TOKEN};
@@ -28,10 +30,6 @@ use autopilot_sandbox::harness::{
 use autopilot_sandbox::host_emulator::HostEmulator;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autopilot");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
 
 fn ready(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(50)) else { return false };
@@ -80,29 +78,12 @@ fn pinned() -> bool {
     std::env::var("BENCH_PIN").is_ok_and(|v| v == "1")
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn proc_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix(field)?.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// User + system CPU time of a process so far, in milliseconds (`/proc/<pid>/stat`).
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    // Linux reports them in clock ticks of 1/100 s.
-    (ticks(11) + ticks(12)) * 10.0
 }
 
 fn startup(dir: &std::path::Path) {
@@ -273,11 +254,6 @@ async fn event_latency(dir: &std::path::Path, latency_ms: u64, in_flight: usize)
 struct CpuSplit {
     handler_ms: f64,
     fakes_ms: f64,
-}
-
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn main() {

@@ -13,8 +13,10 @@
 //! the number measures the worker, not the vendors. Approval re-checks are off for the
 //! same reason.
 
+mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::median;
 
 use autopilot_sandbox::fake_arm::{EndpointSpec, FakeArmOptions};
 use autopilot_sandbox::harness::{SPOKE_RESOURCE_GROUP as RG, SPOKE_SUBSCRIPTION as SUB, Sandbox, SandboxOptions};
@@ -28,11 +30,6 @@ use private_link_autopilot::queue::{NewMessage, SqliteQueue, WorkQueue, work};
 const QUEUE_MESSAGES: usize = 10_000;
 const PER_VENDOR: usize = 300;
 const WORKERS: usize = 4;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn message(key: &str) -> NewMessage {
     NewMessage {

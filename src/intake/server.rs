@@ -107,7 +107,7 @@ async fn private_endpoint_events(State(app): State<Arc<App>>, body: Bytes) -> Re
             }
         }
     }
-    let deadline = app.deadline();
+    let deadline = app.deadline;
     match reconcile_and_queue(
         &app.runtime,
         endpoints.into_values().collect(),

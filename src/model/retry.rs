@@ -50,16 +50,6 @@ impl Retry {
             _ => None,
         }
     }
-
-    /// A short word for logs and reasons.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Retry::Transient { .. } => "transient",
-            Retry::Conflict => "conflict",
-            Retry::Permanent => "permanent",
-            Retry::Misconfigured => "configuration",
-        }
-    }
 }
 
 /// An error that knows its [`Retry`] class.

@@ -35,14 +35,9 @@ pub struct Runtime {
     /// The few facts timer runs remember (the catch-up watermark, target-side Pending
     /// connections): in the `[ledger]` store, see `effects::small_state`.
     pub small_state: Arc<dyn SmallState>,
-    /// How long one invocation may reconcile before the rest is queued.
+    /// How long one event invocation may reconcile before the rest is queued
+    /// (`reconcile.deadline_ms`).
     pub deadline: Duration,
     pub sweep: SweepSettings,
     pub coverage: CoverageSettings,
-}
-
-impl Runtime {
-    pub fn deadline(&self) -> Duration {
-        self.deadline
-    }
 }

@@ -15,7 +15,7 @@ use crate::backoff::Backoff;
 use crate::model::{ResourceId, Retry};
 use crate::queue::NewMessage;
 use crate::queue::work::{self, Work};
-use crate::reconcile::{Outcome, Report};
+use crate::reconcile::Outcome;
 
 /// How long and how often a work item is retried.
 #[derive(Debug, Clone)]
@@ -169,11 +169,7 @@ pub fn decide(work: &Work, id: &ResourceId, outcome: Outcome, policy: &RetryPoli
 /// and after how long. Whatever did not converge is handed to the worker; a failure too,
 /// after [`FAILED_RECONCILE_RETRY`]: the worker re-reads and dead-letters with the reason
 /// if it still fails.
-pub fn retry_after_reconcile(report: &Report) -> Option<(String, Duration)> {
-    hand_over(&report.outcome)
-}
-
-fn hand_over(outcome: &Outcome) -> Option<(String, Duration)> {
+pub fn retry_after_reconcile(outcome: &Outcome) -> Option<(String, Duration)> {
     let class = class_of(outcome)?;
     let reason = match outcome {
         Outcome::Done => return None,
@@ -276,11 +272,11 @@ mod tests {
 
     #[test]
     fn the_event_path_hands_everything_unfinished_to_the_worker() {
-        assert_eq!(hand_over(&Outcome::Done), None);
+        assert_eq!(retry_after_reconcile(&Outcome::Done), None);
         let requeue = Outcome::Requeue { after: Duration::from_secs(7), reason: "zone busy".into() };
-        assert_eq!(hand_over(&requeue), Some(("zone busy".into(), Duration::from_secs(7))));
+        assert_eq!(retry_after_reconcile(&requeue), Some(("zone busy".into(), Duration::from_secs(7))));
         let failed = Outcome::Failed { reason: "403".into() };
-        assert_eq!(hand_over(&failed), Some(("403".into(), FAILED_RECONCILE_RETRY)));
+        assert_eq!(retry_after_reconcile(&failed), Some(("403".into(), FAILED_RECONCILE_RETRY)));
     }
 
     #[test]

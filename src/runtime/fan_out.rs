@@ -45,7 +45,7 @@ pub async fn reconcile_and_queue(
     for (id, result) in results {
         let cut_off = || Duration::from_secs(1) + Duration::from_millis(fastrand::u64(..=spread.as_millis() as u64));
         let (line, retry) = match &result {
-            Ok(report) => (format_report(report), retry_after_reconcile(report)),
+            Ok(report) => (format_report(report), retry_after_reconcile(&report.outcome)),
             Err(why) => (format!("{id}: {why}"), Some((why.clone(), cut_off()))),
         };
         logs.push(line);

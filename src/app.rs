@@ -34,6 +34,12 @@ pub struct App {
     pub runtime: Arc<Runtime>,
     /// Set when the queue is Service Bus: the `WorkQueue` trigger settles through it.
     pub trigger_queue: Option<Arc<dyn TriggerQueue>>,
+    /// The few facts timer runs remember (the catch-up watermark, target-side Pending
+    /// connections): in the `[ledger]` store, see `effects::small_state`. Intake's
+    /// `CatchUp` and the CLI read it; the runtime does not.
+    pub small_state: Arc<dyn crate::effects::small_state::SmallState>,
+    /// For `Status`'s uptime.
+    pub started: Instant,
 }
 
 impl std::ops::Deref for App {
@@ -135,7 +141,6 @@ impl App {
         let reconciler = Arc::new(reconciler);
         let small_state = crate::effects::small_state::from_ledger_settings(&config.ledger, &credential)?;
         let runtime = Runtime {
-            small_state,
             parallel: Arc::new(Semaphore::new(config.reconcile.max_parallel)),
             max_parallel: config.reconcile.max_parallel,
             retry,
@@ -143,13 +148,12 @@ impl App {
             reconciler,
             queue,
             stats,
-            started: Instant::now(),
             sweep_running: tokio::sync::Mutex::new(()),
             deadline: Duration::from_millis(config.reconcile.deadline_ms),
             sweep: config.sweep.clone(),
             coverage: config.coverage.clone(),
         };
-        Ok(Self { runtime: Arc::new(runtime), trigger_queue: None, config })
+        Ok(Self { runtime: Arc::new(runtime), trigger_queue: None, small_state, started: Instant::now(), config })
     }
 
     /// Lets the `WorkQueue` trigger schedule retries and park failures on this queue.

@@ -5,14 +5,13 @@
 //! `App`; the runtime sees only this, so it depends on nothing above it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use super::error_policy::RetryPolicy;
 use super::settings::SweepSettings;
 use crate::arm::ArmClient;
-use crate::effects::small_state::SmallState;
 use crate::queue::WorkQueue;
 use crate::reconcile::Reconciler;
 use crate::reconcile::coverage::CoverageSettings;
@@ -29,12 +28,8 @@ pub struct Runtime {
     /// `reconcile.max_parallel`: also the width of a dry run's batches.
     pub max_parallel: usize,
     pub retry: RetryPolicy,
-    pub started: Instant,
     /// Held while a sweep runs: sweeps never overlap.
     pub sweep_running: tokio::sync::Mutex<()>,
-    /// The few facts timer runs remember (the catch-up watermark, target-side Pending
-    /// connections): in the `[ledger]` store, see `effects::small_state`.
-    pub small_state: Arc<dyn SmallState>,
     /// How long one event invocation may reconcile before the rest is queued
     /// (`reconcile.deadline_ms`).
     pub deadline: Duration,

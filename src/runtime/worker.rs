@@ -61,8 +61,7 @@ pub fn follow_ups(report: &crate::reconcile::Report, id: &ResourceId) -> Vec<New
         .collect()
 }
 
-/// Runs one work item against the current state of the world.
-/// Runs one work item within `reconcile.work_deadline_secs` (below the host's
+/// Runs one work item against the current state of the world, within `reconcile.work_deadline_secs` (below the host's
 /// `functionTimeout`, which would kill the handler process and every invocation in it):
 /// an item that does not finish is requeued, never killed. Every write it may have
 /// started is conditional or idempotent, so running it again is safe.

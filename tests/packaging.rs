@@ -101,8 +101,8 @@ async fn unpacked_zip_runs_like_the_host_starts_it() {
     handler.kill().await.unwrap();
 }
 
-/// The fakes are their own crate (`sandbox/`), which the product library does not depend on;
-/// the binary `azure.yaml` deploys is built without the `sandbox` feature, so none of them
+/// The fakes are their own crate (`sandbox/`), which the product library does not depend on
+/// (`tests/layers.rs`); the binary `azure.yaml` deploys is built without the `sandbox` feature, so none of them
 /// ship. Built here the same way (its own target directory, so the test's build is not
 /// disturbed) and packaged; a string only the fakes contain (the fake ARM's admin route) is
 /// absent from the packaged handler and present in the default build, which proves the probe.
@@ -113,8 +113,6 @@ fn the_packaged_handler_contains_none_of_the_fakes() {
         azure_yaml.contains("cargo build --release --locked -p autopilot --no-default-features"),
         "azure.yaml must build without the fakes"
     );
-    let product = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("product/Cargo.toml")).unwrap();
-    assert!(!product.contains("autopilot-sandbox"), "the product library cannot depend on the sandbox");
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("shipped");
     let status = std::process::Command::new(env!("CARGO"))
         .args(["build", "--locked", "-p", "autopilot", "--no-default-features", "--bin", "autopilot"])
